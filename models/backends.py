@@ -1,0 +1,48 @@
+"""One backend instance per kind, created lazily so a remote-only bot never imports torch."""
+
+from __future__ import annotations
+
+from models.base import Backend, Request, Result, RunContext
+from models.catalog import ModelEntry
+
+
+def _create(kind: str) -> Backend:
+    if kind == "hf":
+        from models.hf import HFBackend
+
+        return HFBackend()
+    if kind == "openai":
+        from models.openai_compat import OpenAIBackend
+
+        return OpenAIBackend()
+    if kind == "local":
+        from models.local import LocalBackend
+
+        return LocalBackend()
+    raise ValueError(f"unknown backend kind {kind!r}")
+
+
+class Backends:
+    """The backends in use, keyed by kind."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, Backend] = {}
+
+    def for_entry(self, entry: ModelEntry) -> Backend:
+        if entry.backend not in self._by_kind:
+            self._by_kind[entry.backend] = _create(entry.backend)
+        return self._by_kind[entry.backend]
+
+    async def run(self, entry: ModelEntry, request: Request, ctx: RunContext) -> Result:
+        return await self.for_entry(entry).run(entry, request, ctx)
+
+    async def check(self, entry: ModelEntry) -> tuple[bool, str]:
+        try:
+            return await self.for_entry(entry).check(entry)
+        except ImportError as exc:  # e.g. the `local` extra is not installed
+            return False, f"needs the local extra (pip install 'natty-bot[local]'): {exc.name} is missing"
+
+    async def aclose(self) -> None:
+        for backend in self._by_kind.values():
+            await backend.aclose()
+        self._by_kind.clear()
