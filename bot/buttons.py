@@ -1,0 +1,94 @@
+"""Buttons on job messages: DynamicItems whose custom_id carries the action and the job id.
+
+Because the state lives in the custom_id (`natty:ACTION:JOBID[:ARG]`) and the job in the database, a button
+pressed after a restart works like one pressed a second after the result arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.jobs import Job
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
+
+log = logging.getLogger("natty.buttons")
+
+ActionHandler = Callable[[discord.Interaction, Job, str | None], Awaitable[None]]
+
+# action -> (label, emoji, style); the order is the order on the message
+ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
+    "cancel": ("Cancel", "✖️", discord.ButtonStyle.danger),
+    "regen": ("Regenerate", "🔄", discord.ButtonStyle.secondary),
+    "continue": ("Continue", "➡️", discord.ButtonStyle.secondary),
+    "reroll": ("Re-roll", "🎲", discord.ButtonStyle.secondary),
+    "vary": ("Vary", "🌀", discord.ButtonStyle.secondary),
+    "remix": ("Remix", "✏️", discord.ButtonStyle.secondary),
+    "upscale": ("Upscale", "🔍", discord.ButtonStyle.secondary),
+    "imagine": ("Imagine", "🎨", discord.ButtonStyle.primary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+}
+
+RESULT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "chat": ("regen", "continue", "delete"),
+    "text-to-image": ("reroll", "vary", "remix", "upscale", "delete"),
+    "image-to-image": ("reroll", "remix", "delete"),
+    "text-to-speech": ("reroll", "delete"),
+    "text-to-audio": ("reroll", "delete"),
+    "text-to-video": ("reroll", "delete"),
+}
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"natty:(?P<action>[a-z]+):(?P<job>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"):
+    def __init__(self, action: str, job_id: str, arg: str | None = None, label: str | None = None) -> None:
+        default_label, emoji, style = ACTIONS.get(action, (action.title(), None, discord.ButtonStyle.secondary))
+        custom_id = f"natty:{action}:{job_id}" + (f":{arg}" if arg is not None else "")
+        super().__init__(discord.ui.Button(label=(label or default_label)[:80], emoji=emoji, style=style,
+                                           custom_id=custom_id))
+        self.action, self.job_id, self.arg = action, job_id, arg
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> JobButton:
+        return cls(match["action"], match["job"], match["arg"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: NattyBot = interaction.client  # type: ignore[assignment]
+        job = await bot.storage.get_job(self.job_id)
+        if job is None:
+            await interaction.response.send_message("That job no longer exists.", ephemeral=True)
+            return
+        handler = bot.actions.get(self.action)
+        if handler is None:
+            await interaction.response.send_message("This button no longer does anything.", ephemeral=True)
+            return
+        log.info("button %s on job %s pressed by %s", self.action, job.id, interaction.user.id)
+        await handler(interaction, job, self.arg)
+
+
+def job_view(job: Job, running: bool = False, extra: list[tuple[str, str | None, str]] | None = None,
+             upscale: bool = False) -> discord.ui.View:
+    """The buttons for a job's message: Cancel while it runs, the task's actions once it is done."""
+    view = discord.ui.View(timeout=None)
+    actions: tuple[str, ...] = ("cancel",) if running else RESULT_ACTIONS.get(job.task, ("delete",))
+    if not upscale and "upscale" in actions and not job.params.get("upscale_model"):
+        actions = tuple(a for a in actions if a != "upscale")
+    for action in actions:
+        view.add_item(JobButton(action, job.id))
+    for action, arg, label in extra or []:
+        view.add_item(JobButton(action, job.id, arg, label=label))
+    return view
+
+
+def can_manage(interaction: discord.Interaction, job: Job) -> bool:
+    """The requester, or a member with Manage Messages in that channel."""
+    if interaction.user.id == job.user_id:
+        return True
+    perms: Any = getattr(interaction, "permissions", None)
+    return bool(perms and perms.manage_messages)

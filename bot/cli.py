@@ -1,0 +1,151 @@
+"""The `natty` command: run, sync, models, generate, train, eval. `python -m bot` is `natty run`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.config import ConfigError, Settings, load_settings, secrets_of
+from bot.logs import setup_logging
+from models.catalog import Catalog, CatalogError, load_catalog
+
+log = logging.getLogger("natty")
+
+
+def _fail(problems: list[str]) -> int:
+    for line in problems:
+        print(f"natty: {line}", file=sys.stderr)
+    return 2
+
+
+def _load(require_token: bool) -> tuple[Settings, Catalog]:
+    settings = load_settings(require_token=require_token)
+    catalog = load_catalog(settings.models_file)
+    return settings, catalog
+
+
+async def _run_bot(settings: Settings, catalog: Catalog, sync_only: bool = False, guild: int | None = None) -> int:
+    import discord
+
+    from bot.client import invite_url, make_bot
+
+    bot = make_bot(settings, catalog)
+    if sync_only:  # setup_hook (run by login) syncs, then stops before the job engine starts
+        bot.sync_only = (True, guild)
+    try:
+        await bot.login(settings.discord_token or "")
+    except discord.LoginFailure:
+        print("natty: Discord rejected DISCORD_TOKEN. Open https://discord.com/developers/applications, pick your "
+              "app, Bot -> Reset Token, and put the new token in .env as DISCORD_TOKEN=...", file=sys.stderr)
+        await bot.http.close()
+        return 2
+    except (OSError, discord.HTTPException) as exc:
+        print(f"natty: cannot reach Discord ({type(exc).__name__}: {exc}). Check the network or DISCORD_API_BASE.",
+              file=sys.stderr)
+        await bot.http.close()
+        return 2
+    app_id = bot.application_id or (bot.user.id if bot.user else 0)
+    print(f"natty: invite the bot with {invite_url(app_id)}", file=sys.stderr)
+    if sync_only:
+        print(f"natty: synced {bot.synced_count} commands {'to guild ' + str(guild) if guild else 'globally'}")
+        await bot.close()
+        return 0
+    try:
+        await bot.connect(reconnect=True)
+    finally:
+        if not bot.is_closed():
+            await bot.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings, catalog = _load(require_token=True)
+    except (ConfigError, CatalogError) as exc:
+        return _fail(exc.problems)
+    setup_logging(settings.log_level, secrets_of(settings))
+    try:
+        return asyncio.run(_run_bot(settings, catalog))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    try:
+        settings, catalog = _load(require_token=True)
+    except (ConfigError, CatalogError) as exc:
+        return _fail(exc.problems)
+    setup_logging(settings.log_level, secrets_of(settings))
+    return asyncio.run(_run_bot(settings, catalog, sync_only=True, guild=args.guild))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    try:
+        settings, catalog = _load(require_token=False)
+    except (ConfigError, CatalogError) as exc:
+        return _fail(exc.problems)
+    from models.backends import Backends
+
+    async def check() -> list[tuple[bool, str]]:
+        backends = Backends()
+        try:
+            return list(await asyncio.gather(*(backends.check(e) for e in catalog.entries.values())))
+        finally:
+            await backends.aclose()
+
+    results = asyncio.run(check())
+    rows = [("MODEL", "TASK", "BACKEND", "DEFAULT", "STATUS")]
+    for entry, (ok, reason) in zip(catalog.entries.values(), results, strict=True):
+        rows.append((entry.name, entry.task, entry.backend, "yes" if entry.default else "",
+                     "ready" if ok else f"unavailable: {reason}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        settings, catalog = _load(require_token=False)
+    except (ConfigError, CatalogError) as exc:
+        return _fail(exc.problems)
+    setup_logging("WARNING" if not args.verbose else "INFO", secrets_of(settings))
+    from bot.generate import generate_once
+
+    return asyncio.run(generate_once(settings, catalog, args.task, args.prompt, model=args.model, out=args.out,
+                                     seed=args.seed, input_file=args.input))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # train and eval take their own arguments; hand them over untouched
+    if argv and argv[0] in ("train", "eval"):
+        from models import train
+
+        return (train.train_main if argv[0] == "train" else train.eval_main)(argv[1:])
+    parser = argparse.ArgumentParser(prog="natty", description="natty: create with generative AI on Discord.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="start the bot (the default)")
+    p_sync = sub.add_parser("sync", help="sync slash commands now")
+    p_sync.add_argument("--guild", type=int, help="sync to this server only (instant)")
+    sub.add_parser("models", help="list the model catalog and whether each entry can run now")
+    p_gen = sub.add_parser("generate", help="run one generation through the job engine, without Discord")
+    p_gen.add_argument("task", help="chat, text-to-image, text-to-speech, text-to-audio, ...")
+    p_gen.add_argument("prompt")
+    p_gen.add_argument("--model", help="a catalog name (default: the task's default)")
+    p_gen.add_argument("--out", type=Path, help="where to write the result (default: ./natty-<job>.<ext>)")
+    p_gen.add_argument("--seed", type=int)
+    p_gen.add_argument("--input", type=Path, help="input image or audio for tasks that take one")
+    p_gen.add_argument("-v", "--verbose", action="store_true")
+    sub.add_parser("train", help="train natty's own models (natty train --help)")
+    sub.add_parser("eval", help="evaluate natty's own models (natty eval --help)")
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "sync": cmd_sync, "models": cmd_models, "generate": cmd_generate}
+    return handlers[args.command or "run"](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

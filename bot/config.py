@@ -1,0 +1,153 @@
+"""Settings from the environment and `.env`, validated once, with one clear line per problem."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+
+class ConfigError(Exception):
+    """Every problem found in the settings, one per line, for start-up to print without a traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str | None
+    hf_token: str | None = None
+    database_url: str = "sqlite:///data/natty.db"
+    data_dir: Path = Path("data")
+    models_file: Path | None = None
+    api_base: str | None = None  # a REST proxy in front of Discord, or the test server
+    gateway_url: str | None = None
+    sharded: bool = False
+    shard_count: int | None = None
+    log_level: str = "INFO"
+    sync_guild: int | None = None  # sync commands to this guild only (instant; for development)
+    max_jobs_per_user: int = 5  # running + queued
+    max_jobs_per_guild: int = 50
+    cooldown_seconds: float = 0.0
+    max_prompt_chars: int = 4000
+    edit_interval: float = 1.0  # seconds between edits of one progress message
+    guild_ready_timeout: float = 2.0
+    token_margin: float = 60.0  # deliver through the channel when the interaction token has less than this left
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file named by DATABASE_URL (sqlite:///relative or sqlite:////absolute)."""
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, problems: list[str], minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r} is not a whole number")
+        return default
+    if value < minimum:
+        problems.append(f"{name} must be at least {minimum} (got {value})")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r} is not a number")
+        return default
+    if value < 0:
+        problems.append(f"{name} must not be negative (got {value})")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], problems: list[str]) -> str | None:
+    raw = env.get(name, "").strip()
+    if raw and not raw.startswith(schemes):
+        problems.append(f"{name}={raw!r} must start with {' or '.join(schemes)}")
+    return raw or None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None = ".env",
+                  require_token: bool = True) -> Settings:
+    """Read settings from `environ` (default: os.environ) over the `.env` file. Raises ConfigError."""
+    env: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    problems: list[str] = []
+
+    token = env.get("DISCORD_TOKEN", "").strip() or None
+    if require_token and not token:
+        problems.append(
+            "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications "
+            "(Bot -> Reset Token), then put DISCORD_TOKEN=... in .env"
+        )
+    elif token and (len(token) < 20 or " " in token):
+        problems.append("DISCORD_TOKEN does not look like a bot token (copy it again from the Bot page)")
+
+    database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///data/natty.db"
+    if not database_url.startswith("sqlite:///"):
+        problems.append(
+            f"DATABASE_URL must be sqlite:///path/to/file.db for now (got scheme "
+            f"{database_url.split(':', 1)[0]!r}); Postgres is planned"
+        )
+    models_file = env.get("NATTY_MODELS", "").strip()
+    if models_file and not Path(models_file).is_file():
+        problems.append(f"NATTY_MODELS={models_file!r}: no such file")
+
+    sharded_raw = env.get("NATTY_SHARDED", "").strip().lower()
+    if sharded_raw not in ("", "0", "1", "true", "false", "yes", "no"):
+        problems.append(f"NATTY_SHARDED={sharded_raw!r} must be true or false")
+    shard_count = _int(env, "NATTY_SHARD_COUNT", 0, problems, minimum=0) or None
+
+    level = env.get("NATTY_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"NATTY_LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
+    sync_guild = _int(env, "NATTY_SYNC_GUILD", 0, problems) or None
+
+    settings = Settings(
+        discord_token=token,
+        hf_token=env.get("HF_TOKEN", "").strip() or None,
+        database_url=database_url,
+        data_dir=Path(env.get("NATTY_DATA_DIR", "").strip() or "data"),
+        models_file=Path(models_file) if models_file else None,
+        api_base=_url(env, "DISCORD_API_BASE", ("http://", "https://"), problems),
+        gateway_url=_url(env, "DISCORD_GATEWAY_URL", ("ws://", "wss://"), problems),
+        sharded=sharded_raw in ("1", "true", "yes"),
+        shard_count=shard_count,
+        log_level=level,
+        sync_guild=sync_guild,
+        max_jobs_per_user=_int(env, "NATTY_MAX_JOBS_PER_USER", 5, problems, minimum=1),
+        max_jobs_per_guild=_int(env, "NATTY_MAX_JOBS_PER_GUILD", 50, problems, minimum=1),
+        cooldown_seconds=_float(env, "NATTY_COOLDOWN_SECONDS", 0.0, problems),
+        max_prompt_chars=_int(env, "NATTY_MAX_PROMPT_CHARS", 4000, problems, minimum=1),
+        edit_interval=_float(env, "NATTY_EDIT_INTERVAL", 1.0, problems),
+        guild_ready_timeout=_float(env, "NATTY_GUILD_READY_TIMEOUT", 2.0, problems),
+        token_margin=_float(env, "NATTY_TOKEN_MARGIN", 60.0, problems),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret value the logs must never show: the Discord token and every *_TOKEN / *_KEY variable."""
+    values = {settings.discord_token, settings.hf_token}
+    for name, value in os.environ.items():
+        if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value) >= 8:
+            values.add(value)
+    return sorted(v for v in values if v)

@@ -1,0 +1,790 @@
+"""Make results fit Discord: split text, fit files under the upload limit, clamp embeds, mentions.
+
+This is the one place that knows Discord's size limits. Everything here is pure and local: no network,
+no Discord calls. Image and audio re-encoding uses Pillow and soundfile; sizes are in bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import mimetypes
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import discord
+import numpy as np
+import soundfile as sf
+from PIL import Image, ImageOps, ImageSequence
+
+# Discord's limits (see shared/notes/discord.md).
+MESSAGE_LIMIT = 2000
+MAX_FILES = 10
+MAX_EMBEDS = 10
+DEFAULT_FILE_LIMIT = 10 * 1024 * 1024
+EMBED_TITLE = 256
+EMBED_DESCRIPTION = 4096
+EMBED_FIELDS = 25
+EMBED_FIELD_NAME = 256
+EMBED_FIELD_VALUE = 1024
+EMBED_FOOTER = 2048
+EMBED_AUTHOR = 256
+EMBED_TOTAL = 6000
+
+# Text longer than this many messages or characters is also attached whole, as ATTACHMENT_NAME.
+MAX_TEXT_MESSAGES = 4
+ATTACH_OVER_CHARS = 8000
+ATTACHMENT_NAME = "response.md"
+
+ELLIPSIS = "…"
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+def requester_only(user_id: int) -> discord.AllowedMentions:
+    """Mentions that may ping only the requester: no @everyone, no roles, no reply ping."""
+    return discord.AllowedMentions(
+        everyone=False, users=[discord.Object(id=user_id)], roles=False, replied_user=False
+    )
+
+
+def human_size(n: float) -> str:
+    """Bytes as Discord writes them: 1024-based, one decimal ("12.3 MB", "10 MB", "512 B")."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            text = f"{n:.1f}".removesuffix(".0")
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------- text
+
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,})([^`]*)$")
+_FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,})\s*$")
+
+
+@dataclass(frozen=True)
+class _Fence:
+    ticks: str
+    lang: str
+
+    @property
+    def opener(self) -> str:
+        return f"{self.ticks}{self.lang}\n"
+
+    @property
+    def closer(self) -> str:
+        return f"\n{self.ticks}"
+
+
+class _Layout:
+    """Line starts of a text and the code fence open at each line, for cut decisions."""
+
+    def __init__(self, text: str) -> None:
+        self.starts: list[int] = []
+        self.state: list[_Fence | None] = []  # the fence open before each line
+        self.kind: list[str] = []  # "open", "close" or "text"
+        fence: _Fence | None = None
+        pos = 0
+        for line in text.splitlines(keepends=True):
+            self.starts.append(pos)
+            self.state.append(fence)
+            bare = line.rstrip("\n")
+            if fence is None and (m := _FENCE_OPEN.match(bare)):
+                # Only the first word of the info string is reopened; it must stay short.
+                words = m.group(2).split()
+                fence = _Fence(m.group(1), words[0][:32] if words else "")
+                self.kind.append("open")
+            elif (
+                fence is not None and (m := _FENCE_CLOSE.match(bare)) and len(m.group(1)) >= len(fence.ticks)
+            ):
+                fence = None
+                self.kind.append("close")
+            else:
+                self.kind.append("text")
+            pos += len(line)
+        self.end_state = fence
+
+    def line_of(self, pos: int) -> int:
+        lo, hi = 0, len(self.starts) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.starts[mid] <= pos:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def state_at(self, pos: int, text_len: int) -> _Fence | None:
+        """The fence open at pos (a line start, or inside a line)."""
+        if pos >= text_len:
+            return self.end_state
+        i = self.line_of(pos)
+        if pos == self.starts[i] or self.kind[i] == "text":
+            return self.state[i]
+        return self.state[i + 1] if i + 1 < len(self.state) else self.end_state
+
+
+def _breaks_grapheme(text: str, c: int) -> bool:
+    """True if cutting before text[c] would split a visible character (emoji sequence, accent)."""
+    if c <= 0 or c >= len(text):
+        return False
+    before, after = text[c - 1], text[c]
+    if after in "\u200d\ufe0e\ufe0f" or before == "\u200d" or unicodedata.combining(after):
+        return True
+    if "\U0001f3fb" <= after <= "\U0001f3ff" or "\U000e0020" <= after <= "\U000e007f":
+        return True  # skin tone modifiers and tag sequences (subdivision flags)
+    if "\U0001f1e6" <= before <= "\U0001f1ff" and "\U0001f1e6" <= after <= "\U0001f1ff":
+        run = 0
+        while c - 1 - run >= 0 and "\U0001f1e6" <= text[c - 1 - run] <= "\U0001f1ff":
+            run += 1
+        return run % 2 == 1  # inside a flag (a pair of regional indicators)
+    return False
+
+
+def _render(text: str, start: int, end: int, head: _Fence | None, tail: _Fence | None) -> str:
+    body = text[start:end].rstrip()
+    return (head.opener if head else "") + body + (tail.closer if tail else "")
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Split text into messages of at most `limit` characters, never breaking a code fence.
+
+    Cuts at a blank line if one leaves the message at least half full, else at a line end, else after a
+    space, else anywhere (but not inside an emoji or accented letter). A cut inside a ``` block closes the
+    block at the end of one message and reopens it, with its language, at the start of the next. Line
+    endings become "\\n"; whitespace at the cuts is dropped. Empty or blank text gives [].
+    """
+    if limit < 40:
+        raise ValueError("limit must be at least 40 characters")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        return []
+    layout = _Layout(text)
+    n = len(text)
+    chunks: list[str] = []
+    p = len(text) - len(text.lstrip("\n"))
+    while p < n:
+        head = layout.state_at(p, n)
+        head_len = len(head.opener) if head else 0
+        rest = _render(text, p, n, head, layout.end_state)
+        if len(rest) <= limit:
+            if text[p:].strip():
+                chunks.append(rest)
+            break
+        c = _find_cut(text, layout, p, limit - head_len)
+        tail = layout.state_at(c, n)
+        chunks.append(_render(text, p, c, head, tail))
+        p = c
+        # Outside code, leading blank lines are noise; inside it, indentation is meaning.
+        while p < n and text[p] == "\n":
+            p += 1
+    return chunks
+
+
+def _find_cut(text: str, layout: _Layout, p: int, room: int) -> int:
+    """The best cut position c > p so that text[p:c] (plus a closing fence) fits in room."""
+    n = len(text)
+    hi = min(n, p + room)
+    half = p + room // 2
+
+    def fits(c: int) -> bool:
+        tail = layout.state_at(c, n)
+        return len(text[p:c].rstrip()) + (len(tail.closer) if tail else 0) <= room
+
+    def clean(c: int) -> bool:
+        if not text[p:c].strip():
+            return False
+        i = layout.line_of(c)
+        at_line_start = layout.starts[i] == c
+        if not at_line_start and layout.kind[i] != "text":
+            return False  # never cut through a fence line
+        if layout.state_at(c, n) is not None and at_line_start:
+            # Would leave an empty code block on either side of the cut.
+            if i > 0 and layout.kind[i - 1] == "open" and layout.starts[i - 1] >= p:
+                return False
+            if layout.kind[i] == "close":
+                return False
+        return True
+
+    def candidates(kind: str, floor: int) -> Iterable[int]:
+        if kind == "hard":
+            yield from range(hi, floor, -1)
+            return
+        sep = {"para": "\n\n", "line": "\n", "word": " "}[kind]
+        end = hi
+        while True:
+            i = text.rfind(sep, floor, end)
+            if i < 0:
+                return
+            c = i + len(sep)
+            if c <= hi:
+                yield c
+            end = i + len(sep) - 1
+
+    plan = [("para", half), ("line", half), ("word", half), ("line", p), ("word", p), ("hard", p)]
+    for kind, floor in plan:
+        for c in candidates(kind, floor):
+            if c > p and fits(c) and clean(c) and (kind != "hard" or not _breaks_grapheme(text, c)):
+                return c
+    # Pathological input (a fence line longer than a message): cut anywhere that fits.
+    for c in range(hi, p, -1):
+        if fits(c) and text[p:c].strip():
+            return c
+    return p + 1
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """The messages to send for one text result, and the whole text as a file when it is long."""
+
+    chunks: list[str]
+    attachment: tuple[str, bytes] | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when some of the text is only in the attachment."""
+        return self.attachment is not None and self.chunks[-1].endswith(_CONTINUED)
+
+
+_CONTINUED = f"{ELLIPSIS} (continued in {ATTACHMENT_NAME})"
+
+
+def plan_text_messages(
+    text: str,
+    limit: int = MESSAGE_LIMIT,
+    max_messages: int = MAX_TEXT_MESSAGES,
+    attach_over: int = ATTACH_OVER_CHARS,
+) -> TextPlan:
+    """Plan how to send text: up to `max_messages` chunks, plus `response.md` when the text is long.
+
+    Text over `attach_over` characters or `max_messages` messages is attached whole; when it needs more
+    than `max_messages` messages, the last shown one ends with "… (continued in response.md)".
+    """
+    chunks = split_text(text, limit)
+    if not chunks:
+        return TextPlan([])
+    long = len(text) > attach_over or len(chunks) > max_messages
+    attachment = (ATTACHMENT_NAME, text.encode("utf-8")) if long else None
+    if len(chunks) <= max_messages:
+        return TextPlan(chunks, attachment)
+    shown = chunks[:max_messages]
+    notice = "\n\n" + _CONTINUED
+    if len(shown[-1]) + len(notice) > limit:
+        # Re-split the last shown message smaller so the notice fits; fences stay balanced.
+        shown[-1] = split_text(shown[-1], limit - len(notice))[0]
+    shown[-1] += notice
+    return TextPlan(shown, attachment)
+
+
+# -------------------------------------------------------------------------------------------- files
+
+
+class TooLarge(Exception):
+    """A file that cannot be made to fit the upload limit."""
+
+    def __init__(self, size: int, limit: int, filename: str, reason: str | None = None) -> None:
+        self.size = size
+        self.limit = limit
+        self.filename = filename
+        self.reason = reason
+        super().__init__(self.user_message)
+
+    @property
+    def user_message(self) -> str:
+        """One sentence a user can read."""
+        text = (
+            f"{self.filename} is {human_size(self.size)}, over this server's "
+            f"{human_size(self.limit)} upload limit"
+        )
+        return f"{text}, {self.reason}." if self.reason else f"{text}."
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A file ready to upload, with a note for the user when it was changed to fit."""
+
+    data: bytes
+    filename: str
+    note: str | None
+    content_type: str
+
+    def to_file(self, *, spoiler: bool = False, description: str | None = None) -> discord.File:
+        """A discord.File for a send or an edit."""
+        return discord.File(io.BytesIO(self.data), self.filename, spoiler=spoiler, description=description)
+
+
+@dataclass(frozen=True)
+class FittedFiles:
+    """The files of one message after fitting: what will be sent, and what could not be."""
+
+    files: list[Fitted]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """Every line the user should read: re-encodings first, then what was left out."""
+        return [f.note for f in self.files if f.note] + self.skipped
+
+
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+}
+_EXTENSIONS = {"jpeg": "jpg"}
+_LABELS = {"jpeg": "JPEG", "webp": "WebP", "ogg": "OGG"}
+
+
+def detect_format(data: bytes) -> str | None:
+    """The format of a file from its first bytes: png, jpeg, webp, gif, wav, flac, ogg, mp3, mp4, webm."""
+    head = data[:16]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
+        return "mp3"  # MPEG audio frame sync with layer III
+    return None
+
+
+def _content_type(fmt: str | None, filename: str) -> str:
+    if fmt:
+        return _CONTENT_TYPES[fmt]
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def _rename(filename: str, fmt: str) -> str:
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return f"{stem}.{_EXTENSIONS.get(fmt, fmt)}"
+
+
+def _label(fmt: str) -> str:
+    return _LABELS.get(fmt, fmt.upper())
+
+
+def _note(src: str, size: int, target: str, new_size: int, limit: int, extra: str = "") -> str:
+    return (
+        f"Re-encoded from {_label(src)} ({human_size(size)}) to {target} ({human_size(new_size)}){extra} "
+        f"to fit this server's {human_size(limit)} limit."
+    )
+
+
+def fit_file(data: bytes, filename: str, limit: int) -> Fitted:
+    """Return the file unchanged if it fits, else a smaller re-encoding with a note; raise TooLarge.
+
+    Images (PNG, JPEG, WebP, GIF) go to WebP, then JPEG, then smaller sizes; audio (WAV, FLAC, OGG, MP3)
+    to OGG/Opus (OGG/Vorbis where Opus is missing), then mono, then MP3. Video and other files are never
+    re-encoded. The format is read from the bytes, not the name. natty's provenance label is carried over.
+    """
+    fmt = detect_format(data)
+    if len(data) <= limit:
+        return Fitted(data, filename, None, _content_type(fmt, filename))
+    if fmt in ("png", "jpeg", "webp", "gif"):
+        return _fit_image(data, filename, fmt, limit)
+    if fmt in ("wav", "flac", "ogg", "mp3"):
+        return _fit_audio(data, filename, fmt, limit)
+    if fmt in ("mp4", "webm"):
+        raise TooLarge(len(data), limit, filename, "and videos are not re-encoded; try a shorter one")
+    raise TooLarge(len(data), limit, filename)
+
+
+def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = MAX_FILES) -> FittedFiles:
+    """Fit each (filename, data) pair; files that cannot fit, or past `max_files`, become skip notes."""
+    fitted: list[Fitted] = []
+    skipped: list[str] = []
+    extra = 0
+    for filename, data in files:
+        if len(fitted) >= max_files:
+            extra += 1
+            continue
+        try:
+            fitted.append(fit_file(data, filename, limit))
+        except TooLarge as e:
+            skipped.append(e.user_message)
+    if extra:
+        skipped.append(
+            f"{extra} more file{'s' if extra > 1 else ''} not attached: a message holds {max_files}."
+        )
+    return FittedFiles(fitted, skipped)
+
+
+def _carry_provenance(original: bytes, new: bytes, fmt: str) -> bytes:
+    from bot import provenance  # provenance never imports delivery; imported late to keep startup light
+
+    try:
+        found = provenance.read(original)["natty"]
+        return provenance.stamp(new, fmt, found) if found else new
+    except ValueError:  # a label is a courtesy; never fail a delivery over it
+        return new
+
+
+# Image re-encoding ladder.
+_WEBP_QUALITIES = (90, 80, 70)
+_JPEG_QUALITIES = (85, 70, 50)
+_SCALE_STEP = 0.75
+_MIN_SIDE = 256
+_AIM = 0.95  # aim a little under the limit so one try usually lands
+
+
+def _encode_image(
+    frames: list[Image.Image], fmt: str, quality: int, exif: bytes | None, duration: Any
+) -> bytes:
+    out = io.BytesIO()
+    options: dict[str, Any] = {"quality": quality}
+    if exif:
+        options["exif"] = exif
+    if fmt == "webp":
+        options["method"] = 4
+        if len(frames) > 1:
+            options.update(save_all=True, append_images=frames[1:], duration=duration, loop=0)
+        frames[0].save(out, "WEBP", **options)
+    else:
+        frames[0].convert("RGB").save(out, "JPEG", optimize=True, **options)
+    return out.getvalue()
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        alpha = im.convert("RGBA").getchannel("A")
+        return alpha.getextrema()[0] < 255
+    return False
+
+
+def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
+    try:
+        im = Image.open(io.BytesIO(data))
+        n_frames = getattr(im, "n_frames", 1)
+        duration = im.info.get("duration", 100)
+        exif_obj = im.getexif()
+        # Re-encoding drops the orientation tag, so bake it in.
+        frames = [ImageOps.exif_transpose(f.copy()) for f in ImageSequence.Iterator(im)]
+    except Exception as e:
+        raise TooLarge(len(data), limit, filename, "and it could not be read as an image") from e
+    alpha = _has_alpha(frames[0])
+    frames = [f.convert("RGBA" if alpha else "RGB") for f in frames]
+    if 0x0112 in exif_obj:
+        del exif_obj[0x0112]
+    exif = exif_obj.tobytes() if len(exif_obj) else None
+    animated = n_frames > 1
+    formats = ["webp"] if animated or alpha else ["webp", "jpeg"]
+    if src == "webp" and not animated and not alpha:
+        formats = ["jpeg", "webp"]
+
+    best: tuple[int, str, int] | None = None  # smallest (size, format, quality) seen at full size
+    for fmt in formats:
+        for quality in _WEBP_QUALITIES if fmt == "webp" else _JPEG_QUALITIES:
+            out = _encode_image(frames, fmt, quality, exif, duration)
+            if len(out) <= limit:
+                out = _carry_provenance(data, out, fmt)
+                return Fitted(
+                    out,
+                    _rename(filename, fmt),
+                    _note(src, len(data), _label(fmt), len(out), limit),
+                    _CONTENT_TYPES[fmt],
+                )
+            if best is None or len(out) < best[0]:
+                best = (len(out), fmt, quality)
+            if len(out) > 2 * limit:
+                break  # lower quality alone will not close a gap this large
+
+    assert best is not None
+    size, fmt, _ = best
+    quality = 80 if fmt == "webp" else 75
+    w, h = frames[0].size
+    floor = min(1.0, _MIN_SIDE / max(w, h))
+    # Size falls roughly with pixel count, so aim each try from the last size; never shrink a side by
+    # less than _SCALE_STEP at a time (or more than half), and stop at the floor.
+    scale = 1.0
+    while scale > floor:
+        step = min(_SCALE_STEP, max(0.5, _AIM * math.sqrt(limit / size)))
+        scale = max(scale * step, floor)
+        size_to = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = [f.resize(size_to, Image.Resampling.LANCZOS) for f in frames]
+        out = _encode_image(small, fmt, quality, exif, duration)
+        if len(out) <= limit:
+            out = _carry_provenance(data, out, fmt)
+            scaled = f", scaled down from {w}×{h} to {size_to[0]}×{size_to[1]},"
+            return Fitted(
+                out,
+                _rename(filename, fmt),
+                _note(src, len(data), _label(fmt), len(out), limit, scaled),
+                _CONTENT_TYPES[fmt],
+            )
+        size = len(out)
+    raise TooLarge(len(data), limit, filename, f"even re-encoded and scaled down to {_MIN_SIDE} px")
+
+
+# Audio re-encoding ladder, best first: (container, codec, mono, compression level, sample rate or None
+# for the source's). libsndfile maps the compression level to a bitrate (0 = best, 1 = smallest; Opus
+# runs from about 256 kbps down to 6); sizes are projected from an excerpt before the full encode.
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+_EXCERPT_SECONDS = 20.0
+_FULL_ENCODE_UNDER = 30.0
+_Rung = tuple[str, str, bool, float, int | None]
+
+
+def _audio_ladder(opus: bool) -> list[_Rung]:
+    codec = ("OGG", "OPUS") if opus else ("OGG", "VORBIS")
+    rungs: list[_Rung] = [(*codec, False, level, None) for level in (0.5, 0.65, 0.75, 0.85, 0.9)]
+    rungs += [(*codec, True, level, None) for level in (0.85, 0.9, 0.94, 0.97, 0.99, 1.0)]
+    if not opus:
+        rungs += [(*codec, True, 1.0, 22050), (*codec, True, 1.0, 11025)]
+    # Last resort: MP3 at low sample rates reaches 8 kbps.
+    rungs += [("MP3", "MPEG_LAYER_III", True, level, rate) for level, rate in ((0.9, 16000), (0.95, 8000))]
+    return rungs
+
+
+def _resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    """Resample (frames, channels) float audio; polyphase filtering when scipy is present."""
+    if sr_from == sr_to:
+        return x
+    try:
+        from scipy.signal import resample_poly
+    except ImportError:
+        # scipy comes with the local extra only; linear interpolation is fine for a last-resort encode.
+        n_out = round(len(x) * sr_to / sr_from)
+        t_out = np.arange(n_out) * (sr_from / sr_to)
+        cols = [np.interp(t_out, np.arange(len(x)), x[:, c]) for c in range(x.shape[1])]
+        return np.stack(cols, axis=1).astype(np.float32)
+    g = math.gcd(sr_from, sr_to)
+    return resample_poly(x, sr_to // g, sr_from // g, axis=0).astype(np.float32)
+
+
+def _encode_rate(codec: str, container: str, rate: int) -> int:
+    if codec == "OPUS" and rate not in _OPUS_RATES:
+        return 48000 if rate > 24000 else min(r for r in _OPUS_RATES if r >= rate)
+    if container == "MP3" and rate not in _MP3_RATES:
+        return 44100
+    return rate
+
+
+class _Prepared:
+    """Mono mixes and resamplings of one signal, made once however many rungs use them."""
+
+    def __init__(self, x: np.ndarray, sr: int) -> None:
+        self.x, self.sr = x, sr
+        self._cache: dict[tuple[bool, int], np.ndarray] = {}
+
+    def get(self, mono: bool, rate: int) -> np.ndarray:
+        key = (mono and self.x.shape[1] > 1, rate)
+        if key not in self._cache:
+            x = self.x.mean(axis=1, keepdims=True) if key[0] else self.x
+            self._cache[key] = np.clip(_resample(x, self.sr, rate), -1.0, 1.0)
+        return self._cache[key]
+
+
+def _encode_audio(prep: _Prepared, rung: _Rung) -> tuple[bytes, int, int]:
+    """Encode one rung of the ladder; returns (bytes, sample rate, channels)."""
+    container, codec, mono, level, rate = rung
+    target = _encode_rate(codec, container, rate or prep.sr)
+    x = prep.get(mono, target)
+    out = io.BytesIO()
+    sf.write(out, x, target, format=container, subtype=codec, compression_level=level)
+    return out.getvalue(), target, x.shape[1]
+
+
+def _opus_available() -> bool:
+    return "OPUS" in sf.available_subtypes("OGG")
+
+
+def _decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return x, sr
+
+
+def _describe_audio(codec: str, size: int, seconds: float, rate: int, channels: int) -> str:
+    name = {"OPUS": "OGG/Opus", "VORBIS": "OGG/Vorbis"}.get(codec, "MP3")
+    layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+    khz = f"{rate / 1000:g}"
+    return f"{name} {round(size * 8 / seconds / 1000)} kbps {layout} {khz} kHz"
+
+
+def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
+    try:
+        x, sr = _decode_audio(data)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise TooLarge(len(data), limit, filename, "and it could not be read as audio") from e
+    seconds = len(x) / sr
+    if seconds <= 0:
+        raise TooLarge(len(data), limit, filename, "and it holds no audio")
+    whole = _Prepared(x, sr)
+    short = seconds <= _FULL_ENCODE_UNDER
+    excerpt = whole if short else _Prepared(x[: int(_EXCERPT_SECONDS * sr)], sr)
+    for rung in _audio_ladder(_opus_available()):
+        try:
+            out, rate, channels = _encode_audio(excerpt, rung)
+            # Headers weigh more in a short excerpt, so the projection errs large.
+            if not short and len(out) * len(x) / len(excerpt.x) > limit:
+                continue
+            if not short:
+                out, rate, channels = _encode_audio(whole, rung)
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            continue  # this libsndfile lacks the encoder or the setting
+        if len(out) > limit:
+            continue
+        fmt = "ogg" if rung[0] == "OGG" else "mp3"
+        out = _carry_provenance(data, out, fmt)
+        target = _describe_audio(rung[1], len(out), seconds, rate, channels)
+        return Fitted(
+            out, _rename(filename, fmt), _note(src, len(data), target, len(out), limit), _CONTENT_TYPES[fmt]
+        )
+    raise TooLarge(len(data), limit, filename, "even as low-bitrate mono audio; try a shorter clip")
+
+
+def audio_duration(data: bytes) -> float:
+    """Length of WAV/FLAC/OGG/MP3 audio in seconds; ValueError if it cannot be read."""
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as e:
+        raise ValueError(f"not readable audio: {e}") from e
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def to_discord_audio(data: bytes) -> tuple[bytes, str, float]:
+    """Audio as Discord plays it inline: WAV/FLAC become OGG/Opus; OGG/MP3 pass through.
+
+    Returns (bytes, extension without dot, duration in seconds). Opus is written at 8/12/16/24/48 kHz
+    (others are resampled to 48 kHz); where this libsndfile lacks Opus, OGG/Vorbis is written instead.
+    """
+    fmt = detect_format(data)
+    if fmt in ("ogg", "mp3"):
+        return data, fmt, audio_duration(data)
+    if fmt not in ("wav", "flac"):
+        raise ValueError("not WAV, FLAC, OGG or MP3 audio")
+    x, sr = _decode_audio(data)
+    codec = "OPUS" if _opus_available() else "VORBIS"
+    # Level 0.6 is about 100 kbps for Opus: transparent for speech and music at a fraction of WAV.
+    out, _, _ = _encode_audio(_Prepared(x, sr), ("OGG", codec, False, 0.6, None))
+    return _carry_provenance(data, out, "ogg"), "ogg", len(x) / sr
+
+
+# ------------------------------------------------------------------------------------------- embeds
+
+
+def _cut(s: str, n: int) -> str:
+    if len(s) <= n:
+        return s
+    return s[: max(0, n - 1)] + ELLIPSIS if n > 0 else ""
+
+
+def _embed_size(e: dict[str, Any]) -> int:
+    total = len(e.get("title") or "") + len(e.get("description") or "")
+    total += sum(len(f.get("name") or "") + len(f.get("value") or "") for f in e.get("fields") or [])
+    total += len((e.get("footer") or {}).get("text") or "") + len((e.get("author") or {}).get("name") or "")
+    return total
+
+
+def _clamp_dict(embed: dict[str, Any], budget: int) -> dict[str, Any]:
+    e = dict(embed)
+    if e.get("title"):
+        e["title"] = _cut(e["title"], EMBED_TITLE)
+    if e.get("description"):
+        e["description"] = _cut(e["description"], EMBED_DESCRIPTION)
+    if e.get("fields"):
+        e["fields"] = [
+            {
+                **f,
+                "name": _cut(f.get("name") or "", EMBED_FIELD_NAME),
+                "value": _cut(f.get("value") or "", EMBED_FIELD_VALUE),
+            }
+            for f in e["fields"][:EMBED_FIELDS]
+        ]
+    if e.get("footer", {}).get("text"):
+        e["footer"] = {**e["footer"], "text": _cut(e["footer"]["text"], EMBED_FOOTER)}
+    if e.get("author", {}).get("name"):
+        e["author"] = {**e["author"], "name": _cut(e["author"]["name"], EMBED_AUTHOR)}
+
+    over = _embed_size(e) - budget
+    if over > 0 and e.get("description"):
+        keep = len(e["description"]) - over
+        if keep >= 2:
+            e["description"] = _cut(e["description"], keep)
+        else:
+            del e["description"]
+        over = _embed_size(e) - budget
+    fields = list(e.get("fields") or [])
+    while over > 0 and fields:
+        last = fields[-1]
+        keep = len(last["value"]) - over
+        if keep >= 2:
+            fields[-1] = {**last, "value": _cut(last["value"], keep)}
+        else:
+            fields.pop()
+        e["fields"] = fields
+        over = _embed_size(e) - budget
+    # Only a tiny shared budget (clamp_embeds) gets this far.
+    for key, sub in (("footer", "text"), ("author", "name"), ("title", None)):
+        if over <= 0:
+            break
+        value = e.get(key) if sub is None else (e.get(key) or {}).get(sub)
+        if not value:
+            continue
+        keep = len(value) - over
+        new = _cut(value, keep) if keep >= 2 else ""
+        if sub is None:
+            e[key] = new
+        else:
+            e[key] = {**e[key], sub: new}
+        over = _embed_size(e) - budget
+    return e
+
+
+E = TypeVar("E", dict[str, Any], discord.Embed)
+
+
+def clamp_embed(embed: E, budget: int = EMBED_TOTAL) -> E:
+    """Trim an embed (a dict or a discord.Embed) to Discord's limits; cut text ends with "…".
+
+    Each part is cut to its own limit first; if the total is still over `budget` (6000), the description
+    is trimmed, then fields from the end.
+    """
+    if isinstance(embed, discord.Embed):
+        return discord.Embed.from_dict(_clamp_dict(embed.to_dict(), budget))
+    return _clamp_dict(embed, budget)
+
+
+def clamp_discord_embed(embed: discord.Embed) -> discord.Embed:
+    """clamp_embed for a discord.Embed."""
+    return clamp_embed(embed)
+
+
+def clamp_embeds(embeds: Sequence[E]) -> list[E]:
+    """At most 10 embeds, each clamped, sharing the 6000-character total of one message."""
+    out: list[E] = []
+    left = EMBED_TOTAL
+    for embed in embeds[:MAX_EMBEDS]:
+        if left <= 0:
+            break
+        clamped = clamp_embed(embed, left)
+        size = _embed_size(clamped.to_dict() if isinstance(clamped, discord.Embed) else clamped)
+        left -= size
+        out.append(clamped)
+    return out

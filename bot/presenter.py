@@ -1,0 +1,321 @@
+"""The Discord face of jobs: queue position, progress and results rendered into one message per job.
+
+Edits to one message are coalesced and throttled (about one a second); the last state always arrives.
+Results go to the interaction while its token is valid, otherwise into the channel through the bot token,
+mentioning only the requester. Every message that carries a prompt or generated content allows no mentions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import delivery
+from bot.buttons import job_view
+from bot.jobs import Job, JobState
+from bot.provenance import Provenance, stamp
+from models.base import Progress
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
+
+log = logging.getLogger("natty.presenter")
+
+CURSOR = " ▌"
+AI_LABEL = "AI-generated"
+
+
+def _eta_text(eta: float | None) -> str:
+    if eta is None:
+        return ""
+    return f", about {max(1, round(eta))} s" if eta < 120 else f", about {round(eta / 60)} min"
+
+
+def _bar(fraction: float, width: int = 12) -> str:
+    full = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * full + "░" * (width - full)
+
+
+@dataclass
+class Render:
+    """One state of a job's message."""
+
+    content: str
+    files: list[discord.File] = field(default_factory=list)
+    view: discord.ui.View | None = None
+    final: bool = False
+
+
+class LiveMessage:
+    """A job's message: coalesces updates and edits it at most once per `interval`."""
+
+    def __init__(self, presenter: Presenter, job: Job, interval: float) -> None:
+        self.presenter = presenter
+        self.job = job
+        self.interval = interval
+        self.pending: Render | None = None
+        self.last_edit = 0.0
+        self.lock = asyncio.Lock()
+        self.flusher: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def update(self, render: Render) -> None:
+        if self.closed:
+            return
+        self.pending = render
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        delay = self.last_edit + self.interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self.lock:
+            render, self.pending = self.pending, None
+            if render is None:
+                return
+            self.last_edit = time.monotonic()
+            try:
+                await self.presenter.edit_job_message(self.job, render)
+            except discord.HTTPException as exc:
+                log.warning("job %s: progress edit failed: %s", self.job.id, exc)
+
+    async def close(self) -> None:
+        """Stop progress edits; the caller then renders the final state itself."""
+        self.closed = True
+        self.pending = None
+        if self.flusher and not self.flusher.done():
+            self.flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.flusher
+        async with self.lock:  # wait for an edit in flight
+            pass
+        delay = self.last_edit + self.interval - time.monotonic()
+        if delay > 0:  # keep the spacing even for the last edit
+            await asyncio.sleep(delay)
+
+
+class Presenter:
+    """Listens to the job engine and renders each job's message."""
+
+    def __init__(self, bot: NattyBot) -> None:
+        self.bot = bot
+        self.live: dict[str, LiveMessage] = {}
+        self.custom_renderers: dict[str, Any] = {}  # task -> async (job) -> None, for combined creations
+
+    def _live(self, job: Job) -> LiveMessage:
+        live = self.live.get(job.id)
+        if live is None:
+            live = self.live[job.id] = LiveMessage(self, job, self.bot.settings.edit_interval)
+        live.job = job
+        return live
+
+    # --- the engine's listener interface --------------------------------------------------------------
+
+    async def job_queued(self, job: Job, position: int, eta: float | None) -> None:
+        if job.params.get("silent"):
+            return
+        text = f"⏳ Queued: position {position}{_eta_text(eta)}. `{job.id}` · {job.model}"
+        self._live(job).update(Render(self._with_prompt(job, text), view=job_view(job, running=True)))
+
+    async def job_progress(self, job: Job, progress: Progress) -> None:
+        if job.params.get("silent"):
+            return
+        files: list[discord.File] = []
+        if progress.text is not None:  # streamed text: show the text itself
+            text = progress.text[-(delivery.MESSAGE_LIMIT - 200):] + CURSOR
+            body = text
+        else:
+            parts = ["⚙️ Generating"]
+            if progress.fraction is not None:
+                parts.append(f"{_bar(progress.fraction)} {round(progress.fraction * 100)}%")
+            if progress.step is not None and progress.total:
+                parts.append(f"step {progress.step}/{progress.total}")
+            if progress.message:
+                parts.append(progress.message)
+            body = self._with_prompt(job, " · ".join(parts) + f" · `{job.id}` · {job.model}")
+            if progress.preview:
+                files.append(discord.File(io.BytesIO(progress.preview), "preview.png"))
+        self._live(job).update(Render(body, files=files, view=job_view(job, running=True)))
+
+    async def job_finished(self, job: Job) -> None:
+        live = self.live.pop(job.id, None)
+        if live is not None:
+            await live.close()
+        if job.task in self.custom_renderers:
+            await self.custom_renderers[job.task](job)
+            return
+        await self.deliver(job)
+
+    # --- rendering ------------------------------------------------------------------------------------
+
+    def _with_prompt(self, job: Job, line: str) -> str:
+        if not job.prompt or job.task == "chat":
+            return line
+        prompt = job.prompt if len(job.prompt) <= 300 else job.prompt[:299] + "…"
+        return f"**{discord.utils.escape_markdown(prompt)}**\n{line}"
+
+    def footer(self, job: Job) -> str:
+        meta = (job.result or {}).get("meta", {})
+        bits = [f"`{job.id}`", job.model]
+        if meta.get("seed") is not None:
+            bits.append(f"seed {meta['seed']}")
+        if (job.result or {}).get("duration"):
+            bits.append(f"{job.result['duration']:.1f} s")
+        bits.append(AI_LABEL)
+        return "-# " + " · ".join(bits)
+
+    def result_files(self, job: Job, limit: int) -> tuple[list[discord.File], list[str]]:
+        """The job's stored files, stamped with provenance and fitted to the size limit, plus notes."""
+        files: list[discord.File] = []
+        notes: list[str] = []
+        meta = (job.result or {}).get("meta", {})
+        prov = Provenance.for_prompt(job.prompt, model=job.model, backend=meta.get("backend", "?"), task=job.task,
+                                     seed=meta.get("seed"), job_id=job.id)
+        for item in (job.result or {}).get("files", []):
+            data = Path(item["path"]).read_bytes()
+            if job.task in ("text-to-speech", "text-to-audio"):
+                data, ext, _ = delivery.to_discord_audio(data)
+                item = {**item, "filename": Path(item["filename"]).with_suffix(f".{ext}").name}
+            with contextlib.suppress(Exception):  # provenance is best effort on formats that cannot carry it
+                data = stamp(data, item["filename"], prov)
+            try:
+                fitted = delivery.fit_file(data, item["filename"], limit)
+            except delivery.TooLarge as exc:
+                notes.append(f"{exc.user_message} It stays available with `/show job:{job.id}`.")
+                continue
+            if fitted.note:
+                notes.append(fitted.note)
+            files.append(fitted.to_file())
+        return files, notes
+
+    def render_result(self, job: Job, limit: int) -> tuple[list[Render], discord.File | None]:
+        """The final messages for a job: the first replaces the progress message, the rest follow it."""
+        if job.state is not JobState.DONE:
+            icon = "🚫" if job.state is JobState.CANCELLED else "⚠️"
+            text = f"{icon} {job.error or 'This job did not finish.'}\n-# `{job.id}` · {job.model}"
+            return [Render(self._with_prompt(job, text), final=True)], None
+        result = job.result or {}
+        kind = result.get("kind")
+        if kind == "text":
+            plan = delivery.plan_text_messages(result.get("text") or "(the model returned no text)")
+            chunks = list(plan.chunks) or ["(the model returned no text)"]
+            footer = "\n" + self.footer(job)
+            if len(chunks[-1]) + len(footer) <= delivery.MESSAGE_LIMIT:
+                chunks[-1] += footer
+            else:
+                chunks.append(footer.strip())
+            attachment = None
+            if plan.attachment:
+                attachment = discord.File(io.BytesIO(plan.attachment[1]), plan.attachment[0])
+            renders = [Render(c, final=True) for c in chunks]
+            renders[-1].view = job_view(job)
+            return renders, attachment
+        if kind == "labels":
+            lines = [f"`{score:6.1%}` {label}" for label, score in result.get("labels", [])[:10]]
+            text = "\n".join(lines) or "(no labels)"
+            return [Render(self._with_prompt(job, f"{text}\n{self.footer(job)}"), final=True)], None
+        files, notes = self.result_files(job, limit)
+        text = "\n".join([*(f"-# {n}" for n in notes), self.footer(job)])
+        return [Render(self._with_prompt(job, text), files=files, view=job_view(job) if files else None,
+                       final=True)], None
+
+    # --- sending --------------------------------------------------------------------------------------
+
+    def _webhook(self, job: Job) -> discord.Webhook:
+        return discord.Webhook.partial(job.application_id, job.interaction_token, client=self.bot)
+
+    async def edit_job_message(self, job: Job, render: Render) -> None:
+        """Edit the job's message in place: through the interaction while its token lives, else the channel."""
+        kwargs: dict[str, Any] = dict(content=render.content, attachments=render.files,
+                                      view=render.view, allowed_mentions=delivery.NO_MENTIONS)
+        if job.token_valid(self.bot.settings.token_margin) and job.message_id:
+            await self._webhook(job).edit_message(job.message_id, **kwargs)
+            return
+        if job.message_id and job.channel_id and not job.ephemeral:
+            channel = self.bot.get_partial_messageable(job.channel_id)
+            with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                await channel.get_partial_message(job.message_id).edit(**kwargs)
+
+    async def deliver(self, job: Job) -> None:
+        """Send a finished job's result (or its failure) where its requester will see it."""
+        limit = job.params.get("filesize_limit") or delivery.DEFAULT_FILE_LIMIT
+        renders, attachment = self.render_result(job, limit)
+        via_interaction = job.token_valid(self.bot.settings.token_margin) and job.message_id
+        sent: list[discord.Message] = []
+        try:
+            if via_interaction:
+                sent = await self._deliver_interaction(job, renders, attachment)
+            else:
+                sent = await self._deliver_channel(job, renders, attachment)
+        except discord.HTTPException as exc:
+            log.warning("job %s: delivery through %s failed (%s); trying the channel", job.id,
+                        "the interaction" if via_interaction else "the channel", exc)
+            if via_interaction:
+                sent = await self._deliver_channel(job, renders, attachment)
+        for message in sent:
+            await self.bot.storage.link_message(message.id, job.id, message.channel.id)
+        log.info("job %s delivered (%s) in %d message(s)", job.id, job.state, len(sent))
+
+    async def _deliver_interaction(self, job: Job, renders: list[Render],
+                                   attachment: discord.File | None) -> list[discord.Message]:
+        webhook = self._webhook(job)
+        first, rest = renders[0], renders[1:]
+        files = first.files + ([attachment] if attachment and not rest else [])
+        message = await webhook.edit_message(job.message_id, content=first.content, attachments=files,
+                                             view=first.view, allowed_mentions=delivery.NO_MENTIONS)
+        sent: list[discord.Message] = [message]
+        for i, render in enumerate(rest):
+            extra = [attachment] if attachment and i == len(rest) - 1 else []
+            kwargs: dict[str, Any] = dict(content=render.content, files=render.files + extra,
+                                          allowed_mentions=delivery.NO_MENTIONS, wait=True, ephemeral=job.ephemeral)
+            if render.view is not None:
+                kwargs["view"] = render.view
+            sent.append(await webhook.send(**kwargs))
+        return sent
+
+    async def _deliver_channel(self, job: Job, renders: list[Render],
+                               attachment: discord.File | None) -> list[discord.Message]:
+        """Past the token's life: post into the channel (a DM for private jobs), mentioning only the requester."""
+        if job.ephemeral or not job.channel_id:
+            user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
+            target: discord.abc.Messageable = await user.create_dm()
+        else:
+            target = self.bot.get_partial_messageable(job.channel_id)
+        sent: list[discord.Message] = []
+        if job.params.get("channel_message") and job.message_id and job.channel_id:
+            # a reply in a conversation: its placeholder becomes the answer, no ping needed
+            first = renders[0]
+            placeholder = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
+            warnings = "".join(f"\n-# {w}" for w in job.params.get("warnings", []))
+            content = first.content if len(first.content) + len(warnings) > delivery.MESSAGE_LIMIT \
+                else first.content + warnings
+            sent.append(await placeholder.edit(content=content, attachments=first.files, view=first.view,
+                                               allowed_mentions=delivery.NO_MENTIONS))
+            renders = renders[1:]
+            if not renders and attachment:
+                sent.append(await target.send(file=attachment, allowed_mentions=delivery.NO_MENTIONS))
+        for i, render in enumerate(renders):
+            content = render.content
+            mentions = delivery.NO_MENTIONS
+            if i == 0 and not job.ephemeral and not job.params.get("channel_message"):
+                content = f"<@{job.user_id}> {content}"
+                mentions = delivery.requester_only(job.user_id)
+                content = content[: delivery.MESSAGE_LIMIT]
+            extra = [attachment] if attachment and i == len(renders) - 1 else []
+            kwargs: dict[str, Any] = dict(content=content, files=render.files + extra, allowed_mentions=mentions)
+            if render.view is not None:
+                kwargs["view"] = render.view
+            sent.append(await target.send(**kwargs))
+        return sent

@@ -1,0 +1,239 @@
+"""Storage, owned by this module alone: SQLite through aiosqlite, WAL mode, versioned migrations.
+
+The SQL sticks to types and statements that Postgres also accepts (TEXT, INTEGER, REAL, JSON kept as
+TEXT), so another driver can take SQLite's place behind the same methods later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.jobs import Job, JobState
+
+MIGRATIONS: list[str] = [
+    # 1: jobs, guild settings, per-user state
+    """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER,
+        channel_id INTEGER,
+        task TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL DEFAULT '',
+        params TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        application_id INTEGER,
+        interaction_token TEXT,
+        token_expires_at REAL,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        locale TEXT,
+        message_id INTEGER,
+        parent_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        error TEXT
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE INDEX jobs_user ON jobs(user_id, created_at);
+    CREATE INDEX jobs_message ON jobs(message_id);
+    CREATE TABLE job_messages (
+        message_id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        channel_id INTEGER
+    );
+    CREATE TABLE guild_settings (
+        guild_id INTEGER PRIMARY KEY,
+        settings TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE user_state (
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER NOT NULL DEFAULT 0,
+        last_job_at REAL,
+        day TEXT,
+        jobs_today INTEGER NOT NULL DEFAULT 0,
+        data TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (user_id, guild_id)
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+_JOB_COLUMNS = (
+    "id", "user_id", "guild_id", "channel_id", "task", "model", "prompt", "params", "state", "created_at",
+    "started_at", "finished_at", "application_id", "interaction_token", "token_expires_at", "ephemeral",
+    "locale", "message_id", "parent_id", "attempts", "result", "error",
+)
+
+
+def _row_to_job(row: aiosqlite.Row) -> Job:
+    return Job(
+        id=row["id"], user_id=row["user_id"], guild_id=row["guild_id"], channel_id=row["channel_id"],
+        task=row["task"], model=row["model"], prompt=row["prompt"], params=json.loads(row["params"]),
+        state=JobState(row["state"]), created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], application_id=row["application_id"],
+        interaction_token=row["interaction_token"], token_expires_at=row["token_expires_at"],
+        ephemeral=bool(row["ephemeral"]), locale=row["locale"], message_id=row["message_id"],
+        parent_id=row["parent_id"], attempts=row["attempts"],
+        result=json.loads(row["result"]) if row["result"] else None, error=row["error"],
+    )
+
+
+class Storage:
+    """The database and the results folder."""
+
+    def __init__(self, db_path: Path, data_dir: Path) -> None:
+        self.db_path = db_path
+        self.data_dir = data_dir
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("storage is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.db_path)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def migrate(self) -> int:
+        """Apply the migrations not applied yet; returns the schema version."""
+        await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with self.db.execute("SELECT MAX(version) FROM schema_version") as cur:
+            current = (await cur.fetchone())[0] or 0
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            await self.db.executescript(f"BEGIN;\n{script}\nINSERT INTO schema_version VALUES ({version});\nCOMMIT;")
+        return len(MIGRATIONS)
+
+    # --- jobs ---------------------------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> None:
+        values = [getattr(job, c) for c in _JOB_COLUMNS]
+        values[_JOB_COLUMNS.index("params")] = json.dumps(job.params)
+        values[_JOB_COLUMNS.index("state")] = job.state.value
+        values[_JOB_COLUMNS.index("result")] = json.dumps(job.result) if job.result else None
+        await self.db.execute(
+            f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})", values
+        )
+        await self.db.commit()
+
+    async def update_job(self, job: Job, *fields: str) -> None:
+        """Write the named fields of `job` back."""
+        values: list[Any] = []
+        for f in fields:
+            v = getattr(job, f)
+            if f in ("params", "result"):
+                v = json.dumps(v) if v is not None else None
+            elif f == "state":
+                v = v.value
+            values.append(v)
+        await self.db.execute(f"UPDATE jobs SET {', '.join(f'{f} = ?' for f in fields)} WHERE id = ?",
+                              [*values, job.id])
+        await self.db.commit()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return _row_to_job(row) if row else None
+
+    async def jobs_in_states(self, *states: JobState) -> list[Job]:
+        marks = ", ".join("?" * len(states))
+        async with self.db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq",
+                                   [s.value for s in states]) as cur:
+            return [_row_to_job(r) for r in await cur.fetchall()]
+
+    async def recent_jobs(self, user_id: int, limit: int = 10) -> list[Job]:
+        async with self.db.execute("SELECT * FROM jobs WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                                   (user_id, limit)) as cur:
+            return [_row_to_job(r) for r in await cur.fetchall()]
+
+    async def link_message(self, message_id: int, job_id: str, channel_id: int | None) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO job_messages VALUES (?, ?, ?)", (message_id, job_id, channel_id))
+        await self.db.commit()
+
+    async def job_for_message(self, message_id: int) -> Job | None:
+        async with self.db.execute("SELECT job_id FROM job_messages WHERE message_id = ?", (message_id,)) as cur:
+            row = await cur.fetchone()
+        return await self.get_job(row[0]) if row else None
+
+    def result_dir(self, job_id: str) -> Path:
+        path = self.data_dir / "results" / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # --- guild settings and per-user state -----------------------------------------------------------
+
+    async def guild_settings(self, guild_id: int | None) -> dict[str, Any]:
+        if guild_id is None:
+            return {}
+        async with self.db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
+            row = await cur.fetchone()
+        return json.loads(row[0]) if row else {}
+
+    async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO guild_settings VALUES (?, ?, ?) ON CONFLICT(guild_id) DO UPDATE SET "
+            "settings = excluded.settings, updated_at = excluded.updated_at",
+            (guild_id, json.dumps(settings), time.time()),
+        )
+        await self.db.commit()
+
+    async def user_state(self, user_id: int, guild_id: int | None) -> dict[str, Any]:
+        async with self.db.execute("SELECT * FROM user_state WHERE user_id = ? AND guild_id = ?",
+                                   (user_id, guild_id or 0)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return {"last_job_at": None, "day": None, "jobs_today": 0, "data": {}}
+        return {"last_job_at": row["last_job_at"], "day": row["day"], "jobs_today": row["jobs_today"],
+                "data": json.loads(row["data"])}
+
+    async def record_job_start(self, user_id: int, guild_id: int | None, now: float) -> None:
+        """Count a submitted job for cooldowns and daily quotas."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        await self.db.execute(
+            "INSERT INTO user_state (user_id, guild_id, last_job_at, day, jobs_today) VALUES (?, ?, ?, ?, 1) "
+            "ON CONFLICT(user_id, guild_id) DO UPDATE SET last_job_at = excluded.last_job_at, "
+            "jobs_today = CASE WHEN user_state.day = excluded.day THEN user_state.jobs_today + 1 ELSE 1 END, "
+            "day = excluded.day",
+            (user_id, guild_id or 0, now, day),
+        )
+        await self.db.commit()
+
+    async def save_user_data(self, user_id: int, guild_id: int | None, data: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO user_state (user_id, guild_id, data) VALUES (?, ?, ?) "
+            "ON CONFLICT(user_id, guild_id) DO UPDATE SET data = excluded.data",
+            (user_id, guild_id or 0, json.dumps(data)),
+        )
+        await self.db.commit()
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        await self.db.commit()

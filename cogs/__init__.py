@@ -1,0 +1,1 @@
+"""One cog per modality or feature: they turn commands, buttons and modals into jobs."""

@@ -1,0 +1,98 @@
+"""/describe and the "Describe" message menu: a caption and three prompts to /imagine from it."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import delivery
+from bot.buttons import job_view
+from bot.jobs import Job, JobState
+from cogs.common import model_autocomplete, new_seed
+
+STYLES = ("a detailed oil painting", "a cinematic photograph, golden hour", "a soft watercolour illustration")
+
+
+def suggestions(caption: str) -> list[str]:
+    """Three prompts built from the caption: the same subject in three distinct styles."""
+    subject = caption.strip().rstrip(".") or "the scene"
+    return [f"{subject}, {style}" for style in STYLES]
+
+
+class Describe(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        bot.actions["imagine"] = self.on_imagine  # type: ignore[attr-defined]
+        bot.presenter.custom_renderers["image-to-text"] = self.render  # type: ignore[attr-defined]
+        self.menu = app_commands.ContextMenu(name="Describe", callback=self.describe_message)
+        bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(name="describe", description="Caption an image and suggest prompts from it")
+    @app_commands.describe(image="The image", model="Which captioning model")
+    @app_commands.autocomplete(model=model_autocomplete("image-to-text"))
+    async def describe(self, interaction: discord.Interaction, image: discord.Attachment,
+                       model: str | None = None) -> None:
+        await self._start(interaction, image, model)
+
+    async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        image = next((a for a in message.attachments if (a.content_type or "").startswith("image/")), None)
+        if image is None:
+            await self.bot.refuse(interaction, "That message has no image to describe.", "image-to-text")  # type: ignore[attr-defined]
+            return
+        await self._start(interaction, image, None)
+
+    async def _start(self, interaction: discord.Interaction, image: discord.Attachment, model: str | None) -> None:
+        bot = self.bot
+        if not (image.content_type or "").startswith("image/"):
+            await bot.refuse(interaction, f"**{image.filename}** is not an image "  # type: ignore[attr-defined]
+                             f"({image.content_type or 'unknown type'}). Attach a PNG, JPEG or WebP image.",
+                             "image-to-text")
+            return
+        await bot.ack(interaction)  # type: ignore[attr-defined]
+        data, problem = await bot.read_attachment(interaction, image, ("image",))  # type: ignore[attr-defined]
+        if data is None:
+            await bot.fail_after_ack(interaction, problem or "I could not read that image.", "image-to-text")  # type: ignore[attr-defined]
+            return
+        await bot.submit(interaction, "image-to-text", "", model=model, check_prompt=False,  # type: ignore[attr-defined]
+                         inputs={"image": (image.filename, data)})
+
+    async def render(self, job: Job) -> None:
+        """The caption, the three suggestions, and an Imagine button for each."""
+        presenter = self.bot.presenter  # type: ignore[attr-defined]
+        if job.state is not JobState.DONE:
+            await presenter.deliver(job)
+            return
+        caption = ((job.result or {}).get("text") or "").strip()
+        ideas = suggestions(caption)
+        lines = [f"**Caption:** {caption or '(no caption)'}", ""]
+        lines += [f"**{i + 1}.** {idea}" for i, idea in enumerate(ideas)]
+        job.result = {**(job.result or {}), "text": "\n".join(lines)}
+        extra = [("imagine", str(i), f"Imagine {i + 1}") for i in range(len(ideas))]
+        view = job_view(job, extra=extra)
+        content = "\n".join(lines)[: delivery.MESSAGE_LIMIT - 200] + "\n" + presenter.footer(job)
+        from bot.presenter import Render
+
+        render = Render(content, view=view, final=True)
+        if job.token_valid(self.bot.settings.token_margin) and job.message_id:  # type: ignore[attr-defined]
+            await presenter.edit_job_message(job, render)
+            await self.bot.storage.link_message(job.message_id, job.id, job.channel_id)  # type: ignore[attr-defined]
+        else:
+            for message in await presenter._deliver_channel(job, [render], None):
+                await self.bot.storage.link_message(message.id, job.id, message.channel.id)  # type: ignore[attr-defined]
+
+    async def on_imagine(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+        caption = ((job.result or {}).get("text") or "")
+        # the stored text is the rendered list; take the caption line back out of it
+        first = caption.splitlines()[0].removeprefix("**Caption:** ") if caption else ""
+        ideas = suggestions(first)
+        prompt = ideas[int(arg or 0) % len(ideas)]
+        await self.bot.submit(interaction, "text-to-image", prompt, params={"seed": new_seed()},  # type: ignore[attr-defined]
+                              parent_id=job.id)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Describe(bot))

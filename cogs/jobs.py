@@ -1,0 +1,104 @@
+"""/jobs and /show, and the Cancel and Delete buttons every job message carries."""
+
+from __future__ import annotations
+
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import delivery
+from bot.buttons import can_manage
+from bot.jobs import Job, JobState
+
+STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE: "✅", JobState.FAILED: "⚠️",
+               JobState.CANCELLED: "🚫"}
+
+
+def _ago(ts: float) -> str:
+    return f"<t:{int(ts)}:R>"
+
+
+class Jobs(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        bot.actions["cancel"] = self.on_cancel  # type: ignore[attr-defined]
+        bot.actions["delete"] = self.on_delete  # type: ignore[attr-defined]
+
+    @app_commands.command(name="jobs", description="Your queued, running and recent jobs")
+    async def jobs(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True)
+        engine = self.bot.engine  # type: ignore[attr-defined]
+        recent = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)  # type: ignore[attr-defined]
+        if not recent:
+            await interaction.followup.send("You have no jobs yet. Try `/imagine` or `/chat`.", ephemeral=True)
+            return
+        lines = []
+        for job in recent:
+            live = engine.active.get(job.id, job)
+            where = ""
+            if live.state is JobState.QUEUED:
+                where = f" · position {engine.scheduler.position(job.id) or '?'}"
+            prompt = job.prompt if len(job.prompt) <= 60 else job.prompt[:59] + "…"
+            lines.append(f"{STATE_ICONS[live.state]} `{job.id}` {job.task} · {job.model}{where} · "
+                         f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")
+        embed = discord.Embed(title="Your jobs", description="\n".join(lines))
+        embed.set_footer(text="Bring one back with /show job:<id>")
+        await interaction.followup.send(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
+                                        ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+
+    @app_commands.command(name="show", description="Bring back a past job with its buttons")
+    @app_commands.describe(job="The job id, as shown under each result")
+    async def show(self, interaction: discord.Interaction, job: str) -> None:
+        record = await self.bot.storage.get_job(job.strip().lower())  # type: ignore[attr-defined]
+        if record is None or not self._may_see(interaction, record):
+            await interaction.response.send_message(f"No job `{job[:20]}` that you can see.", ephemeral=True,
+                                                    allowed_mentions=delivery.NO_MENTIONS)
+            return
+        if not record.state.finished:
+            await interaction.response.send_message(f"Job `{record.id}` is still {record.state.value}.",
+                                                    ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=record.ephemeral)
+        renders, attachment = self.bot.presenter.render_result(record, interaction.filesize_limit)  # type: ignore[attr-defined]
+        for i, render in enumerate(renders):
+            files = render.files + ([attachment] if attachment and i == len(renders) - 1 else [])
+            kwargs = dict(content=render.content, files=files, allowed_mentions=delivery.NO_MENTIONS, wait=True,
+                          ephemeral=record.ephemeral)
+            if render.view is not None:
+                kwargs["view"] = render.view
+            message = await interaction.followup.send(**kwargs)
+            await self.bot.storage.link_message(message.id, record.id, message.channel.id)  # type: ignore[attr-defined]
+
+    def _may_see(self, interaction: discord.Interaction, job: Job) -> bool:
+        if job.user_id == interaction.user.id:
+            return True
+        return not job.ephemeral and job.guild_id is not None and job.guild_id == interaction.guild_id
+
+    async def on_cancel(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+        if not can_manage(interaction, job):
+            await interaction.response.send_message(
+                "Only the person who started this job, or a member with Manage Messages, can cancel it.",
+                ephemeral=True)
+            return
+        if not await self.bot.engine.cancel(job.id, interaction.user.id):  # type: ignore[attr-defined]
+            await interaction.response.send_message(f"Job `{job.id}` has already finished.", ephemeral=True)
+            return
+        await interaction.response.defer()  # the job's message turns into "Cancelled." when it stops
+
+    async def on_delete(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+        if not can_manage(interaction, job):
+            await interaction.response.send_message(
+                "Only the person who made this, or a member with Manage Messages, can delete it.", ephemeral=True)
+            return
+        await interaction.response.defer()
+        if interaction.message is not None:
+            await interaction.delete_original_response() if interaction.message.flags.ephemeral else \
+                await interaction.message.delete()
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Jobs(bot))
+
+
+

@@ -1,0 +1,58 @@
+"""/transcribe and the "Transcribe" message menu, for attachments and voice messages."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.common import model_autocomplete
+
+AUDIO_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac", ".m4a", ".webm", ".opus")
+
+
+def _is_audio(att: discord.Attachment) -> bool:
+    return (att.content_type or "").startswith("audio/") or att.filename.lower().endswith(AUDIO_EXTENSIONS)
+
+
+class Transcribe(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Transcribe", callback=self.transcribe_message)
+        bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(name="transcribe", description="Turn speech in an audio file into text")
+    @app_commands.describe(audio="The audio file or voice message", model="Which speech-to-text model")
+    @app_commands.autocomplete(model=model_autocomplete("speech-to-text"))
+    async def transcribe(self, interaction: discord.Interaction, audio: discord.Attachment,
+                         model: str | None = None) -> None:
+        await self._start(interaction, audio, model)
+
+    async def transcribe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        audio = next((a for a in message.attachments if _is_audio(a)), None)
+        if audio is None:
+            await self.bot.refuse(interaction, "That message has no audio or voice message to transcribe.",  # type: ignore[attr-defined]
+                                  "speech-to-text")
+            return
+        await self._start(interaction, audio, None)
+
+    async def _start(self, interaction: discord.Interaction, audio: discord.Attachment, model: str | None) -> None:
+        if not _is_audio(audio):
+            await self.bot.refuse(  # type: ignore[attr-defined]
+                interaction, f"**{audio.filename}** is not audio ({audio.content_type or 'unknown type'}). "
+                "Attach an OGG, MP3, WAV or FLAC file, or a voice message.", "speech-to-text")
+            return
+        await self.bot.ack(interaction)  # type: ignore[attr-defined]
+        data, problem = await self.bot.read_attachment(interaction, audio, ("audio", "video", "application"))  # type: ignore[attr-defined]
+        if data is None:
+            await self.bot.fail_after_ack(interaction, problem or "I could not read that file.", "speech-to-text")  # type: ignore[attr-defined]
+            return
+        await self.bot.submit(interaction, "speech-to-text", "", model=model, check_prompt=False,  # type: ignore[attr-defined]
+                              inputs={"audio": (audio.filename, data)})
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Transcribe(bot))
