@@ -45,7 +45,10 @@ RESULT_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"natty:(?P<action>[a-z]+):(?P<job>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"):
+TEMPLATE = r"natty:(?P<action>[a-z]+):(?P<job>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
     def __init__(self, action: str, job_id: str, arg: str | None = None, label: str | None = None) -> None:
         default_label, emoji, style = ACTIONS.get(action, (action.title(), None, discord.ButtonStyle.secondary))
         custom_id = f"natty:{action}:{job_id}" + (f":{arg}" if arg is not None else "")

@@ -18,7 +18,7 @@ from discord.ext import commands
 from bot import delivery
 from bot.buttons import ActionHandler, JobButton
 from bot.config import Settings
-from bot.engine import JobEngine, Limits, LimitHit
+from bot.engine import JobEngine, LimitHit, Limits
 from bot.jobs import INTERACTION_TOKEN_LIFETIME, Job
 from bot.presenter import Presenter
 from bot.storage import Storage
@@ -162,7 +162,8 @@ class NattyMixin:
             entry = next((e for e in entries if e.name == requested), None)
             if entry is None:
                 names = ", ".join(e.name for e in entries) or "none"
-                return None, f"There is no model named **{requested}** for {TASK_NAMES[task]} here. Choose one of: {names}."
+                return None, (f"There is no model named **{requested}** for {TASK_NAMES[task]} here. "
+                              f"Choose one of: {names}.")
             ok, reason = self.availability.get(entry.name, (True, ""))
             if not ok:
                 return None, f"**{entry.name}** cannot run right now: {reason}."
@@ -184,7 +185,9 @@ class NattyMixin:
     async def refuse(self, interaction: discord.Interaction, message: str, task: str = "", model: str = "",
                      prompt: str = "") -> None:
         """Answer a bad request with a short ephemeral message and keep a failed job record of it."""
-        if interaction.response.is_done():
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
+        elif interaction.response.is_done():
             await interaction.followup.send(message, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
         else:
             await interaction.response.send_message(message, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
@@ -197,18 +200,23 @@ class NattyMixin:
         if not prompt.strip():
             return "The prompt is empty. Tell me what to make, for example `/imagine prompt: a lighthouse at dusk`."
         if len(prompt) > limit:
-            return f"The prompt is {len(prompt):,} characters long; the limit here is {limit:,}. Shorten it and try again."
+            return (f"The prompt is {len(prompt):,} characters long; the limit here is {limit:,}. "
+                    "Shorten it and try again.")
         return None
 
     async def read_attachment(self, interaction: discord.Interaction, attachment: discord.Attachment,
-                              kinds: tuple[str, ...], max_bytes: int = 25 * 1024 * 1024) -> tuple[bytes | None, str | None]:
+                              kinds: tuple[str, ...],
+                              max_bytes: int = 25 * 1024 * 1024) -> tuple[bytes | None, str | None]:
         """Download an attachment of the interaction after checking its type and size; (data, problem)."""
         ctype = (attachment.content_type or mimetypes.guess_type(attachment.filename)[0] or "").split(";")[0]
         if not ctype.startswith(tuple(f"{k}/" for k in kinds)):
             wanted = " or ".join(kinds)
-            return None, f"**{attachment.filename}** is not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted} file ({ctype or 'unknown type'}). Attach {wanted} and try again."
+            article = "an" if wanted[0] in "aeiou" else "a"
+            return None, (f"**{attachment.filename}** is not {article} {wanted} file ({ctype or 'unknown type'}). "
+                          f"Attach {wanted} and try again.")
         if attachment.size > max_bytes:
-            return None, f"**{attachment.filename}** is {delivery.human_size(attachment.size)}; the limit is {delivery.human_size(max_bytes)}."
+            return None, (f"**{attachment.filename}** is {delivery.human_size(attachment.size)}; "
+                          f"the limit is {delivery.human_size(max_bytes)}.")
         try:
             return await attachment.read(), None
         except discord.HTTPException as exc:
@@ -292,7 +300,10 @@ class NattyMixin:
 
     async def send_error(self, interaction: discord.Interaction, message: str) -> None:
         try:
-            if interaction.response.is_done():
+            if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+                # the "thinking" message is the place for the answer (a followup would leave it spinning)
+                await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
+            elif interaction.response.is_done():
                 await interaction.followup.send(f"⚠️ {message}", ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
             else:
                 await interaction.response.send_message(f"⚠️ {message}", ephemeral=True,

@@ -45,9 +45,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 
 def requester_only(user_id: int) -> discord.AllowedMentions:
     """Mentions that may ping only the requester: no @everyone, no roles, no reply ping."""
-    return discord.AllowedMentions(
-        everyone=False, users=[discord.Object(id=user_id)], roles=False, replied_user=False
-    )
+    return discord.AllowedMentions(everyone=False, users=[discord.Object(id=user_id)], roles=False, replied_user=False)
 
 
 def human_size(n: float) -> str:
@@ -100,9 +98,7 @@ class _Layout:
                 words = m.group(2).split()
                 fence = _Fence(m.group(1), words[0][:32] if words else "")
                 self.kind.append("open")
-            elif (
-                fence is not None and (m := _FENCE_CLOSE.match(bare)) and len(m.group(1)) >= len(fence.ticks)
-            ):
+            elif fence is not None and (m := _FENCE_CLOSE.match(bare)) and len(m.group(1)) >= len(fence.ticks):
                 fence = None
                 self.kind.append("close")
             else:
@@ -298,10 +294,7 @@ class TooLarge(Exception):
     @property
     def user_message(self) -> str:
         """One sentence a user can read."""
-        text = (
-            f"{self.filename} is {human_size(self.size)}, over this server's "
-            f"{human_size(self.limit)} upload limit"
-        )
+        text = f"{self.filename} is {human_size(self.size)}, over this server's {human_size(self.limit)} upload limit"
         return f"{text}, {self.reason}." if self.reason else f"{text}."
 
 
@@ -429,9 +422,7 @@ def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = M
         except TooLarge as e:
             skipped.append(e.user_message)
     if extra:
-        skipped.append(
-            f"{extra} more file{'s' if extra > 1 else ''} not attached: a message holds {max_files}."
-        )
+        skipped.append(f"{extra} more file{'s' if extra > 1 else ''} not attached: a message holds {max_files}.")
     return FittedFiles(fitted, skipped)
 
 
@@ -453,9 +444,7 @@ _MIN_SIDE = 256
 _AIM = 0.95  # aim a little under the limit so one try usually lands
 
 
-def _encode_image(
-    frames: list[Image.Image], fmt: str, quality: int, exif: bytes | None, duration: Any
-) -> bytes:
+def _encode_image(frames: list[Image.Image], fmt: str, quality: int, exif: bytes | None, duration: Any) -> bytes:
     out = io.BytesIO()
     options: dict[str, Any] = {"quality": quality}
     if exif:
@@ -541,25 +530,32 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
     raise TooLarge(len(data), limit, filename, f"even re-encoded and scaled down to {_MIN_SIDE} px")
 
 
-# Audio re-encoding ladder, best first: (container, codec, mono, compression level, sample rate or None
-# for the source's). libsndfile maps the compression level to a bitrate (0 = best, 1 = smallest; Opus
-# runs from about 256 kbps down to 6); sizes are projected from an excerpt before the full encode.
+# Audio re-encoding. libsndfile maps a compression level to a bitrate (0 = best, 1 = smallest); for
+# Opus that is about 256 kbps per channel times (1 - level), down to 6 kbps. Each configuration is
+# searched for the best level that fits, on an excerpt first for long audio.
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-_EXCERPT_SECONDS = 20.0
+_EXCERPT_SECONDS = 10.0
 _FULL_ENCODE_UNDER = 30.0
-_Rung = tuple[str, str, bool, float, int | None]
+_MONO_BELOW_BPS = 48_000  # under this, one good channel beats two poor ones
+# (container, codec, mono, sample rate or None for the source's, best level tried, highest level)
+_Config = tuple[str, str, bool, int | None, float, float]
 
 
-def _audio_ladder(opus: bool) -> list[_Rung]:
-    codec = ("OGG", "OPUS") if opus else ("OGG", "VORBIS")
-    rungs: list[_Rung] = [(*codec, False, level, None) for level in (0.5, 0.65, 0.75, 0.85, 0.9)]
-    rungs += [(*codec, True, level, None) for level in (0.85, 0.9, 0.94, 0.97, 0.99, 1.0)]
-    if not opus:
-        rungs += [(*codec, True, 1.0, 22050), (*codec, True, 1.0, 11025)]
-    # Last resort: MP3 at low sample rates reaches 8 kbps.
-    rungs += [("MP3", "MPEG_LAYER_III", True, level, rate) for level, rate in ((0.9, 16000), (0.95, 8000))]
-    return rungs
+def _audio_configs(opus: bool, channels: int, target_bps: float) -> list[_Config]:
+    if opus:
+        configs: list[_Config] = [
+            ("OGG", "OPUS", False, None, 0.75, 1.0),
+            ("OGG", "OPUS", True, None, 0.75, 1.0),
+        ]
+    else:
+        # Vorbis cannot go much under 50 kbps at 48 kHz, so lower the sample rate, then try MP3.
+        configs = [("OGG", "VORBIS", mono, None, 0.5, 1.0) for mono in (False, True)]
+        configs += [("OGG", "VORBIS", True, rate, 0.5, 1.0) for rate in (22050, 11025)]
+        configs += [("MP3", "MPEG_LAYER_III", True, rate, 0.5, 0.99) for rate in (16000, 8000)]
+    if channels > 1 and target_bps < _MONO_BELOW_BPS:
+        configs = [c for c in configs if c[2]]
+    return configs
 
 
 def _resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
@@ -601,14 +597,27 @@ class _Prepared:
         return self._cache[key]
 
 
-def _encode_audio(prep: _Prepared, rung: _Rung) -> tuple[bytes, int, int]:
-    """Encode one rung of the ladder; returns (bytes, sample rate, channels)."""
-    container, codec, mono, level, rate = rung
+def _encode_audio(prep: _Prepared, config: _Config, level: float) -> tuple[bytes, int, int]:
+    """Encode at one level; returns (bytes, sample rate, channels)."""
+    container, codec, mono, rate, _, _ = config
     target = _encode_rate(codec, container, rate or prep.sr)
     x = prep.get(mono, target)
     out = io.BytesIO()
     sf.write(out, x, target, format=container, subtype=codec, compression_level=level)
     return out.getvalue(), target, x.shape[1]
+
+
+def _search_level(prep: _Prepared, config: _Config, limit: float, level: float) -> tuple[float, bytes] | None:
+    """The first level from `level` up whose encoding fits `limit`, aiming from each miss."""
+    top = config[5]
+    for _ in range(6):
+        out, _, _ = _encode_audio(prep, config, level)
+        if len(out) <= limit:
+            return level, out
+        if level >= top:
+            return None
+        level = min(top, 1 - (1 - level) * limit / len(out) * 0.93)
+    return None
 
 
 def _opus_available() -> bool:
@@ -638,24 +647,24 @@ def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
     whole = _Prepared(x, sr)
     short = seconds <= _FULL_ENCODE_UNDER
     excerpt = whole if short else _Prepared(x[: int(_EXCERPT_SECONDS * sr)], sr)
-    for rung in _audio_ladder(_opus_available()):
+    share = len(excerpt.x) / len(x)
+    for config in _audio_configs(_opus_available(), x.shape[1], limit * 8 / seconds):
         try:
-            out, rate, channels = _encode_audio(excerpt, rung)
-            # Headers weigh more in a short excerpt, so the projection errs large.
-            if not short and len(out) * len(x) / len(excerpt.x) > limit:
+            # Headers weigh more in a short excerpt, so its share of the limit errs small.
+            found = _search_level(excerpt, config, limit * share, config[4])
+            if found and not short:
+                found = _search_level(whole, config, limit, found[0])
+            if not found:
                 continue
-            if not short:
-                out, rate, channels = _encode_audio(whole, rung)
+            _, out = found
         except (sf.LibsndfileError, RuntimeError, ValueError):
             continue  # this libsndfile lacks the encoder or the setting
-        if len(out) > limit:
-            continue
-        fmt = "ogg" if rung[0] == "OGG" else "mp3"
+        fmt = "ogg" if config[0] == "OGG" else "mp3"
         out = _carry_provenance(data, out, fmt)
-        target = _describe_audio(rung[1], len(out), seconds, rate, channels)
-        return Fitted(
-            out, _rename(filename, fmt), _note(src, len(data), target, len(out), limit), _CONTENT_TYPES[fmt]
-        )
+        rate = _encode_rate(config[1], config[0], config[3] or sr)
+        channels = 1 if config[2] else x.shape[1]
+        target = _describe_audio(config[1], len(out), seconds, rate, channels)
+        return Fitted(out, _rename(filename, fmt), _note(src, len(data), target, len(out), limit), _CONTENT_TYPES[fmt])
     raise TooLarge(len(data), limit, filename, "even as low-bitrate mono audio; try a shorter clip")
 
 
@@ -682,7 +691,7 @@ def to_discord_audio(data: bytes) -> tuple[bytes, str, float]:
     x, sr = _decode_audio(data)
     codec = "OPUS" if _opus_available() else "VORBIS"
     # Level 0.6 is about 100 kbps for Opus: transparent for speech and music at a fraction of WAV.
-    out, _, _ = _encode_audio(_Prepared(x, sr), ("OGG", codec, False, 0.6, None))
+    out, _, _ = _encode_audio(_Prepared(x, sr), ("OGG", codec, False, None, 0.6, 1.0), 0.6)
     return _carry_provenance(data, out, "ogg"), "ogg", len(x) / sr
 
 

@@ -23,7 +23,15 @@ from bot.scheduler import FairScheduler
 from bot.storage import Storage
 from models.backends import Backends
 from models.base import (
-    AudioResult, CancelToken, ImageResult, LabelsResult, Progress, Request, Result, RunContext, TextResult,
+    AudioResult,
+    CancelToken,
+    ImageResult,
+    LabelsResult,
+    Progress,
+    Request,
+    Result,
+    RunContext,
+    TextResult,
     VideoResult,
 )
 from models.catalog import Catalog, ModelEntry

@@ -286,9 +286,7 @@ def _riff_chunks(data: bytes, form: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _riff(form: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"".join(
-        kind + struct.pack("<I", len(c)) + c + (b"\0" if len(c) & 1 else b"") for kind, c in chunks
-    )
+    body = b"".join(kind + struct.pack("<I", len(c)) + c + (b"\0" if len(c) & 1 else b"") for kind, c in chunks)
     return b"RIFF" + struct.pack("<I", len(body) + 4) + form + body
 
 
@@ -326,8 +324,7 @@ def _stamp_wav(data: bytes, prov: Provenance) -> bytes:
     info[b"ISBJ"] = prov.description.encode("utf-8")
     info[b"ICMT"] = prov.to_json().encode("ascii")
     body = b"INFO" + b"".join(
-        k + struct.pack("<I", len(v) + 1) + v + b"\0" + (b"\0" if (len(v) + 1) & 1 else b"")
-        for k, v in info.items()
+        k + struct.pack("<I", len(v) + 1) + v + b"\0" + (b"\0" if (len(v) + 1) & 1 else b"") for k, v in info.items()
     )
     at = next((i for i, (k, _) in enumerate(kept) if k == b"data"), len(kept))
     kept.insert(at, (b"LIST", body))
@@ -443,9 +440,9 @@ class _Page:
     body: bytes
 
     def encode(self) -> bytes:
-        head = struct.pack(
-            "<4sBBqIII", b"OggS", 0, self.flags, self.granule, self.serial, self.seq, 0
-        ) + bytes([len(self.segments), *self.segments])
+        head = struct.pack("<4sBBqIII", b"OggS", 0, self.flags, self.granule, self.serial, self.seq, 0) + bytes(
+            [len(self.segments), *self.segments]
+        )
         page = head + self.body
         crc = _ogg_crc(page)
         return page[:22] + struct.pack("<I", crc) + page[26:]
@@ -827,7 +824,7 @@ def read(data: bytes) -> dict[str, Any]:
     )
     haystack = [software or "", *text.values(), *exif.values()]
     if manifest:
-        haystack.append(manifest[:65536].decode("latin-1"))
+        haystack.append(manifest[:65536].decode("utf-8", "replace"))
     return {
         "format": fmt or "unknown",
         "natty": natty,

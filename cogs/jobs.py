@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -31,7 +30,7 @@ class Jobs(commands.Cog):
         engine = self.bot.engine  # type: ignore[attr-defined]
         recent = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)  # type: ignore[attr-defined]
         if not recent:
-            await interaction.followup.send("You have no jobs yet. Try `/imagine` or `/chat`.", ephemeral=True)
+            await interaction.edit_original_response(content="You have no jobs yet. Try `/imagine` or `/chat`.")
             return
         lines = []
         for job in recent:
@@ -44,8 +43,8 @@ class Jobs(commands.Cog):
                          f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")
         embed = discord.Embed(title="Your jobs", description="\n".join(lines))
         embed.set_footer(text="Bring one back with /show job:<id>")
-        await interaction.followup.send(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
-                                        ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+        await interaction.edit_original_response(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
+                                                 allowed_mentions=delivery.NO_MENTIONS)
 
     @app_commands.command(name="show", description="Bring back a past job with its buttons")
     @app_commands.describe(job="The job id, as shown under each result")
@@ -63,11 +62,13 @@ class Jobs(commands.Cog):
         renders, attachment = self.bot.presenter.render_result(record, interaction.filesize_limit)  # type: ignore[attr-defined]
         for i, render in enumerate(renders):
             files = render.files + ([attachment] if attachment and i == len(renders) - 1 else [])
-            kwargs = dict(content=render.content, files=files, allowed_mentions=delivery.NO_MENTIONS, wait=True,
-                          ephemeral=record.ephemeral)
+            kwargs: dict = dict(content=render.content, allowed_mentions=delivery.NO_MENTIONS)
             if render.view is not None:
                 kwargs["view"] = render.view
-            message = await interaction.followup.send(**kwargs)
+            if i == 0:  # the deferred message becomes the first part
+                message = await interaction.edit_original_response(attachments=files, **kwargs)
+            else:
+                message = await interaction.followup.send(files=files, wait=True, ephemeral=record.ephemeral, **kwargs)
             await self.bot.storage.link_message(message.id, record.id, message.channel.id)  # type: ignore[attr-defined]
 
     def _may_see(self, interaction: discord.Interaction, job: Job) -> bool:
