@@ -186,8 +186,11 @@ class Presenter:
         for item in (job.result or {}).get("files", []):
             data = Path(item["path"]).read_bytes()
             if job.task in ("text-to-speech", "text-to-audio"):
-                data, ext, _ = delivery.to_discord_audio(data)
-                item = {**item, "filename": Path(item["filename"]).with_suffix(f".{ext}").name}
+                try:
+                    data, ext, _ = delivery.to_discord_audio(data)
+                    item = {**item, "filename": Path(item["filename"]).with_suffix(f".{ext}").name}
+                except ValueError:
+                    log.warning("job %s: audio result is not in a format Discord plays; sent as is", job.id)
             with contextlib.suppress(Exception):  # provenance is best effort on formats that cannot carry it
                 data = stamp(data, item["filename"], prov)
             try:
@@ -251,7 +254,8 @@ class Presenter:
     async def deliver(self, job: Job) -> None:
         """Send a finished job's result (or its failure) where its requester will see it."""
         limit = job.params.get("filesize_limit") or delivery.DEFAULT_FILE_LIMIT
-        renders, attachment = self.render_result(job, limit)
+        # re-encoding to fit can take seconds of CPU: keep it off the event loop
+        renders, attachment = await asyncio.to_thread(self.render_result, job, limit)
         via_interaction = job.token_valid(self.bot.settings.token_margin) and job.message_id
         sent: list[discord.Message] = []
         try:

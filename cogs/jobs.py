@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -59,7 +61,8 @@ class Jobs(commands.Cog):
                                                     ephemeral=True)
             return
         await interaction.response.defer(ephemeral=record.ephemeral)
-        renders, attachment = self.bot.presenter.render_result(record, interaction.filesize_limit)  # type: ignore[attr-defined]
+        renders, attachment = await asyncio.to_thread(
+            self.bot.presenter.render_result, record, interaction.filesize_limit)  # type: ignore[attr-defined]
         for i, render in enumerate(renders):
             files = render.files + ([attachment] if attachment and i == len(renders) - 1 else [])
             kwargs: dict = dict(content=render.content, allowed_mentions=delivery.NO_MENTIONS)

@@ -74,6 +74,7 @@ class Natty:
     @contextlib.asynccontextmanager
     async def running(cls, tmp: Path, *, catalog_extra: str = "", shards: int = 1,
                       **settings: Any) -> AsyncIterator[Natty]:
+        tmp.mkdir(parents=True, exist_ok=True)
         async with FakeDiscord(token=TOKEN, shards=shards) as server, HFTestServer() as hf:
             models = tmp / "models.toml"
             models.write_text(test_catalog(hf, catalog_extra))
