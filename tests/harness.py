@@ -30,7 +30,7 @@ HF_TASKS = ("text-to-image", "image-to-image", "text-to-speech", "text-to-video"
             "speech-to-text", "image-classification")
 
 
-def test_catalog(hf: HFTestServer, extra: str = "") -> str:
+def catalog_for(hf: HFTestServer, extra: str = "") -> str:
     """A catalog file serving every task from the HF test server, each entry the default for its task."""
     lines = [f"""
 [[model]]
@@ -77,7 +77,7 @@ class Natty:
         tmp.mkdir(parents=True, exist_ok=True)
         async with FakeDiscord(token=TOKEN, shards=shards) as server, HFTestServer() as hf:
             models = tmp / "models.toml"
-            models.write_text(test_catalog(hf, catalog_extra))
+            models.write_text(catalog_for(hf, catalog_extra))
             base = Settings(discord_token=TOKEN, database_url=f"sqlite:///{tmp}/natty.db", data_dir=tmp / "data",
                             models_file=models, api_base=server.api_base, gateway_url=server.gateway_url,
                             guild_ready_timeout=0.05, sharded=shards > 1, shard_count=shards if shards > 1 else None)

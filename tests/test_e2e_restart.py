@@ -1,0 +1,70 @@
+"""The real `python -m bot` process, killed with SIGKILL mid-job: every job is delivered or reported after the
+restart, and no secret ever reaches its logs."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakediscord import FakeDiscord
+from tests.harness import TOKEN, catalog_for
+from tests.hf_server import HFTestServer
+
+HF_SECRET = "hf_" + "S3cr3tK3y" * 4
+
+
+async def start_bot(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=Path(__file__).resolve().parents[1], env=env,
+        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT)
+
+
+async def test_sigkill_with_running_and_queued_jobs_loses_nothing(tmp_path):
+    async with FakeDiscord(token=TOKEN) as server, HFTestServer(token_delay=0.15) as hf:
+        models = tmp_path / "models.toml"
+        models.write_text(catalog_for(hf, f"""
+[[model]]
+name = "slow-chat"
+task = "chat"
+backend = "hf"
+model = "{hf.url}"
+concurrency = 1
+"""))
+        guild = server.add_guild()
+        chan = server.add_channel(guild)
+        alice = server.add_user("alice", guilds=[guild])
+        bob = server.add_user("bob", guilds=[guild])
+        env = {**{k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_KEY"))},
+               "DISCORD_TOKEN": TOKEN, "HF_TOKEN": HF_SECRET, "DISCORD_API_BASE": server.api_base,
+               "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_URL": f"sqlite:///{tmp_path}/natty.db",
+               "NATTY_DATA_DIR": str(tmp_path / "data"), "NATTY_MODELS": str(models),
+               "NATTY_GUILD_READY_TIMEOUT": "0.05", "NATTY_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+        log = tmp_path / "bot.log"
+        proc = await start_bot(env, log)
+        try:
+            await server.ready(timeout=60)
+            words = " ".join(f"w{i}" for i in range(25))
+            ixs = [await server.slash(alice, chan, "chat", prompt=f"alice {words}", model="slow-chat"),
+                   await server.slash(alice, chan, "chat", prompt=f"alice again {words}", model="slow-chat"),
+                   await server.slash(bob, chan, "chat", prompt=f"bob {words}", model="slow-chat")]
+            # the first is streaming (its message shows text) and the others wait in the queue
+            await server.wait_for(lambda: ixs[0].original and "You said" in ixs[0].original.content, timeout=30)
+            assert "Queued" in ixs[2].original.content
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            proc = await start_bot(env, log)
+            for ix in ixs:
+                await ix.wait_final(lambda ix: ix.original and ix.original.content.startswith("You said")
+                                    and "AI-generated" in ix.original.content, timeout=60)
+            assert [ix.original.content.split("\n")[0] for ix in ixs] == [
+                f"You said: alice {words}", f"You said: alice again {words}", f"You said: bob {words}"]
+            assert server.violations == []
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+        text = log.read_text()
+        assert "recovered into the queue" in text and "running it again" in text
+        assert TOKEN not in text and HF_SECRET not in text
+        assert "invite the bot with https://discord.com/oauth2/authorize?client_id=" in text
