@@ -9,6 +9,7 @@ import logging
 import mimetypes
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -60,6 +61,7 @@ class NattyMixin:
     backends: Backends
     actions: dict[str, ActionHandler]
     availability: dict[str, tuple[bool, str]]
+    job_checks: list[Callable[[discord.Interaction, Job, ModelEntry], Awaitable[str | None]]]
 
     def _init_natty(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
@@ -68,6 +70,8 @@ class NattyMixin:
         self.backends = Backends()
         self.actions = {}
         self.availability = {}
+        # async (interaction, job, entry) -> a refusal message or None; run after the ack, before queueing
+        self.job_checks: list[Callable[[discord.Interaction, Job, ModelEntry], Awaitable[str | None]]] = []
         self.presenter = Presenter(self)  # type: ignore[arg-type]
         self.engine = JobEngine(self.storage, catalog, self.backends, self._limits_for)
         self.engine.listeners.append(self.presenter)
@@ -264,6 +268,11 @@ class NattyMixin:
         if entry is not None and check_prompt and len(prompt) > entry.max_prompt_chars:
             problem = (f"**{entry.name}** takes prompts of up to {entry.max_prompt_chars:,} characters; yours has "
                        f"{len(prompt):,}. Shorten it and try again.")
+        if problem is None and entry is not None:
+            for check in self.job_checks:  # server policy: enabled commands, channels, safety
+                problem = await check(interaction, job, entry)
+                if problem:
+                    break
         if problem:
             await self.engine.record_failure(job, problem)
             await interaction.edit_original_response(content=f"⚠️ {problem}", allowed_mentions=delivery.NO_MENTIONS)

@@ -113,6 +113,8 @@ class Presenter:
         self.bot = bot
         self.live: dict[str, LiveMessage] = {}
         self.custom_renderers: dict[str, Any] = {}  # task -> async (job) -> None, for combined creations
+        # async (job) -> a refusal message or None, run on finished results before anything is posted
+        self.output_checks: list[Any] = []
 
     def _live(self, job: Job) -> LiveMessage:
         live = self.live.get(job.id)
@@ -153,6 +155,13 @@ class Presenter:
         live = self.live.pop(job.id, None)
         if live is not None:
             await live.close()
+        if job.state is JobState.DONE:
+            for check in self.output_checks:
+                refusal = await check(job)
+                if refusal:
+                    job.state, job.error, job.result = JobState.FAILED, refusal, None
+                    await self.bot.storage.update_job(job, "state", "error", "result")
+                    break
         if job.task in self.custom_renderers:
             await self.custom_renderers[job.task](job)
             return
