@@ -103,8 +103,10 @@ class JobEngine:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        for task in list(self._tasks.values()):
-            task.cancel()
+        for job_id, task in list(self._tasks.items()):
+            job = self.active.get(job_id)
+            if job is not None and job.state is JobState.RUNNING:  # a job being delivered may finish
+                task.cancel()
         for task in list(self._tasks.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -375,9 +377,11 @@ class JobEngine:
     async def _finish_released(self, key: str, job: Job, state: JobState, error: str | None = None) -> None:
         self.scheduler.finished(key)
         self._release(job)
-        self._cleanup(job)
-        await self._finish(job, state, error)
-        self._wake.set()
+        try:
+            await self._finish(job, state, error)
+        finally:
+            self._cleanup(job)
+            self._wake.set()
 
     def _cleanup(self, job: Job) -> None:
         self._tasks.pop(job.id, None)

@@ -162,8 +162,11 @@ class Presenter:
                     job.state, job.error, job.result = JobState.FAILED, refusal, None
                     await self.bot.storage.update_job(job, "state", "error", "result")
                     break
-        if job.task in self.custom_renderers:
-            await self.custom_renderers[job.task](job)
+        if job.params.get("silent"):  # a part of a larger creation: its owner posts it
+            return
+        renderer = self.custom_renderers.get(job.params.get("renderer") or job.task)
+        if renderer is not None:
+            await renderer(job)
             return
         await self.deliver(job)
 

@@ -67,6 +67,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: games and collab sessions (JSON state + the deadline a timer waits for), game scores, real-item pool
+    """
+    CREATE TABLE play_sessions (id TEXT PRIMARY KEY, kind TEXT NOT NULL, guild_id INTEGER, channel_id INTEGER,
+        state TEXT NOT NULL, deadline REAL, data TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL,
+        updated_at REAL NOT NULL);
+    CREATE INDEX play_sessions_open ON play_sessions(kind, state);
+    CREATE TABLE game_scores (guild_id INTEGER NOT NULL, user_id INTEGER NOT NULL, points INTEGER NOT NULL DEFAULT 0,
+        correct INTEGER NOT NULL DEFAULT 0, wrong INTEGER NOT NULL DEFAULT 0, games INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (guild_id, user_id));
+    CREATE TABLE real_items (id INTEGER PRIMARY KEY AUTOINCREMENT, guild_id INTEGER NOT NULL, kind TEXT NOT NULL,
+        text TEXT, path TEXT, added_by INTEGER NOT NULL, created_at REAL NOT NULL);
+    CREATE INDEX real_items_guild ON real_items(guild_id, kind);
+    """,
 ]
 
 _JOB_COLUMNS = (

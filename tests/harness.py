@@ -26,8 +26,10 @@ from tests.hf_server import HFTestServer
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.natty.test-token-0123456789abcdef"
 
-HF_TASKS = ("text-to-image", "image-to-image", "text-to-speech", "text-to-video", "image-to-text",
-            "speech-to-text", "image-classification")
+HF_TASKS = ("text-to-image", "image-to-image", "text-to-speech", "image-to-text", "speech-to-text",
+            "image-classification")
+VIDEO_MODEL = "acme/tiny-t2v"  # video cannot target a URL: it goes through a provider route to the test server
+VIDEO_KEY = "hf_testkeyforvideo1234567890"
 
 
 def catalog_for(hf: HFTestServer, extra: str = "") -> str:
@@ -52,6 +54,18 @@ default = true
 """)
     lines.append(f"""
 [[model]]
+name = "test-text-to-video"
+task = "text-to-video"
+backend = "hf"
+model = "{VIDEO_MODEL}"
+provider = "novita"
+api_key_env = "TEST_VIDEO_KEY"
+default = true
+[model.params]
+num_frames = 6
+""")
+    lines.append(f"""
+[[model]]
 name = "test-music"
 task = "text-to-audio"
 backend = "hf"
@@ -59,6 +73,32 @@ model = "{hf.endpoint('text-to-speech')}"
 default = true
 """)
     return "\n".join(lines) + extra
+
+
+@contextlib.contextmanager
+def provider_route(hf: HFTestServer):
+    """Route the novita provider's requests for VIDEO_MODEL to the test server, as the router would."""
+    import os
+
+    from huggingface_hub import constants
+    from huggingface_hub.hf_api import InferenceProviderMapping
+    from huggingface_hub.inference._providers import _common
+
+    mapping = InferenceProviderMapping(provider="novita", hf_model_id=VIDEO_MODEL, providerId=VIDEO_MODEL,
+                                       status="live", task="text-to-video")
+    saved = constants.INFERENCE_PROXY_TEMPLATE, _common.HARDCODED_MODEL_INFERENCE_MAPPING.get("novita")
+    constants.INFERENCE_PROXY_TEMPLATE = hf.router_template
+    _common.HARDCODED_MODEL_INFERENCE_MAPPING["novita"] = {VIDEO_MODEL: mapping}
+    os.environ["TEST_VIDEO_KEY"] = VIDEO_KEY
+    try:
+        yield
+    finally:
+        constants.INFERENCE_PROXY_TEMPLATE = saved[0]
+        if saved[1] is None:
+            _common.HARDCODED_MODEL_INFERENCE_MAPPING.pop("novita", None)
+        else:
+            _common.HARDCODED_MODEL_INFERENCE_MAPPING["novita"] = saved[1]
+        os.environ.pop("TEST_VIDEO_KEY", None)
 
 
 @dataclass
@@ -89,8 +129,9 @@ class Natty:
             n.bob = server.add_user("bob", guilds=[n.guild])
             n.mod = server.add_user("mod", guilds=[n.guild], manage_messages=True, manage_guild=True)
             try:
-                await n.start()
-                yield n
+                with provider_route(hf):
+                    await n.start()
+                    yield n
             finally:
                 await n.stop()
 

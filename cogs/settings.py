@@ -1,0 +1,447 @@
+"""/settings: what natty does on this server, for members with Manage Server; and the job check that enforces
+which commands are on and where the bot answers.
+
+Everything is stored in the server's settings (`bot.save_guild_settings`); see `KEYS` for what each key means.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import delivery, safety
+from bot.client import TASK_NAMES
+from bot.jobs import Job
+from models.base import TASKS
+from models.catalog import ModelEntry
+
+log = logging.getLogger("natty.settings")
+
+KEYS = {
+    "defaults": "{task: model name}: the model a task uses when the user names none",
+    "disabled_models": "[model name]: catalog entries this server cannot use",
+    "disabled_commands": "[command name]: commands turned off here (jobs they would start are refused)",
+    "channels": "[channel id]: where the bot answers (threads of those channels too); empty means everywhere",
+    "max_jobs_per_user": "jobs one member may have queued or running at once",
+    "max_jobs_per_guild": "jobs the whole server may have queued or running at once",
+    "cooldown_seconds": "seconds a member waits between jobs",
+    "daily_quota": "jobs a member may start per UTC day (absent: no quota)",
+    "nsfw": "'age-restricted' (adult content only in age-restricted channels) or 'never'",
+    "safety_model": "the image-classification entry that checks image outputs ('off': none; absent: nsfw-detector)",
+    "nsfw_threshold": "the classifier's adult-content score above which an image is withheld (default 0.7)",
+    "blocklist": "[word or phrase]: blocked in image and video prompts in every channel",
+    "audit_channel": "channel id that gets a short notice of each blocked request (absent: none)",
+    "language": "'en-US' or 'pt-BR': the language of natty's messages on this server",
+}
+LANGUAGES = {"en-US": "English", "pt-BR": "Português (Brasil)"}
+# The command that starts a job of each task, so buttons and menus obey a command that was turned off.
+TASK_COMMANDS = {
+    "chat": "chat", "text-to-image": "imagine", "image-to-image": "imagine", "text-to-speech": "speak",
+    "text-to-audio": "music", "text-to-video": "video", "image-to-text": "describe", "speech-to-text": "transcribe",
+}
+ALWAYS_ON = {"settings", "help"}
+MAX_BLOCKLIST = 200
+MAX_CHANNELS = 50
+
+
+def command_of(interaction: discord.Interaction, job: Job) -> str:
+    """The command behind a job: the slash command's name, else the one that starts jobs of its task."""
+    command = interaction.command
+    if isinstance(command, app_commands.Command | app_commands.Group):
+        return command.qualified_name.split()[0]
+    return TASK_COMMANDS.get(job.task, job.task)
+
+
+def channel_allowed(gs: dict[str, Any], channel: Any, channel_id: int | None) -> bool:
+    """Whether the bot answers in this channel (or in a thread of an allowed channel)."""
+    allowed = {int(c) for c in gs.get("channels") or []}
+    if not allowed:
+        return True
+    return bool({channel_id, getattr(channel, "parent_id", None)} & allowed)
+
+
+def _mentions(ids: list[int], limit: int = 10) -> str:
+    shown = ", ".join(f"<#{i}>" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+@app_commands.default_permissions(manage_guild=True)
+@app_commands.guild_only()
+class ServerSettings(commands.GroupCog, group_name="settings",
+                     group_description="natty's settings for this server (Manage Server)"):
+    """/settings …: every change is stored at once and answered with the new summary, only to the admin."""
+
+    channels = app_commands.Group(name="channels", description="Where natty answers")
+    blocklist = app_commands.Group(name="blocklist", description="Words blocked in image and video prompts")
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        super().__init__()
+        bot.job_checks.append(self.check_job)  # type: ignore[attr-defined]
+
+    async def cog_unload(self) -> None:
+        checks = self.bot.job_checks  # type: ignore[attr-defined]
+        if self.check_job in checks:
+            checks.remove(self.check_job)
+
+    # --- enforcement --------------------------------------------------------------------------------------
+
+    async def check_job(self, interaction: discord.Interaction, job: Job, entry: ModelEntry) -> str | None:
+        """Refuse jobs from commands turned off here and from channels where the bot does not answer."""
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        if not gs:
+            return None
+        disabled = set(gs.get("disabled_commands") or [])
+        command = command_of(interaction, job)
+        for name in (command, TASK_COMMANDS.get(job.task)):
+            if name in disabled:
+                return f"`/{name}` is turned off on this server."
+        if not channel_allowed(gs, interaction.channel, interaction.channel_id):
+            return f"I answer only in {_mentions([int(c) for c in gs['channels']])} on this server."
+        return None
+
+    # --- permission ---------------------------------------------------------------------------------------
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+        # default_permissions only hides the command by default; server admins can grant it to anyone
+        if interaction.guild_id is None:
+            raise app_commands.CheckFailure("Settings belong to a server; use /settings in one.")
+        if not interaction.permissions.manage_guild:
+            raise app_commands.CheckFailure("Only members with the Manage Server permission can change natty's "
+                                            "settings.")
+        return True
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    async def _settings(self, interaction: discord.Interaction) -> dict[str, Any]:
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        return copy.deepcopy(gs)
+
+    async def _save(self, interaction: discord.Interaction, gs: dict[str, Any], done: str) -> None:
+        assert interaction.guild_id is not None
+        await self.bot.save_guild_settings(interaction.guild_id, gs)  # type: ignore[attr-defined]
+        log.info("guild %s: settings changed by %s: %s", interaction.guild_id, interaction.user.id, done)
+        await self._reply(interaction, f"✅ {done}", gs)
+
+    async def _reply(self, interaction: discord.Interaction, text: str, gs: dict[str, Any] | None = None) -> None:
+        embed = self.summary(gs) if gs is not None else None
+        kwargs: dict[str, Any] = {"embed": embed} if embed else {}
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS,
+                                                **kwargs)
+
+    def _commands(self) -> list[str]:
+        names = {c.name for c in self.bot.tree.get_commands(type=discord.AppCommandType.chat_input)}
+        return sorted(names - ALWAYS_ON)
+
+    def summary(self, gs: dict[str, Any]) -> discord.Embed:
+        """The server's settings at a glance, with the bot's defaults filled in."""
+        bot = self.bot
+        cfg = bot.settings  # type: ignore[attr-defined]
+        embed = discord.Embed(title="natty settings", colour=discord.Colour.blurple())
+        embed.description = f"Language: **{LANGUAGES.get(gs.get('language', 'en-US'), gs.get('language'))}**"
+        disabled_cmds = gs.get("disabled_commands") or []
+        embed.add_field(name="Commands", value="Turned off: " + ", ".join(f"`/{c}`" for c in disabled_cmds)
+                        if disabled_cmds else "All on", inline=False)
+        channels = [int(c) for c in gs.get("channels") or []]
+        embed.add_field(name="Channels", value=f"Only {_mentions(channels, 20)}" if channels else "Everywhere",
+                        inline=False)
+        defaults = gs.get("defaults") or {}
+        lines = []
+        for task in TASKS:
+            entries = bot.models_for(task, gs)  # type: ignore[attr-defined]
+            if not entries:
+                continue
+            chosen, _ = bot.resolve_model(task, None, gs)  # type: ignore[attr-defined]
+            mark = " (set here)" if defaults.get(task) else ""
+            lines.append(f"{TASK_NAMES[task]}: **{chosen.name if chosen else 'none can run'}**{mark}")
+        disabled_models = gs.get("disabled_models") or []
+        if disabled_models:
+            lines.append("Turned off: " + ", ".join(disabled_models))
+        embed.add_field(name="Models", value="\n".join(lines) or "None configured", inline=False)
+        quota = gs.get("daily_quota")
+        embed.add_field(name="Limits", value=(
+            f"{gs.get('max_jobs_per_user', cfg.max_jobs_per_user)} jobs at once per member · "
+            f"{gs.get('max_jobs_per_guild', cfg.max_jobs_per_guild)} per server · "
+            f"cooldown {float(gs.get('cooldown_seconds', cfg.cooldown_seconds)):g} s · "
+            f"daily quota {f'{quota} jobs' if quota else 'none'}"), inline=False)
+        classifier = safety.classifier_name(gs)
+        if classifier is None:
+            check = "off"
+        elif bot.catalog.get(classifier) is None:  # type: ignore[attr-defined]
+            check = f"{classifier} (not in the catalog: off)"
+        else:
+            ok, why = bot.availability.get(classifier, (True, ""))  # type: ignore[attr-defined]
+            check = f"{classifier}, above {safety.threshold(gs):.0%}" + ("" if ok else f" (cannot run: {why})")
+        words = gs.get("blocklist") or []
+        audit = f"<#{gs['audit_channel']}>" if gs.get("audit_channel") else "none"
+        embed.add_field(name="Safety", value=(
+            f"Adult content: {safety.POLICIES[safety.policy_of(gs)]}\nImage check: {check}\n"
+            f"Block list: {' '.join(f'||{w}||' for w in words) if words else 'empty'} (+ the built-in list)\n"
+            f"Audit channel: {audit}"), inline=False)
+        return delivery.clamp_embed(embed)
+
+    # --- commands -----------------------------------------------------------------------------------------
+
+    @app_commands.command(name="show", description="natty's settings on this server")
+    async def show(self, interaction: discord.Interaction) -> None:
+        await self._reply(interaction, "", await self._settings(interaction))
+
+    @app_commands.command(name="model", description="The model a task uses when nobody names one")
+    @app_commands.describe(task="Which task", model="A model for it, or 'auto' for the catalog's default")
+    @app_commands.choices(task=[app_commands.Choice(name=TASK_NAMES[t], value=t) for t in TASKS])
+    async def model(self, interaction: discord.Interaction, task: str, model: str) -> None:
+        gs = await self._settings(interaction)
+        defaults = gs.setdefault("defaults", {})
+        if model == "auto":
+            defaults.pop(task, None)
+            await self._save(interaction, gs, f"{TASK_NAMES[task]} uses the catalog's default model.")
+            return
+        entries = self.bot.models_for(task, gs)  # type: ignore[attr-defined]
+        if model not in {e.name for e in entries}:
+            names = ", ".join(e.name for e in entries) or "none"
+            await self._reply(interaction, f"⚠️ There is no enabled model named **{model}** for {TASK_NAMES[task]}. "
+                              f"Choose one of: {names}.")
+            return
+        defaults[task] = model
+        note = ""
+        ok, why = self.bot.availability.get(model, (True, ""))  # type: ignore[attr-defined]
+        if not ok:
+            note = f" It cannot run right now ({why}); until it can, another model is used."
+        await self._save(interaction, gs, f"{TASK_NAMES[task]} now uses **{model}**.{note}")
+
+    @model.autocomplete("model")
+    async def _model_complete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        task = getattr(interaction.namespace, "task", None)
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        entries = self.bot.models_for(task, gs) if task else []  # type: ignore[attr-defined]
+        names = ["auto", *(e.name for e in entries)]
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
+
+    @app_commands.command(name="disable-model", description="Stop this server from using a model")
+    @app_commands.describe(model="The model to turn off")
+    async def disable_model(self, interaction: discord.Interaction, model: str) -> None:
+        gs = await self._settings(interaction)
+        if self.bot.catalog.get(model) is None:  # type: ignore[attr-defined]
+            await self._reply(interaction, f"⚠️ There is no model named **{model}** in the catalog.")
+            return
+        disabled = gs.setdefault("disabled_models", [])
+        if model not in disabled:
+            disabled.append(model)
+        for task, name in list((gs.get("defaults") or {}).items()):
+            if name == model:
+                del gs["defaults"][task]
+        await self._save(interaction, gs, f"**{model}** is turned off here.")
+
+    @disable_model.autocomplete("model")
+    async def _disable_complete(self, interaction: discord.Interaction,
+                                current: str) -> list[app_commands.Choice[str]]:
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        off = set(gs.get("disabled_models") or [])
+        return [app_commands.Choice(name=f"{e.name} ({TASK_NAMES.get(e.task, e.task)})"[:100], value=e.name)
+                for e in self.bot.catalog.entries.values()  # type: ignore[attr-defined]
+                if e.name not in off and current.lower() in e.name.lower()][:25]
+
+    @app_commands.command(name="enable-model", description="Let this server use a model again")
+    @app_commands.describe(model="The model to turn back on")
+    async def enable_model(self, interaction: discord.Interaction, model: str) -> None:
+        gs = await self._settings(interaction)
+        disabled = gs.get("disabled_models") or []
+        if model not in disabled:
+            await self._reply(interaction, f"⚠️ **{model}** is not turned off here.")
+            return
+        disabled.remove(model)
+        await self._save(interaction, gs, f"**{model}** is on again.")
+
+    @enable_model.autocomplete("model")
+    async def _enable_complete(self, interaction: discord.Interaction,
+                               current: str) -> list[app_commands.Choice[str]]:
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        return [app_commands.Choice(name=n[:100], value=n) for n in gs.get("disabled_models") or []
+                if current.lower() in n.lower()][:25]
+
+    @app_commands.command(name="commands", description="Turn natty's commands off or on for this server")
+    @app_commands.describe(disable="A command to turn off", enable="A command to turn back on")
+    async def commands_(self, interaction: discord.Interaction, disable: str | None = None,
+                        enable: str | None = None) -> None:
+        gs = await self._settings(interaction)
+        disabled: list[str] = gs.setdefault("disabled_commands", [])
+        known = self._commands()
+        done = []
+        for name in (disable, enable):
+            if name is not None and name.lstrip("/") not in known:
+                await self._reply(interaction, f"⚠️ `/{name.lstrip('/')}` is not a command that can be turned off. "
+                                  f"Choose one of: {', '.join(f'/{c}' for c in known)}.")
+                return
+        if disable:
+            name = disable.lstrip("/")
+            if name not in disabled:
+                disabled.append(name)
+            done.append(f"`/{name}` is off")
+        if enable:
+            name = enable.lstrip("/")
+            if name in disabled:
+                disabled.remove(name)
+            done.append(f"`/{name}` is on")
+        if not done:
+            await self._reply(interaction, "Name a command to `disable` or `enable`.", gs)
+            return
+        await self._save(interaction, gs, " and ".join(done) + ".")
+
+    @commands_.autocomplete("disable")
+    async def _cmd_disable_complete(self, interaction: discord.Interaction,
+                                    current: str) -> list[app_commands.Choice[str]]:
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        off = set(gs.get("disabled_commands") or [])
+        return [app_commands.Choice(name=f"/{c}", value=c) for c in self._commands()
+                if c not in off and current.lower().lstrip("/") in c][:25]
+
+    @commands_.autocomplete("enable")
+    async def _cmd_enable_complete(self, interaction: discord.Interaction,
+                                   current: str) -> list[app_commands.Choice[str]]:
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        return [app_commands.Choice(name=f"/{c}", value=c) for c in gs.get("disabled_commands") or []
+                if current.lower().lstrip("/") in c][:25]
+
+    @channels.command(name="add", description="Let natty answer in this channel (then only in the listed ones)")
+    @app_commands.describe(channel="The channel")
+    async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        gs = await self._settings(interaction)
+        allowed: list[int] = gs.setdefault("channels", [])
+        if channel.id not in allowed:
+            if len(allowed) >= MAX_CHANNELS:
+                await self._reply(interaction, f"⚠️ At most {MAX_CHANNELS} channels can be listed.")
+                return
+            allowed.append(channel.id)
+        await self._save(interaction, gs, f"natty answers in {_mentions(allowed)}.")
+
+    @channels.command(name="remove", description="Stop natty answering in a listed channel")
+    @app_commands.describe(channel="The channel")
+    async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        gs = await self._settings(interaction)
+        allowed: list[int] = gs.get("channels") or []
+        if channel.id not in allowed:
+            await self._reply(interaction, f"⚠️ <#{channel.id}> is not in the list.")
+            return
+        allowed.remove(channel.id)
+        where = f"only in {_mentions(allowed)}" if allowed else "in every channel again"
+        await self._save(interaction, gs, f"natty answers {where}.")
+
+    @channels.command(name="clear", description="Let natty answer in every channel")
+    async def channels_clear(self, interaction: discord.Interaction) -> None:
+        gs = await self._settings(interaction)
+        gs.pop("channels", None)
+        await self._save(interaction, gs, "natty answers in every channel.")
+
+    @app_commands.command(name="limits", description="Caps, cooldown and daily quota per member")
+    @app_commands.describe(per_user="Jobs one member may have queued or running",
+                           per_guild="Jobs the whole server may have queued or running",
+                           cooldown="Seconds between one member's jobs", daily_quota="Jobs per member a day; 0: none",
+                           reset="Back to the bot's defaults")
+    async def limits(self, interaction: discord.Interaction, per_user: app_commands.Range[int, 1, 100] | None = None,
+                     per_guild: app_commands.Range[int, 1, 10_000] | None = None,
+                     cooldown: app_commands.Range[int, 0, 86_400] | None = None,
+                     daily_quota: app_commands.Range[int, 0, 100_000] | None = None, reset: bool = False) -> None:
+        gs = await self._settings(interaction)
+        if reset:
+            for key in ("max_jobs_per_user", "max_jobs_per_guild", "cooldown_seconds", "daily_quota"):
+                gs.pop(key, None)
+        changes = {"max_jobs_per_user": per_user, "max_jobs_per_guild": per_guild, "cooldown_seconds": cooldown}
+        for key, value in changes.items():
+            if value is not None:
+                gs[key] = value
+        if daily_quota is not None:
+            if daily_quota:
+                gs["daily_quota"] = daily_quota
+            else:
+                gs.pop("daily_quota", None)
+        if not reset and all(v is None for v in (per_user, per_guild, cooldown, daily_quota)):
+            await self._reply(interaction, "Give at least one limit to change.", gs)
+            return
+        await self._save(interaction, gs, "Limits updated.")
+
+    @app_commands.command(name="nsfw", description="Adult content: where it is allowed, and the image check")
+    @app_commands.describe(policy="Where adult content may be made",
+                           classifier="The image-classification model that checks images, or 'off'",
+                           threshold="Withhold images scored as adult above this (0.05-1.0)")
+    @app_commands.choices(policy=[app_commands.Choice(name=f"{k}: {v}"[:100], value=k)
+                                  for k, v in safety.POLICIES.items()])
+    async def nsfw(self, interaction: discord.Interaction, policy: str | None = None, classifier: str | None = None,
+                   threshold: app_commands.Range[float, 0.05, 1.0] | None = None) -> None:
+        gs = await self._settings(interaction)
+        if classifier is not None and classifier != safety.CLASSIFIER_OFF:
+            entry = self.bot.catalog.get(classifier)  # type: ignore[attr-defined]
+            if entry is None or entry.task != "image-classification":
+                await self._reply(interaction, f"⚠️ **{classifier}** is not an image-classification model in the "
+                                  "catalog.")
+                return
+        if policy is not None:
+            gs["nsfw"] = policy
+        if classifier is not None:
+            gs["safety_model"] = classifier
+        if threshold is not None:
+            gs["nsfw_threshold"] = float(threshold)
+        if policy is None and classifier is None and threshold is None:
+            await self._reply(interaction, "Give a policy, a classifier or a threshold to change.", gs)
+            return
+        await self._save(interaction, gs, "Safety settings updated.")
+
+    @nsfw.autocomplete("classifier")
+    async def _classifier_complete(self, interaction: discord.Interaction,
+                                   current: str) -> list[app_commands.Choice[str]]:
+        names = [safety.CLASSIFIER_OFF, *(e.name for e in self.bot.catalog.for_task("image-classification"))]  # type: ignore[attr-defined]
+        return [app_commands.Choice(name=n[:100], value=n) for n in names if current.lower() in n.lower()][:25]
+
+    @blocklist.command(name="add", description="Block words or phrases in image and video prompts")
+    @app_commands.describe(words="Words or phrases, separated by commas")
+    async def blocklist_add(self, interaction: discord.Interaction, words: str) -> None:
+        gs = await self._settings(interaction)
+        current: list[str] = gs.setdefault("blocklist", [])
+        new = [w for w in _split_words(words) if w not in current]
+        if len(current) + len(new) > MAX_BLOCKLIST:
+            await self._reply(interaction, f"⚠️ The block list holds at most {MAX_BLOCKLIST} entries.")
+            return
+        current.extend(new)
+        await self._save(interaction, gs, f"Added {len(new)} to the block list ({len(current)} in all).")
+
+    @blocklist.command(name="remove", description="Unblock words or phrases")
+    @app_commands.describe(words="Words or phrases, separated by commas")
+    async def blocklist_remove(self, interaction: discord.Interaction, words: str) -> None:
+        gs = await self._settings(interaction)
+        gone = set(_split_words(words))
+        before = gs.get("blocklist") or []
+        gs["blocklist"] = [w for w in before if w not in gone]
+        await self._save(interaction, gs, f"Removed {len(before) - len(gs['blocklist'])} from the block list.")
+
+    @app_commands.command(name="audit-channel", description="Where admins see a notice of each blocked request")
+    @app_commands.describe(channel="The channel; leave empty to turn notices off")
+    async def audit_channel(self, interaction: discord.Interaction,
+                            channel: discord.TextChannel | None = None) -> None:
+        gs = await self._settings(interaction)
+        if channel is None:
+            gs.pop("audit_channel", None)
+            await self._save(interaction, gs, "Blocked requests are no longer reported.")
+            return
+        gs["audit_channel"] = channel.id
+        await self._save(interaction, gs, f"Blocked requests are reported in <#{channel.id}>.")
+
+    @app_commands.command(name="language", description="The language natty speaks on this server")
+    @app_commands.describe(language="The language")
+    @app_commands.choices(language=[app_commands.Choice(name=v, value=k) for k, v in LANGUAGES.items()])
+    async def language(self, interaction: discord.Interaction, language: str) -> None:
+        gs = await self._settings(interaction)
+        gs["language"] = language
+        await self._save(interaction, gs, f"Language: {LANGUAGES[language]}.")
+
+
+def _split_words(text: str) -> list[str]:
+    """Comma- or newline-separated entries, trimmed and lower-cased, each at most 100 characters."""
+    return [w.strip().lower()[:100] for w in text.replace("\n", ",").split(",") if w.strip()]
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(ServerSettings(bot))

@@ -1,0 +1,167 @@
+"""Every creation command, context menu and button as a member uses them, through the Hugging Face backend."""
+
+import io
+
+import av
+import soundfile
+from PIL import Image
+
+from bot.provenance import read as read_provenance
+from tests.harness import Natty
+from tests.hf_server import draw_png, tone
+
+
+def wav(seconds: float) -> bytes:
+    return tone(seconds)
+
+
+async def test_speak_and_music_give_playable_labelled_audio_with_duration(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        spoken = await n.final(await n.server.slash(n.alice, n.general, "speak", text="Hello there, natty."))
+        (att,) = spoken.attachments
+        assert att.filename.endswith(".ogg")
+        info = soundfile.info(io.BytesIO(att.data))
+        assert info.duration > 0.5
+        assert read_provenance(att.data)["natty"].model == "test-text-to-speech"
+        assert f"{info.duration:.1f} s" in spoken.content and "AI-generated" in spoken.content
+        music = await n.final(await n.server.slash(n.alice, n.general, "music", prompt="calm piano", seconds=4))
+        (att,) = music.attachments
+        assert abs(soundfile.info(io.BytesIO(att.data)).duration - 4) < 0.1
+        assert [b.label for b in music.buttons] == ["Re-roll", "Delete"]
+        assert n.server.violations == []
+
+
+async def test_video_arrives_as_an_mp4_that_decodes(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        msg = await n.final(await n.server.slash(n.alice, n.general, "video", prompt="waves at night"))
+        (att,) = msg.attachments
+        assert att.filename.endswith(".mp4")
+        with av.open(io.BytesIO(att.data)) as container:
+            assert len(list(container.decode(video=0))) == 6
+        assert n.server.violations == []
+
+
+async def test_video_that_outlives_the_interaction_token_is_posted_in_the_channel(tmp_path):
+    async with Natty.running(tmp_path, token_margin=0.0) as n:
+        n.server.token_lifetime = 1.0
+        n.hf.loading(estimated_time=1.5, path="novita")  # the model "loads" past the token's one-second life
+        ix = await n.server.slash(n.alice, n.general, "video", prompt="a slow sunrise", model="test-text-to-video")
+        await ix.acked()
+        posted = await n.wait(lambda: next((m for m in n.general.messages
+                                            if m.attachments and m.interaction is None), None), timeout=30)
+        assert posted.content.startswith(f"<@{n.alice.id}>")
+        assert posted.pings == [f"user:{n.alice.id}"] or posted.would_ping
+        assert posted.attachments[0].filename.endswith(".mp4")
+
+
+async def test_describe_gives_a_caption_and_three_prompts_that_imagine_on_a_press(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        png = draw_png("a red square", 64, 64, 1)
+        msg = await n.final(await n.server.slash(n.alice, n.general, "describe", image=("red.png", png, "image/png")))
+        assert "**Caption:**" in msg.content and msg.content.count("**1.**") == 1 and "**3.**" in msg.content
+        labels = [b.label for b in msg.buttons]
+        assert labels[-3:] == ["Imagine 1", "Imagine 2", "Imagine 3"]
+        made = await n.final(await n.server.press(n.bob, msg, label="Imagine 2"))
+        assert "cinematic photograph" in made.content and made.attachments
+        assert n.server.violations == []
+
+
+async def test_describe_and_transcribe_menus_work_on_any_message_with_media(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        pic = await n.server.send_message(n.bob, n.general, "look", attachments=[("p.png", draw_png("x", 32, 32, 2),
+                                                                                   "image/png")])
+        voice = await n.server.send_message(n.bob, n.general, "", attachments=[("voice-message.ogg", wav(2.0),
+                                                                                  "audio/ogg")])
+        described = await n.final(await n.server.context_menu(n.alice, n.general, "Describe", target=pic))
+        assert "**Caption:**" in described.content
+        heard = await n.final(await n.server.context_menu(n.alice, n.general, "Transcribe", target=voice))
+        assert "2.0" in heard.content or "2 s" in heard.content or "seconds" in heard.content
+        nothing = await n.server.context_menu(n.alice, n.general, "Transcribe", target=pic)
+        reply = await nothing.response()
+        assert reply.ephemeral and "no audio" in reply.content
+        assert n.server.violations == []
+
+
+async def test_transcribe_slash_command_checks_the_attachment_type(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        ok = await n.final(await n.server.slash(n.alice, n.general, "transcribe", audio=("a.wav", wav(1.5),
+                                                                                          "audio/wav")))
+        assert "AI-generated" in ok.content
+        bad = await n.server.slash(n.alice, n.general, "transcribe", audio=("notes.txt", b"hello", "text/plain"))
+        msg = await bad.response()
+        assert msg.ephemeral and "notes.txt" in msg.content and "not audio" in msg.content
+        bad_image = await n.server.slash(n.alice, n.general, "describe", image=("a.wav", wav(1), "audio/wav"))
+        msg = await bad_image.response()
+        assert msg.ephemeral and "not an image" in msg.content
+        assert n.server.violations == []
+
+
+async def test_reply_chains_continue_conversations_and_never_mix_two_users(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        a = await n.final(await n.server.slash(n.alice, n.general, "chat", prompt="my name is Alice"))
+        b = await n.final(await n.server.slash(n.bob, n.general, "chat", prompt="my name is Bob"))
+        await n.server.send_message(n.alice, n.general, "what is my name?", reply_to=a)
+        await n.server.send_message(n.bob, n.general, "and mine?", reply_to=b)
+        answers = await n.wait(lambda: [m for m in n.general.messages if m.reference and "AI-generated" in m.content
+                                        and m.author.id == n.server.bot_user.id] or None)
+        await n.wait(lambda: len([m for m in n.general.messages if m.reference and "AI-generated" in m.content])
+                     == 2)
+        chats = [r.json for r in n.hf.requests if r.path.endswith("/chat/completions")]
+        alice_chain = next(c["messages"] for c in chats if c["messages"][-1]["content"] == "what is my name?")
+        bob_chain = next(c["messages"] for c in chats if c["messages"][-1]["content"] == "and mine?")
+        assert [m["content"] for m in alice_chain][:2] == ["my name is Alice", "You said: my name is Alice"]
+        assert not any("Bob" in str(m["content"]) for m in alice_chain)
+        assert not any("Alice" in str(m["content"]) for m in bob_chain)
+        assert answers and not any(m.would_ping for m in n.general.messages if m.author.id == n.server.bot_user.id)
+        # an image in a reply reaches a model that accepts images
+        bot_answer = next(m for m in n.general.messages
+                          if m.reference is not None and getattr(m.reference, "content", "") == "what is my name?")
+        await n.server.send_message(n.alice, n.general, "and this?", reply_to=bot_answer,
+                                    attachments=[("c.png", draw_png("c", 16, 16, 3), "image/png")])
+        await n.wait(lambda: any("(and sent 1 image)" in m.content for m in n.general.messages))
+        assert n.server.violations == []
+
+
+async def test_bad_inputs_get_clear_messages_and_job_records(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        empty = await (await n.server.slash(n.alice, n.general, "imagine", prompt="   ")).response()
+        assert empty.ephemeral and "The prompt is empty" in empty.content
+        huge = await (await n.server.slash(n.alice, n.general, "chat", prompt="x" * 10_000)).response()
+        assert huge.ephemeral and "10,000 characters" in huge.content
+        missing = await n.final(await n.server.slash(n.alice, n.general, "imagine", prompt="a cat", model="nope"))
+        assert "There is no model named **nope**" in missing.content
+        async with n.bot.storage.db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'failed'") as cur:
+            assert (await cur.fetchone())[0] == 3
+        assert n.server.violations == []
+
+
+async def test_a_task_with_no_usable_model_says_so(tmp_path):
+    extra = """
+[[model]]
+name = "wan-t2v"
+enabled = false
+"""
+    async with Natty.running(tmp_path, catalog_extra="") as n:
+        await n.stop()
+        blocks = (tmp_path / "models.toml").read_text().split("[[model]]")
+        kept = [b for b in blocks if 'name = "test-text-to-video"' not in b]
+        (tmp_path / "models.toml").write_text("[[model]]".join(kept) + extra)
+        await n.start()
+        msg = await n.final(await n.server.slash(n.alice, n.general, "video", prompt="anything"))
+        assert "No model is configured for video on this server." in msg.content
+        help_text = (await (await n.server.slash(n.alice, n.general, "help")).response()).embeds[0]["fields"][0]
+        assert "**video**: no model can run here yet" in help_text["value"]
+        assert n.server.violations == []
+
+
+async def test_vary_and_delete_buttons(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        msg = await n.final(await n.server.slash(n.alice, n.general, "imagine", prompt="a blue circle"))
+        varied = await n.final(await n.server.press(n.alice, msg, label="Vary"))
+        assert varied.attachments and "a blue circle" in varied.content
+        Image.open(io.BytesIO(varied.attachments[0].data)).load()
+        refused = await (await n.server.press(n.bob, msg, label="Delete")).response()
+        assert refused.ephemeral and not msg.deleted
+        await (await n.server.press(n.alice, msg, label="Delete")).acked()
+        await n.wait(lambda: msg.deleted)
+        assert n.server.violations == []
