@@ -165,3 +165,24 @@ async def test_vary_and_delete_buttons(tmp_path):
         await (await n.server.press(n.alice, msg, label="Delete")).acked()
         await n.wait(lambda: msg.deleted)
         assert n.server.violations == []
+
+
+async def test_story_posts_each_scene_in_a_thread_with_picture_and_narration(tmp_path):
+    async with Natty.running(tmp_path, edit_interval=0.2) as n:
+        ix = await n.server.slash(n.alice, n.general, "story", premise="A robot learns to paint. It fails. "
+                                  "Then it paints the sea.", scenes=3, narrate=True)
+        final = await n.wait(lambda: ix.original if ix.original and any(
+            a.filename == "story.md" for a in ix.original.attachments) else None, timeout=60)
+        (thread,) = n.general.threads
+        scenes = [m for m in thread.messages if m.content.startswith("**Scene")]
+        assert [m.content.split("\n")[0] for m in scenes] == ["**Scene 1**", "**Scene 2**", "**Scene 3**"]
+        for m in scenes:
+            kinds = sorted(a.filename.rsplit(".", 1)[1] for a in m.attachments)
+            assert kinds == ["ogg", "png"], kinds
+            assert "AI-generated" in m.content and not m.would_ping
+        story_md = next(a for a in final.attachments if a.filename == "story.md").data.decode()
+        assert story_md.count("## Scene") == 3
+        shown = [payload.get("content", "") for _, payload in final.edits]
+        assert any("scene 2/3: illustrating" in c for c in shown)
+        assert any("narrating" in c for c in shown)
+        assert n.server.violations == []

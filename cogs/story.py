@@ -1,0 +1,155 @@
+"""/story: a language model writes scenes, each is illustrated (and read aloud), one message per scene in a thread.
+
+Every part is a job in the fair queue. The story's progress lives in its writer job's record, so a story
+interrupted by a restart picks up at the scene where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import delivery
+from bot.jobs import Job, JobState
+from bot.presenter import Render
+from bot.story import Script, parse_script, writer_prompt
+from cogs.common import new_seed
+
+log = logging.getLogger("natty.story")
+
+
+class Story(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        bot.presenter.custom_renderers["story"] = self.on_script  # type: ignore[attr-defined]
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def cog_load(self) -> None:
+        """Resume stories that a restart interrupted after their script was written."""
+        for job in await self.bot.storage.jobs_in_states(JobState.DONE):  # type: ignore[attr-defined]
+            story = job.params.get("story")
+            if job.params.get("renderer") == "story" and story and not story.get("complete"):
+                log.info("resuming story %s at scene %d", job.id, story.get("done", 0) + 1)
+                self._spawn(job)
+
+    async def cog_unload(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    @app_commands.command(name="story", description="A short illustrated story, scene by scene, in a thread")
+    @app_commands.describe(premise="What the story is about", scenes="How many scenes (2-6)",
+                           narrate="Read each scene aloud too")
+    async def story(self, interaction: discord.Interaction, premise: str,
+                    scenes: app_commands.Range[int, 2, 6] = 3, narrate: bool = False) -> None:
+        params = {"messages": [{"role": "user", "content": writer_prompt(premise, scenes)}], "renderer": "story",
+                  "story": {"premise": premise, "scenes": scenes, "narrate": narrate, "done": 0}}
+        await self.bot.submit(interaction, "chat", premise, params=params)  # type: ignore[attr-defined]
+
+    async def on_script(self, job: Job) -> None:
+        if job.state is not JobState.DONE:
+            await self.bot.presenter.deliver(job)  # type: ignore[attr-defined]
+            return
+        self._spawn(job)
+
+    def _spawn(self, job: Job) -> None:
+        task = asyncio.create_task(self._illustrate(job), name=f"story-{job.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _status(self, job: Job, text: str, files: list[discord.File] | None = None) -> None:
+        try:
+            await self.bot.presenter.edit_job_message(job, Render(text, files=files or []))  # type: ignore[attr-defined]
+        except discord.HTTPException as exc:
+            log.warning("story %s: status edit failed: %s", job.id, exc)
+
+    async def _part(self, parent: Job, task: str, prompt: str) -> Job | None:
+        """Run one part of the story as a silent job and wait for it; None when no model can do it."""
+        bot: Any = self.bot
+        gs = await bot.guild_settings(parent.guild_id)
+        entry, _ = bot.resolve_model(task, None, gs)
+        if entry is None:
+            return None
+        child = Job(user_id=parent.user_id, task=task, model=entry.name, prompt=prompt[:entry.max_prompt_chars],
+                    params={"silent": True, "seed": new_seed()}, guild_id=parent.guild_id,
+                    channel_id=parent.channel_id, parent_id=parent.id)
+        await bot.engine.submit(child, check_limits=False)
+        return await bot.engine.wait(child.id)
+
+    async def _illustrate(self, job: Job) -> None:
+        bot: Any = self.bot
+        story = job.params["story"]
+        script = parse_script((job.result or {}).get("text", ""), story["premise"], story["scenes"])
+        total = len(script.scenes)
+        try:
+            thread = await self._thread(job, script)
+            for i in range(story.get("done", 0), total):
+                scene = script.scenes[i]
+                await self._status(job, f"📖 **{script.title}**\nscene {i + 1}/{total}: illustrating · `{job.id}`")
+                parts = [await self._part(job, "text-to-image", scene.image_prompt)]
+                if story["narrate"]:
+                    await self._status(job, f"📖 **{script.title}**\nscene {i + 1}/{total}: narrating · `{job.id}`")
+                    parts.append(await self._part(job, "text-to-speech", scene.passage))
+                await self._post_scene(job, thread, i + 1, scene.passage, parts)
+                story["done"] = i + 1
+                await bot.storage.update_job(job, "params")
+            story["complete"] = True
+            await bot.storage.update_job(job, "params")
+            markdown = script.markdown(story["premise"]).encode()
+            where = f" in {thread.mention}" if isinstance(thread, discord.Thread) else ""
+            await self._status(
+                job, f"📖 **{discord.utils.escape_markdown(script.title)}**: {total} scenes{where}.\n"
+                f"-# `{job.id}` · {job.model} · AI-generated",
+                files=[discord.File(io.BytesIO(markdown), "story.md")])
+            log.info("story %s finished with %d scenes", job.id, total)
+        except Exception:
+            log.exception("story %s failed at scene %d", job.id, story.get("done", 0) + 1)
+            await self._status(job, f"⚠️ The story stopped at scene {story.get('done', 0) + 1}/{total} because "
+                               f"of an error on our side. It was logged. `{job.id}`")
+
+    async def _thread(self, job: Job, script: Script) -> discord.abc.Messageable:
+        """The thread that holds the scenes: started from the story's message, or reopened after a restart."""
+        bot: Any = self.bot
+        story = job.params["story"]
+        if story.get("thread_id"):
+            return bot.get_partial_messageable(story["thread_id"])
+        channel = bot.get_channel(job.channel_id)
+        if channel is None:
+            channel = await bot.fetch_channel(job.channel_id)
+        if not isinstance(channel, discord.TextChannel) or job.ephemeral or job.message_id is None:
+            return channel  # no threads here (a DM, a thread, a private answer): post the scenes in place
+        name = script.title[:90] or "Story"
+        thread = await channel.get_partial_message(job.message_id).create_thread(name=name)
+        story["thread_id"] = thread.id
+        await bot.storage.update_job(job, "params")
+        return thread
+
+    async def _post_scene(self, job: Job, thread: discord.abc.Messageable, number: int, passage: str,
+                          parts: list[Job | None]) -> None:
+        bot: Any = self.bot
+        files: list[discord.File] = []
+        notes: list[str] = []
+        for part in parts:
+            if part is None:
+                notes.append("No model here could make this part.")
+            elif part.state is not JobState.DONE:
+                notes.append(part.error or "This part failed.")
+            else:
+                made, fit_notes = await asyncio.to_thread(bot.presenter.result_files, part,
+                                                          delivery.DEFAULT_FILE_LIMIT)
+                files += made
+                notes += fit_notes
+        body = f"**Scene {number}**\n{passage}"
+        footer = "\n".join([*(f"-# {n}" for n in notes), f"-# `{job.id}` · AI-generated"])
+        content = body[: delivery.MESSAGE_LIMIT - len(footer) - 1] + "\n" + footer
+        message = await thread.send(content=content, files=files, allowed_mentions=delivery.NO_MENTIONS)
+        await bot.storage.link_message(message.id, job.id, message.channel.id)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Story(bot))
