@@ -1,0 +1,77 @@
+"""The `natty` command as an operator runs it: models, generate, and what it says about tokens and settings."""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import soundfile
+from PIL import Image
+
+from tests.fakediscord import FakeDiscord
+from tests.harness import TOKEN, catalog_for
+from tests.hf_server import HFTestServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def natty(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_KEY"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=cwd, env={**base, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_rejected_token_says_exactly_what_to_do(tmp_path):
+    async with FakeDiscord(token=TOKEN) as server:
+        code, _, err = await natty("run", cwd=tmp_path, env={
+            "DISCORD_TOKEN": "MTIz.wrong.token-that-discord-rejects-0000", "DISCORD_API_BASE": server.api_base,
+            "DISCORD_GATEWAY_URL": server.gateway_url})
+    assert code == 2 and "Traceback" not in err
+    assert "Discord rejected DISCORD_TOKEN" in err and "Reset Token" in err
+    assert "wrong.token" not in err
+
+
+async def test_bad_settings_stop_startup_with_one_line_each(tmp_path):
+    code, _, err = await natty("run", cwd=tmp_path, env={"DISCORD_TOKEN": TOKEN, "NATTY_COOLDOWN_SECONDS": "soon",
+                                                         "NATTY_MODELS": "missing.toml"})
+    assert code == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("natty: ")]
+    assert lines == ["natty: NATTY_MODELS='missing.toml': no such file",
+                     "natty: NATTY_COOLDOWN_SECONDS='soon' is not a number"]
+
+
+async def test_models_lists_every_entry_and_whether_it_can_run(tmp_path):
+    async with HFTestServer() as hf:
+        (tmp_path / "models.toml").write_text(catalog_for(hf))
+        code, out, err = await natty("models", cwd=tmp_path, env={"NATTY_MODELS": str(tmp_path / "models.toml")})
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows["flux-schnell"].endswith("unavailable: set HF_TOKEN") or "HF_TOKEN" in rows["flux-schnell"]
+    assert "ready" in rows["test-text-to-image"]
+    assert "natty-pixelcnn" in rows
+
+
+async def test_generate_writes_a_file_for_each_task_through_the_job_engine(tmp_path):
+    async with HFTestServer() as hf:
+        (tmp_path / "models.toml").write_text(catalog_for(hf))
+        env = {"NATTY_MODELS": str(tmp_path / "models.toml"), "NATTY_DATA_DIR": str(tmp_path / "data"),
+               "DATABASE_URL": f"sqlite:///{tmp_path}/natty.db"}
+        code, _, err = await natty("generate", "text-to-image", "a kite", "--model", "test-text-to-image",
+                                   "--out", str(tmp_path / "kite.png"), cwd=tmp_path, env=env)
+        assert code == 0, err
+        assert Image.open(tmp_path / "kite.png").size == (1024, 1024)
+        code, _, err = await natty("generate", "text-to-audio", "rain", "--model", "test-music",
+                                   "--out", str(tmp_path / "rain.wav"), cwd=tmp_path, env=env)
+        assert code == 0, err
+        assert soundfile.info(str(tmp_path / "rain.wav")).duration > 0
+        code, out, err = await natty("generate", "chat", "hello there", "--model", "test-chat", cwd=tmp_path,
+                                     env=env)
+        assert code == 0 and "You said: hello there" in out
+        code, out, err = await natty("generate", "image-to-text", "", "--model", "test-image-to-text",
+                                     "--input", str(tmp_path / "kite.png"), cwd=tmp_path, env=env)
+        assert code == 0 and out.strip()
+        code, _, err = await natty("generate", "chat", "hi", "--model", "nope", cwd=tmp_path, env=env)
+        assert code == 2 and "no chat model named 'nope'" in err
