@@ -153,7 +153,8 @@ def reveal_text(game: Game, rnd: Round, result: RoundResult) -> str:
         right = ", ".join(mention(u) for u in result.right[i]) or "nobody"
         wrong = ", ".join(mention(u) for u in result.wrong[i]) or "nobody"
         label = f"Item {i + 1}" if len(rnd.items) > 1 else "The item"
-        lines.append(f"{icon} {label} was **{word}**: {item.source}.\n   Right: {right} · Wrong: {wrong}")
+        lines.append(f"{icon} {label} was **{word}**: {item.source}."
+                     + (f"\n   Right: {right} · Wrong: {wrong}" if rnd.votes else ""))
     if not rnd.votes:
         lines.append("Nobody voted this round.")
     return "\n".join(lines)
@@ -282,6 +283,13 @@ class RealPool:
 
 # --- items --------------------------------------------------------------------------------------------------------
 
+def digits_available() -> bool:
+    """Real digits need scikit-learn (the `local` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
+
+
 @functools.cache
 def _digits() -> tuple[Any, Any]:
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
@@ -290,20 +298,28 @@ def _digits() -> tuple[Any, Any]:
     return d.images, d.target
 
 
-def real_digit(rng: random.Random) -> tuple[bytes, int]:
-    """A real handwritten digit from scikit-learn's copy of the UCI digits (8x8, 17 grey levels) as a PNG."""
+def real_digit(rng: random.Random, digit: int | None = None) -> tuple[bytes, int]:
+    """A real handwritten digit (`digit`, or any) from scikit-learn's copy of the UCI digits (8x8, 17 grey
+    levels), drawn like natty's PixelCNN draws its own: dark ink on white, upscaled without smoothing."""
     import numpy as np
 
     from models.own import digits_png
 
     images, targets = _digits()
-    i = rng.randrange(len(images))
+    choices = [i for i in range(len(targets)) if digit is None or targets[i] == digit]
+    i = rng.choice(choices)
     png, _, _ = digits_png(np.asarray(images[i], dtype=np.int64)[None], 17, scale=16)
     return normalize_image(png), int(targets[i])
 
 
-def normalize_image(data: bytes, side: int = ITEM_SIDE) -> bytes:
-    """The image as a plain RGB PNG whose longest side is `side`, with no metadata at all.
+def image_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+def normalize_image(data: bytes, side: int = ITEM_SIDE, size: tuple[int, int] | None = None) -> bytes:
+    """The image as a plain RGB PNG whose longest side is `side` (or exactly `size`), with no metadata at all.
 
     Real and AI items then look alike apart from their pixels: no size, format or provenance tag to peek at.
     """
@@ -312,8 +328,9 @@ def normalize_image(data: bytes, side: int = ITEM_SIDE) -> bytes:
     img = Image.open(io.BytesIO(data))
     img.load()
     img = img.convert("RGB")
-    scale = side / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if size is None:
+        scale = side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     small = max(img.size) <= side // 2
     img = img.resize(size, Image.NEAREST if small else Image.LANCZOS)
     out = io.BytesIO()
@@ -540,3 +557,65 @@ def same_pixels(a: bytes, b_path: str | Path) -> bool:
     except Exception:
         return False
     return x.size == y.size and ImageChops.difference(x, y).getbbox() is None
+
+
+def assess_text(match: dict | None) -> Finding:
+    """What `/natty check` can say about a plain text: only whether natty itself produced exactly it."""
+    f = Finding()
+    if match:
+        f.title, f.strength = "Made by natty", "strong"
+        f.found.append(f"This exact text is the result of natty's job `{match['id']}` on this server "
+                       f"(**{match['model']}**, <t:{int(match['created_at'])}:f>).")
+        f.proves.append("It proves natty produced this text. It does not prove nobody else wrote the same words, "
+                        "and a person may have asked for it and posted it as their own.")
+    else:
+        f.found.append("No natty job on this server produced exactly this text.")
+        f.proves.append("Plain text carries no metadata, so nothing can be proven about who or what wrote it. "
+                        "AI-text detectors are unreliable (they often flag non-native writers), so natty does "
+                        "not guess.")
+    return f
+
+
+# --- generation through the job engine ----------------------------------------------------------------------------
+
+class GenerationFailed(Exception):
+    """An item or a collab result could not be generated; the message is for users."""
+
+
+def pick_model(bot: Any, task: str, guild_settings: dict[str, Any], prefer: tuple[str, ...] = ()) -> Any:
+    """The catalog entry for a silent job: a preferred entry that can run, else the server's usual choice."""
+    for name in prefer:
+        entry = next((e for e in bot.models_for(task, guild_settings) if e.name == name), None)
+        if entry is not None and bot.availability.get(name, (True, ""))[0]:
+            return entry
+    entry, problem = bot.resolve_model(task, None, guild_settings)
+    if entry is None:
+        raise GenerationFailed(problem or f"no model for {task}")
+    return entry
+
+
+async def run_silent_job(bot: Any, *, user_id: int, guild_id: int | None, channel_id: int | None, task: str,
+                         prompt: str = "", params: dict[str, Any] | None = None, prefer: tuple[str, ...] = (),
+                         image: bytes | None = None, model: str | None = None) -> Any:
+    """Run one generation through the job engine and wait for it; the presenter posts nothing for it
+    (`silent`), so the caller shows the result its own way. Returns the finished Job or raises GenerationFailed."""
+    from bot.jobs import Job, JobState
+
+    gs = await bot.guild_settings(guild_id)
+    entry = bot.catalog.get(model) if model else pick_model(bot, task, gs, prefer)
+    job = Job(user_id=user_id, task=task, model=entry.name, prompt=prompt,
+              params={"silent": True, **(params or {})}, guild_id=guild_id, channel_id=channel_id)
+    if image is not None:
+        folder = bot.settings.data_dir / "inputs" / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "image.png").write_bytes(image)
+        job.params["image_path"] = str((folder / "image.png").resolve())
+    # a game or a session is the bot's own doing: per-user caps and cooldowns do not apply to its parts
+    await bot.engine.submit(job, check_limits=False)
+    try:
+        done = await bot.engine.wait(job.id, timeout=entry.timeout + 60)
+    except TimeoutError as exc:
+        raise GenerationFailed(f"{entry.name} took too long") from exc
+    if done.state is not JobState.DONE:
+        raise GenerationFailed(done.error or f"the job ended {done.state.value}")
+    return done

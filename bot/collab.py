@@ -1,0 +1,200 @@
+"""Collaborative prompting, without Discord: sessions, ideas, votes, and how the top ideas become one prompt.
+
+A session collects ideas from anyone in its thread and votes on them (one vote per member per idea, pressed
+again to take it back). When its time is up, or its host presses Generate, the top ideas are fused into one
+prompt and generated as a job. State and deadline live in `play_sessions` (kind "collab"), so sessions
+outlive restarts.
+
+The fusion rule, used when no language model is configured (or it fails):
+    1. rank ideas by votes, most first; ties go to the idea added first;
+    2. keep the top `TOP_IDEAS` (3) ideas that have at least one vote; with no votes at all, keep the first
+       `TOP_IDEAS` ideas;
+    3. the prompt is the theme (when there is one) followed by those ideas in rank order, joined with ", ",
+       dropping ideas already contained in the text so far (case-insensitive), capped at `MAX_PROMPT` chars.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+TOP_IDEAS = 3
+MAX_PROMPT = 500
+MAX_IDEAS = 50
+TASKS = {"image": "text-to-image", "text": "chat"}
+
+
+@dataclass
+class Idea:
+    author_id: int
+    text: str
+    voters: list[int] = field(default_factory=list)
+    message_id: int | None = None
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def votes(self) -> int:
+        return len(self.voters)
+
+
+@dataclass
+class Session:
+    id: str
+    guild_id: int | None
+    channel_id: int  # where /collab start was used
+    host_id: int
+    task: str  # "image" or "text"
+    theme: str
+    deadline: float
+    minutes: float = 5.0  # how long it stays open; a remix reuses it
+    thread_id: int | None = None
+    panel_id: int | None = None  # the message with Add idea / Generate in the thread
+    start_message_id: int | None = None
+    state: str = "open"  # open -> generating -> done | failed
+    ideas: list[Idea] = field(default_factory=list)
+    parent_id: str | None = None  # the session this one remixes
+    prompt: str | None = None  # the fused prompt
+    fused_by: str | None = None  # a model's name, or "rule"
+    job_id: str | None = None
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Session:
+        raw = json.loads(text)
+        return cls(**{**raw, "ideas": [Idea(**i) for i in raw["ideas"]]})
+
+    @property
+    def contributors(self) -> list[int]:
+        """Everyone who added an idea or voted, host first, then in order of first contribution."""
+        seen: dict[int, None] = {self.host_id: None}
+        for idea in self.ideas:
+            seen.setdefault(idea.author_id, None)
+        for idea in self.ideas:
+            for voter in idea.voters:
+                seen.setdefault(voter, None)
+        return list(seen)
+
+
+class CollabError(Exception):
+    """A user action the session refuses; the message is for the user."""
+
+
+def add_idea(session: Session, author_id: int, text: str) -> Idea:
+    text = " ".join(text.split())
+    if session.state != "open":
+        raise CollabError("This session has closed: no more ideas.")
+    if not text:
+        raise CollabError("The idea is empty.")
+    if len(session.ideas) >= MAX_IDEAS:
+        raise CollabError(f"This session already has {MAX_IDEAS} ideas: vote for one of them instead.")
+    if any(i.text.lower() == text.lower() for i in session.ideas):
+        raise CollabError("That idea is already on the list: vote for it instead.")
+    idea = Idea(author_id=author_id, text=text)
+    session.ideas.append(idea)
+    return idea
+
+
+def toggle_vote(session: Session, index: int, user_id: int) -> bool:
+    """Vote for idea `index`, or take the vote back; True when the user now votes for it."""
+    if session.state != "open":
+        raise CollabError("Voting has closed for this session.")
+    if not 0 <= index < len(session.ideas):
+        raise CollabError("That idea is not in this session.")
+    voters = session.ideas[index].voters
+    if user_id in voters:
+        voters.remove(user_id)
+        return False
+    voters.append(user_id)
+    return True
+
+
+def ranked(session: Session) -> list[Idea]:
+    """Ideas by votes, most first; ties keep the order they were added in (sorted() is stable)."""
+    return sorted(session.ideas, key=lambda i: -i.votes)
+
+
+def top_ideas(session: Session, n: int = TOP_IDEAS) -> list[Idea]:
+    order = ranked(session)
+    voted = [i for i in order if i.votes > 0]
+    return (voted or order)[:n]
+
+
+def fuse_by_rule(theme: str, ideas: list[str], limit: int = MAX_PROMPT) -> str:
+    """The documented fusion rule (module docstring, step 3)."""
+    parts: list[str] = []
+    for text in [theme, *ideas]:
+        text = text.strip().rstrip(".,;")
+        if text and text.lower() not in ", ".join(parts).lower():
+            parts.append(text)
+    return ", ".join(parts)[:limit].rstrip(", ")
+
+
+def fusion_messages(task: str, theme: str, ideas: list[str]) -> list[dict[str, Any]]:
+    """The request that asks a language model to fuse the ideas into one prompt."""
+    target = "an image generation model" if task == "image" else "a writer"
+    listing = "\n".join(f"- {i}" for i in ideas)
+    return [
+        {"role": "system", "content": f"You merge ideas from a group into one prompt for {target}. Keep every "
+                                      "idea's substance, resolve clashes sensibly, and answer with the prompt only: "
+                                      f"one line, at most {MAX_PROMPT // 2} characters, no quotes, no preamble."},
+        {"role": "user", "content": f"Theme: {theme or '(none)'}\nIdeas, most voted first:\n{listing}"},
+    ]
+
+
+def clean_fused(text: str, limit: int = MAX_PROMPT) -> str:
+    """A model's answer as a prompt: the first non-empty line, without quotes or a "Prompt:" label."""
+    line = next((ln for ln in (text or "").splitlines() if ln.strip()), "")
+    line = re.sub(r"^\s*(?:\*\*)?(?:final\s+)?prompt\s*(?::\s*\*\*|\*\*\s*:|:)\s*", "", line, flags=re.I)
+    return line.strip().strip("\"'“”`").strip()[:limit]
+
+
+def credit_line(session: Session) -> str:
+    """Who made it: idea authors (their ideas that made the cut marked), voters, and the host."""
+    used = {id(i) for i in top_ideas(session)}
+    authors: dict[int, int] = {}
+    for idea in session.ideas:
+        if id(idea) in used:
+            authors[idea.author_id] = authors.get(idea.author_id, 0) + 1
+        else:
+            authors.setdefault(idea.author_id, 0)
+    voters = [u for u in session.contributors if u not in authors and u != session.host_id]
+    bits = [f"hosted by <@{session.host_id}>"]
+    if authors:
+        bits.append("ideas by " + ", ".join(f"<@{u}>" + (f" ({n} used)" if n else "") for u, n in authors.items()))
+    if voters:
+        bits.append("votes by " + ", ".join(f"<@{u}>" for u in voters))
+    return "Made together: " + "; ".join(bits) + "."
+
+
+def panel_text(session: Session, limit: int = 10) -> str:
+    """The thread's panel: the theme, the deadline and the current top ideas."""
+    what = "an image" if session.task == "image" else "a text"
+    lines = [f"🧩 **Collab session** for {what}" + (f": *{session.theme}*" if session.theme else "")]
+    if session.parent_id:
+        lines.append("-# Remixing an earlier result: its prompt is the theme.")
+    if session.state == "open":
+        lines.append(f"Add ideas and vote with the buttons. It generates <t:{int(session.deadline) + 1}:R>, or when "
+                     f"the host presses Generate.")
+    elif session.state == "generating":
+        lines.append("⚙️ Time is up: fusing the top ideas and generating…")
+    elif session.state == "done":
+        lines.append("✅ Done: the result is below.")
+    else:
+        lines.append(f"⚠️ This session ended without a result: {session.error or 'unknown error'}")
+    order = ranked(session)
+    if order:
+        lines.append("")
+        lines += [f"**{n + 1}.** {i.text} · {i.votes} vote{'s' * (i.votes != 1)} · <@{i.author_id}>"
+                  for n, i in enumerate(order[:limit])]
+        if len(order) > limit:
+            lines.append(f"-# and {len(order) - limit} more")
+    else:
+        lines.append("No ideas yet: be the first.")
+    return "\n".join(lines)

@@ -1,0 +1,399 @@
+"""/collab: a group writes one prompt together in a thread, then natty generates it and credits everyone.
+
+The session logic and the fusion rule live in bot/collab.py. Buttons carry the session id in their custom_id
+(`collab:ACTION:SESSION[:IDEA]`), and each open session has a timer task whose deadline is in the database,
+so sessions, buttons and timers all survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+import secrets
+import time
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import collab as c
+from bot import delivery
+from bot import game as g
+from bot.presenter import AI_LABEL
+
+log = logging.getLogger("natty.collab")
+
+
+class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
+                   template=r"collab:(?P<action>add|gen|vote|remix):(?P<sid>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"):
+    LOOKS = {"add": ("Add idea", "💡", discord.ButtonStyle.primary),
+             "gen": ("Generate", "✨", discord.ButtonStyle.success),
+             "vote": ("Vote", "👍", discord.ButtonStyle.secondary),
+             "remix": ("Remix together", "🧩", discord.ButtonStyle.secondary)}
+
+    def __init__(self, action: str, sid: str, arg: int | None = None, votes: int = 0) -> None:
+        label, emoji, style = self.LOOKS[action]
+        if action == "vote":
+            label = f"Vote ({votes})"
+        custom_id = f"collab:{action}:{sid}" + (f":{arg}" if arg is not None else "")
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id))
+        self.action, self.sid, self.arg = action, sid, arg
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> CollabButton:
+        return cls(match["action"], match["sid"], int(match["arg"]) if match["arg"] else None)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog: Collab | None = interaction.client.get_cog("Collab")  # type: ignore[assignment]
+        if cog is None:
+            await interaction.response.send_message("Collab sessions are not running on this bot.", ephemeral=True)
+            return
+        handler = {"add": cog.on_add, "gen": cog.on_generate, "vote": cog.on_vote, "remix": cog.on_remix}
+        await handler[self.action](interaction, self.sid, self.arg)
+
+
+def panel_view(session: c.Session) -> discord.ui.View | None:
+    if session.state != "open":
+        return None
+    view = discord.ui.View(timeout=None)
+    view.add_item(CollabButton("add", session.id))
+    view.add_item(CollabButton("gen", session.id))
+    return view
+
+
+def idea_view(session: c.Session, index: int) -> discord.ui.View | None:
+    if session.state != "open":
+        return None
+    view = discord.ui.View(timeout=None)
+    view.add_item(CollabButton("vote", session.id, index, votes=session.ideas[index].votes))
+    return view
+
+
+class IdeaModal(discord.ui.Modal, title="Add an idea"):
+    def __init__(self, cog: Collab, sid: str) -> None:
+        super().__init__(timeout=900)
+        self.cog, self.sid = cog, sid
+        self.idea = discord.ui.TextInput(label="Your idea", style=discord.TextStyle.paragraph, max_length=300,
+                                         placeholder="a detail, a style, a twist…")
+        self.add_item(self.idea)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.add_idea(interaction, self.sid, str(self.idea.value))
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        log.exception("adding an idea to session %s failed", self.sid, exc_info=error)
+        await self.cog.bot.send_error(interaction, "Your idea could not be added. It was logged; try again.")  # type: ignore[attr-defined]
+
+
+@app_commands.guild_only()
+class Collab(commands.GroupCog, group_name="collab", group_description="Write a prompt together, then generate it"):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.wakeups: dict[str, asyncio.Event] = {}
+        self.store = g.SessionStore(bot.storage, "collab")  # type: ignore[attr-defined]
+        super().__init__()
+
+    async def cog_load(self) -> None:
+        for sid in await self.store.open_ids():
+            self._spawn(sid)
+
+    async def cog_unload(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+
+    def _spawn(self, sid: str) -> None:
+        if sid not in self.tasks or self.tasks[sid].done():
+            self.tasks[sid] = asyncio.create_task(self._drive(sid), name=f"collab-{sid}")
+
+    def _lock(self, sid: str) -> asyncio.Lock:
+        return self.locks.setdefault(sid, asyncio.Lock())
+
+    async def _load(self, sid: str) -> c.Session | None:
+        raw = await self.store.load(sid)
+        return c.Session.from_json(raw) if raw else None
+
+    async def _save(self, s: c.Session) -> None:
+        deadline = s.deadline if s.state == "open" else None
+        await self.store.save(s.id, s.guild_id, s.channel_id, s.state, deadline, s.to_json())
+
+    def _thread(self, s: c.Session) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(s.thread_id or s.channel_id)
+
+    # --- commands -----------------------------------------------------------------------------------------------
+
+    @app_commands.command(name="start", description="Open a session where everyone adds and votes on ideas")
+    @app_commands.describe(task="What to make", theme="What the session is about",
+                           minutes="How long ideas and votes stay open (fractions allowed)")
+    async def start(self, interaction: discord.Interaction, theme: app_commands.Range[str, 1, 200],
+                    task: Literal["image", "text"] = "image",
+                    minutes: app_commands.Range[float, 0.05, 1440.0] = 5.0) -> None:
+        await interaction.response.defer(thinking=True)
+        channel = interaction.channel
+        s = c.Session(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
+                      host_id=interaction.user.id, task=task, theme=" ".join(theme.split()),
+                      deadline=time.time() + minutes * 60, minutes=minutes)
+        theme_md = discord.utils.escape_markdown(s.theme)
+        await interaction.edit_original_response(
+            content=f"🧩 {interaction.user.mention} started a collab session: *{theme_md}*. Add ideas and vote in "
+                    f"the thread; it generates <t:{int(s.deadline) + 1}:R>.\n-# Session `{s.id}`",
+            allowed_mentions=delivery.NO_MENTIONS)
+        if isinstance(channel, discord.Thread):
+            s.thread_id = channel.id
+        else:
+            message = await interaction.original_response()
+            s.start_message_id = message.id
+            try:
+                thread = await message.create_thread(name=f"Collab: {s.theme}"[:100], auto_archive_duration=1440)
+            except discord.HTTPException as exc:
+                await interaction.edit_original_response(
+                    content=f"⚠️ I could not open a thread here ({exc.status}): I need the Create Public Threads "
+                            "permission in this channel.")
+                return
+            s.thread_id = thread.id
+        await self._open(s)
+
+    @app_commands.command(name="remix", description="Start a new collab round from an earlier session's result")
+    @app_commands.describe(session="The session id, as shown under its result",
+                           minutes="How long ideas and votes stay open (fractions allowed)")
+    async def remix(self, interaction: discord.Interaction, session: str,
+                    minutes: app_commands.Range[float, 0.05, 1440.0] = 5.0) -> None:
+        await self._remix(interaction, session.strip().lower(), minutes)
+
+    # --- buttons and the modal ---------------------------------------------------------------------------------
+
+    async def on_add(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+        s = await self._load(sid)
+        if s is None or s.state != "open":
+            await interaction.response.send_message("This session has closed: no more ideas.", ephemeral=True)
+            return
+        await interaction.response.send_modal(IdeaModal(self, sid))
+
+    async def add_idea(self, interaction: discord.Interaction, sid: str, text: str) -> None:
+        async with self._lock(sid):
+            s = await self._load(sid)
+            if s is None:
+                await interaction.response.send_message("That session no longer exists.", ephemeral=True)
+                return
+            try:
+                idea = c.add_idea(s, interaction.user.id, text)
+            except c.CollabError as exc:
+                await interaction.response.send_message(str(exc), ephemeral=True)
+                return
+            index = len(s.ideas) - 1
+            await interaction.response.send_message(f"Added your idea (#{index + 1}). Vote for the ones you like.",
+                                                    ephemeral=True)
+            message = await self._thread(s).send(
+                f"💡 **{discord.utils.escape_markdown(idea.text)}**\n-# idea {index + 1} by {interaction.user.mention}",
+                view=idea_view(s, index), allowed_mentions=delivery.NO_MENTIONS)
+            idea.message_id = message.id
+            await self._save(s)
+        await self._refresh_panel(s)
+
+    async def on_vote(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+        async with self._lock(sid):
+            s = await self._load(sid)
+            if s is None:
+                await interaction.response.send_message("That session no longer exists.", ephemeral=True)
+                return
+            try:
+                voted = c.toggle_vote(s, arg or 0, interaction.user.id)
+            except c.CollabError as exc:
+                await interaction.response.send_message(str(exc), ephemeral=True)
+                return
+            await self._save(s)
+            # the press itself updates the count on the idea's button (acknowledges and edits in one call)
+            await interaction.response.edit_message(view=idea_view(s, arg or 0))
+        log.info("session %s: %s %s idea %d", sid, interaction.user.id, "voted for" if voted else "unvoted", arg or 0)
+        await self._refresh_panel(s)
+
+    async def on_generate(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+        async with self._lock(sid):
+            s = await self._load(sid)
+            if s is None or s.state != "open":
+                await interaction.response.send_message("This session is already generating or done.", ephemeral=True)
+                return
+            perms = getattr(interaction, "permissions", None)
+            if interaction.user.id != s.host_id and not (perms and perms.manage_messages):
+                await interaction.response.send_message(
+                    f"Only the host (<@{s.host_id}>) or a member with Manage Messages can generate early.",
+                    ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+                return
+            if not s.ideas:
+                await interaction.response.send_message("Add at least one idea first.", ephemeral=True)
+                return
+            s.deadline = time.time()
+            await self._save(s)
+        await interaction.response.send_message("Generating from the top ideas now.", ephemeral=True)
+        self._spawn(sid)
+        self.wakeups.setdefault(sid, asyncio.Event()).set()
+
+    async def on_remix(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+        await self._remix(interaction, sid, None)
+
+    async def _remix(self, interaction: discord.Interaction, sid: str, minutes: float | None) -> None:
+        parent = await self._load(sid)
+        if parent is None or parent.state != "done" or not parent.prompt or parent.guild_id != interaction.guild_id:
+            await interaction.response.send_message(f"No finished collab session `{sid[:20]}` on this server.",
+                                                    ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+            return
+        minutes = minutes or parent.minutes
+        s = c.Session(id=secrets.token_hex(5), guild_id=parent.guild_id, channel_id=parent.channel_id,
+                      host_id=interaction.user.id, task=parent.task, theme=parent.prompt[:300],
+                      deadline=time.time() + minutes * 60, minutes=minutes, thread_id=parent.thread_id,
+                      parent_id=parent.id)
+        await interaction.response.send_message(f"🧩 Remix round started in <#{s.thread_id}>: add ideas to change "
+                                                "the earlier result.", ephemeral=True)
+        await self._open(s)
+
+    # --- the session's life --------------------------------------------------------------------------------------
+
+    async def _open(self, s: c.Session) -> None:
+        panel = await self._thread(s).send(c.panel_text(s), view=panel_view(s), allowed_mentions=delivery.NO_MENTIONS)
+        s.panel_id = panel.id
+        await self._save(s)
+        log.info("collab session %s opened by %s in thread %s", s.id, s.host_id, s.thread_id)
+        self._spawn(s.id)
+
+    async def _refresh_panel(self, s: c.Session) -> None:
+        if s.panel_id is None:
+            return
+        with contextlib.suppress(discord.HTTPException):
+            await self._thread(s).get_partial_message(s.panel_id).edit(
+                content=c.panel_text(s), view=panel_view(s), allowed_mentions=delivery.NO_MENTIONS)
+
+    async def _wait_until(self, sid: str, deadline: float) -> None:
+        event = self.wakeups.setdefault(sid, asyncio.Event())
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - time.time()))
+
+    async def _drive(self, sid: str) -> None:
+        """Wait for the session's deadline (or Generate), then fuse, generate and post the result."""
+        await self.bot.wait_until_ready()  # the job engine starts after the cogs load
+        try:
+            while True:
+                s = await self._load(sid)
+                if s is None or s.state in ("done", "failed"):
+                    return
+                if s.state == "open":
+                    await self._wait_until(sid, s.deadline)
+                    async with self._lock(sid):
+                        s = await self._load(sid)
+                        if s is None or s.state != "open" or time.time() < s.deadline:
+                            continue
+                        if not s.ideas:
+                            s.state, s.error = "failed", "nobody added an idea before the time ran out"
+                        else:
+                            s.state = "generating"
+                        await self._save(s)
+                    await self._close_ideas(s)
+                    if s.state == "failed":
+                        await self._refresh_panel(s)
+                        return
+                await self._generate(s)
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("collab session %s failed", sid)
+            with contextlib.suppress(Exception):
+                s = await self._load(sid)
+                if s is not None:
+                    s.state, s.error = "failed", f"an internal error ({type(exc).__name__}); it was logged"
+                    await self._save(s)
+                    await self._refresh_panel(s)
+
+    async def _close_ideas(self, s: c.Session) -> None:
+        """Take the vote buttons off the ideas: voting is over."""
+        for idea in s.ideas:
+            if idea.message_id:
+                with contextlib.suppress(discord.HTTPException):
+                    await self._thread(s).get_partial_message(idea.message_id).edit(view=None)
+        await self._refresh_panel(s)
+
+    async def _fuse(self, s: c.Session) -> tuple[str, str]:
+        """The prompt from the top ideas: by the language model when one is configured, else by the rule."""
+        ideas = [i.text for i in c.top_ideas(s)]
+        gs = await self.bot.guild_settings(s.guild_id)  # type: ignore[attr-defined]
+        try:
+            entry = g.pick_model(self.bot, "chat", gs)
+        except g.GenerationFailed:
+            entry = None
+        if entry is not None and entry.backend != "local":  # natty's char-RNN continues text; it cannot merge
+            try:
+                job = await g.run_silent_job(
+                    self.bot, user_id=s.host_id, guild_id=s.guild_id, channel_id=s.thread_id, task="chat",
+                    prompt=f"Fuse the ideas of collab session {s.id}", model=entry.name,
+                    params={"messages": c.fusion_messages(s.task, s.theme, ideas), "model_params": {"max_tokens": 200}})
+                fused = c.clean_fused((job.result or {}).get("text") or "")
+                if fused:
+                    return fused, entry.name
+            except g.GenerationFailed as exc:
+                log.warning("session %s: fusing with %s failed (%s); using the rule", s.id, entry.name, exc)
+        return c.fuse_by_rule(s.theme, ideas), "rule"
+
+    async def _generate(self, s: c.Session) -> None:
+        if s.prompt is None:
+            s.prompt, s.fused_by = await self._fuse(s)
+            async with self._lock(s.id):
+                await self._save(s)
+        task = c.TASKS[s.task]
+        try:
+            job = await g.run_silent_job(self.bot, user_id=s.host_id, guild_id=s.guild_id, channel_id=s.thread_id,
+                                         task=task, prompt=s.prompt, params={"seed": secrets.randbelow(2**31)})
+        except g.GenerationFailed as exc:
+            s.state, s.error = "failed", f"the generation failed: {exc}"
+            async with self._lock(s.id):
+                await self._save(s)
+            await self._refresh_panel(s)
+            await self._thread(s).send(f"⚠️ The collab result could not be made: {exc}",
+                                       allowed_mentions=delivery.NO_MENTIONS)
+            return
+        s.job_id, s.state = job.id, "done"
+        async with self._lock(s.id):  # done before it shows, so its Remix button works at once
+            await self._save(s)
+        await self._post_result(s, job)
+        await self._refresh_panel(s)
+        log.info("collab session %s done: job %s", s.id, job.id)
+
+    async def _post_result(self, s: c.Session, job) -> None:  # noqa: ANN001
+        presenter = self.bot.presenter  # type: ignore[attr-defined]
+        how = ("fused by natty's rule: the theme, then the top-voted ideas" if s.fused_by == "rule"
+               else f"fused by {s.fused_by}")
+        head = ["✨ **Collab result**" + (f" (remix of `{s.parent_id}`)" if s.parent_id else ""),
+                f"**Prompt:** {discord.utils.escape_markdown(s.prompt or '')}", f"-# {how}",
+                c.credit_line(s)]
+        files: list[discord.File] = []
+        notes: list[str] = []
+        result = job.result or {}
+        if result.get("kind") == "text":
+            text = result.get("text") or "(the model returned no text)"
+            room = delivery.MESSAGE_LIMIT - sum(len(x) + 1 for x in head) - 200
+            if len(text) > room:
+                files.append(discord.File(io.BytesIO(text.encode()), "collab.txt"))
+                text = text[: max(0, room - 40)] + "… (the whole text is attached)"
+            head.append(text)
+        else:
+            files, notes = await asyncio.to_thread(presenter.result_files, job, delivery.DEFAULT_FILE_LIMIT)
+        footer = f"-# `{job.id}` · {job.model} · {AI_LABEL} · session `{s.id}`"
+        content = "\n".join([*head, *(f"-# {n}" for n in notes), footer])[: delivery.MESSAGE_LIMIT]
+        view = discord.ui.View(timeout=None)
+        view.add_item(CollabButton("remix", s.id))
+        message = await self._thread(s).send(content, files=files, view=view, allowed_mentions=delivery.NO_MENTIONS)
+        await self.bot.storage.link_message(message.id, job.id, message.channel.id)  # type: ignore[attr-defined]
+
+
+async def setup(bot: commands.Bot) -> None:
+    bot.add_dynamic_items(CollabButton)
+    await bot.add_cog(Collab(bot))
+
+
+async def teardown(bot: commands.Bot) -> None:
+    bot.remove_dynamic_items(CollabButton)

@@ -1,0 +1,526 @@
+"""/natty: play Natty or Not, the leaderboard, the pool of real items, and /natty check.
+
+The game's logic lives in bot/game.py; this cog posts rounds, takes votes (buttons whose custom_id carries
+the game, round, item and choice, so they work after a restart) and runs one timer task per open game. The
+timer's deadline is in the database: on load the cog resumes every open game, and a round whose deadline
+passed while the bot was down is revealed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import delivery
+from bot import game as g
+from bot.jobs import JobState
+from bot.provenance import read as read_provenance
+
+log = logging.getLogger("natty.game")
+
+KIND_NAMES = {"digits": "handwritten digits", "text": "short texts", "images": "images", "mixed": "a mix"}
+PIXELCNN = ("natty-pixelcnn",)
+DETECTOR = "ai-image-detector"
+STRENGTH_COLOURS = {"none": 0x99AAB5, "weak": 0xF1C40F, "strong": 0x2ECC71}
+
+
+def _choice_label(n_items: int, item: int, choice: str) -> str:
+    word = "Natural" if choice == g.NATURAL else "AI"
+    return word if n_items == 1 else f"{item + 1}: {word}"
+
+
+class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"nn:(?P<game>[a-z0-9]+):(?P<round>[0-9]+):"
+                                                                        r"(?P<item>[0-9]+):(?P<choice>natural|ai|end)"):
+    """A vote on one item of one round, or the host's "End round"."""
+
+    def __init__(self, game_id: str, rnd: int, item: int, choice: str, n_items: int = 1) -> None:
+        if choice == "end":
+            button = discord.ui.Button(label="End round", style=discord.ButtonStyle.secondary, emoji="⏱️",
+                                       custom_id=f"nn:{game_id}:{rnd}:0:end")
+        else:
+            style = discord.ButtonStyle.success if choice == g.NATURAL else discord.ButtonStyle.primary
+            button = discord.ui.Button(label=_choice_label(n_items, item, choice), style=style,
+                                       emoji="🌿" if choice == g.NATURAL else "🤖",
+                                       custom_id=f"nn:{game_id}:{rnd}:{item}:{choice}")
+        super().__init__(button)
+        self.game_id, self.rnd, self.index, self.choice = game_id, rnd, item, choice
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> VoteButton:
+        return cls(match["game"], int(match["round"]), int(match["item"]), match["choice"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog: NattyGame | None = interaction.client.get_cog("NattyGame")  # type: ignore[assignment]
+        if cog is None:
+            await interaction.response.send_message("Natty or Not is not running on this bot.", ephemeral=True)
+            return
+        if self.choice == "end":
+            await cog.on_end_round(interaction, self.game_id, self.rnd)
+        else:
+            await cog.on_vote(interaction, self.game_id, self.rnd, self.index, self.choice)
+
+
+def round_view(game: g.Game, rnd: g.Round) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for i in range(len(rnd.items)):
+        for choice in g.CHOICES:
+            view.add_item(VoteButton(game.id, rnd.index, i, choice, len(rnd.items)))
+    view.add_item(VoteButton(game.id, rnd.index, 0, "end"))
+    return view
+
+
+@app_commands.guild_only()
+class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty or Not: spot the AI"):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.wakeups: dict[str, asyncio.Event] = {}
+        super().__init__()
+
+    @property
+    def storage(self):  # noqa: ANN201
+        return self.bot.storage  # type: ignore[attr-defined]
+
+    async def cog_load(self) -> None:
+        for game_id in await g.SessionStore(self.storage, "game").open_ids():
+            self._spawn(game_id)
+        if self.tasks:
+            log.info("resuming %d open game(s)", len(self.tasks))
+
+    async def cog_unload(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+
+    def _spawn(self, game_id: str) -> None:
+        if game_id not in self.tasks or self.tasks[game_id].done():
+            self.tasks[game_id] = asyncio.create_task(self._drive(game_id), name=f"game-{game_id}")
+
+    def _lock(self, game_id: str) -> asyncio.Lock:
+        return self.locks.setdefault(game_id, asyncio.Lock())
+
+    # --- commands -------------------------------------------------------------------------------------------
+
+    @app_commands.command(name="play", description="Natural or AI? Vote on each item before the timer ends")
+    @app_commands.describe(rounds="How many rounds", kind="What the items are",
+                           seconds="Seconds to vote in each round")
+    async def play(self, interaction: discord.Interaction, rounds: app_commands.Range[int, 1, 10] = 3,
+                   kind: Literal["digits", "text", "images", "mixed"] = "digits",
+                   seconds: app_commands.Range[int, 1, 600] = 30) -> None:
+        open_here = await g.SessionStore(self.storage, "game").open_ids(channel_id=interaction.channel_id)
+        if open_here:
+            await interaction.response.send_message(
+                "A game of Natty or Not is already running in this channel. Join it, or wait for it to end.",
+                ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        pool = await g.RealPool(self.storage).counts(interaction.guild_id or 0)
+        if kind == "digits" and not g.digits_available():
+            await interaction.edit_original_response(
+                content="⚠️ Real handwritten digits come from scikit-learn, which is not installed on this bot "
+                        "(`pip install natty-bot[local]`). Play `kind: text` instead.")
+            return
+        if kind == "images" and not pool.get("image"):
+            await interaction.edit_original_response(
+                content="⚠️ This server has no real images in its pool yet, so there is nothing natural to show. "
+                        "An admin adds some with `/natty add-real image:`; until then play `kind: digits` or "
+                        "`kind: text`.")
+            return
+        game = g.Game(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
+                      host_id=interaction.user.id, kind=kind, rounds_total=rounds, seconds=float(seconds),
+                      seed=secrets.randbelow(2**31))
+        await g.save_game(self.storage, game)
+        await interaction.edit_original_response(
+            content=(f"🎮 **Natty or Not**: {rounds} round{'s' * (rounds != 1)} of {KIND_NAMES[kind]}, {seconds} s "
+                     f"each, hosted by {interaction.user.mention}.\nEach round shows one or two items: call each "
+                     "one **Natural** or **AI** with the buttons. One point per right call; scores count toward "
+                     "`/natty leaderboard`.\n-# Game `" + game.id + "`"),
+            allowed_mentions=delivery.NO_MENTIONS)
+        log.info("game %s started by %s: %d rounds of %s", game.id, interaction.user.id, rounds, kind)
+        self._spawn(game.id)
+
+    @app_commands.command(name="leaderboard", description="This server's best Natty or Not players")
+    async def leaderboard_cmd(self, interaction: discord.Interaction) -> None:
+        rows = await g.leaderboard(self.storage, interaction.guild_id or 0)
+        if not rows:
+            await interaction.response.send_message("Nobody has scored yet. Start a game with `/natty play`.")
+            return
+        lines = []
+        for rank, r in enumerate(rows):
+            calls = r["correct"] + r["wrong"]
+            accuracy = f", {r['correct'] / calls:.0%} right" if calls else ""
+            lines.append(f"**{rank + 1}.** <@{r['user_id']}>: **{r['points']}** point{'s' * (r['points'] != 1)} "
+                         f"({r['correct']} right, {r['wrong']} wrong{accuracy}; {r['games']} "
+                         f"game{'s' * (r['games'] != 1)})")
+        embed = discord.Embed(title="🏆 Natty or Not leaderboard", description="\n".join(lines), colour=0xF1C40F)
+        await interaction.response.send_message(embed=embed, allowed_mentions=delivery.NO_MENTIONS)
+
+    @app_commands.command(name="add-real", description="Add a real image or text to this server's Natty or Not pool")
+    @app_commands.describe(image="A real photo or drawing (not AI-made)", text="A real text written by a person")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def add_real(self, interaction: discord.Interaction, image: discord.Attachment | None = None,
+                       text: app_commands.Range[str, 20, 1000] | None = None) -> None:
+        if image is None and text is None:
+            await interaction.response.send_message("Attach an `image`, or give a `text` (20-1000 characters).",
+                                                    ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        pool = g.RealPool(self.storage)
+        guild = interaction.guild_id or 0
+        added = []
+        if image is not None:
+            data, problem = await self.bot.read_attachment(interaction, image, ("image",))  # type: ignore[attr-defined]
+            if data is None:
+                await interaction.edit_original_response(content=f"⚠️ {problem}")
+                return
+            prov = read_provenance(data)
+            if prov["natty"] or prov["c2pa"] or prov["generator_hints"]:
+                await interaction.edit_original_response(
+                    content=f"⚠️ **{image.filename}** carries AI-generation metadata, so it cannot go into the pool "
+                            "of real items.")
+                return
+            try:
+                await pool.add(guild, "image", interaction.user.id, image=data)
+            except (OSError, ValueError):
+                await interaction.edit_original_response(content=f"⚠️ I could not open **{image.filename}** as an "
+                                                                 "image. Try a PNG or JPEG.")
+                return
+            added.append("an image")
+        if text is not None:
+            await pool.add(guild, "text", interaction.user.id, text=" ".join(text.split()))
+            added.append("a text")
+        counts = await pool.counts(guild)
+        await interaction.edit_original_response(
+            content=f"✅ Added {' and '.join(added)} to this server's pool of real items "
+                    f"({counts.get('image', 0)} image(s), {counts.get('text', 0)} text(s)). Thank you: only add "
+                    "things you may share, made by people.")
+
+    @app_commands.command(name="check",
+                          description="What a file's metadata says about AI generation, and what it proves")
+    @app_commands.describe(file="An image, audio or video file", text="A text to look up in natty's records")
+    async def check(self, interaction: discord.Interaction, file: discord.Attachment | None = None,
+                    text: str | None = None) -> None:
+        if file is None and not (text or "").strip():
+            await interaction.response.send_message("Attach a `file` or paste a `text` to check.", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        if file is not None:
+            data, problem = await self.bot.read_attachment(  # type: ignore[attr-defined]
+                interaction, file, ("image", "audio", "video"))
+            if data is None:
+                await interaction.edit_original_response(content=f"⚠️ {problem}")
+                return
+            finding = await self._check_file(interaction, file, data)
+            subject = f"**{file.filename}**"
+        else:
+            match = await g.natty_text_job(self.storage, text or "", interaction.guild_id)
+            finding = g.assess_text(match)
+            subject = "that text"
+        embed = discord.Embed(title=f"🔍 {finding.title}", colour=STRENGTH_COLOURS[finding.strength],
+                              description=f"What natty could read from {subject}, and what that is worth.")
+        embed.add_field(name="What I found", value="\n".join(f"• {x}" for x in finding.found), inline=False)
+        embed.add_field(name="How much that proves", value="\n".join(f"• {x}" for x in finding.proves),
+                        inline=False)
+        embed.set_footer(text="No verdict: metadata can be stripped or forged, and its absence proves nothing.")
+        await interaction.edit_original_response(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
+                                                 allowed_mentions=delivery.NO_MENTIONS)
+
+    async def _check_file(self, interaction: discord.Interaction, file: discord.Attachment, data: bytes) -> g.Finding:
+        prov = read_provenance(data)
+        mime = (file.content_type or mimetypes.guess_type(file.filename)[0] or "").split(";")[0]
+        c2pa_report = await asyncio.to_thread(g.verify_c2pa, data, mime) if prov["c2pa"] else None
+        natty_match = None
+        label = prov["natty"]
+        if label is not None and label.job_id:
+            job = await self.storage.get_job(label.job_id)
+            visible = job is not None and (not job.ephemeral or job.user_id == interaction.user.id)
+            if visible and job.state is JobState.DONE:
+                for item in (job.result or {}).get("files", []):
+                    if await asyncio.to_thread(g.same_pixels, data, item["path"]):
+                        natty_match = (f"This bot's records hold job `{job.id}` (**{job.model}**, "
+                                       f"<t:{int(job.created_at)}:f>), and its result has exactly these pixels.")
+                        break
+        detector, note = None, None
+        if mime.startswith("image/"):
+            detector, note = await self._detect(interaction, data)
+        return g.assess_file(prov, c2pa_report, natty_match, detector, note)
+
+    async def _detect(self, interaction: discord.Interaction,
+                      data: bytes) -> tuple[tuple[str, list[tuple[str, float]]] | None, str | None]:
+        """The AI-image detector's labels, when the catalog has one that can run here."""
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        entry = next((e for e in self.bot.models_for("image-classification", gs)  # type: ignore[attr-defined]
+                      if e.name == DETECTOR), None)
+        if entry is None or not self.bot.availability.get(entry.name, (True, ""))[0]:  # type: ignore[attr-defined]
+            return None, None
+        try:
+            png = await asyncio.to_thread(g.normalize_image, data, 1024)
+            job = await g.run_silent_job(self.bot, user_id=interaction.user.id, guild_id=interaction.guild_id,
+                                         channel_id=interaction.channel_id, task="image-classification",
+                                         model=entry.name, image=png)
+        except (g.GenerationFailed, OSError, ValueError) as exc:
+            return None, f"The detector **{entry.name}** could not run: {exc}"
+        labels = [(str(label), float(score)) for label, score in (job.result or {}).get("labels", [])]
+        return (entry.name, sorted(labels, key=lambda x: -x[1])), None
+
+    # --- votes ------------------------------------------------------------------------------------------------
+
+    async def on_vote(self, interaction: discord.Interaction, game_id: str, index: int, item: int,
+                      choice: str) -> None:
+        async with self._lock(game_id):
+            game = await g.load_game(self.storage, game_id)
+            rnd = game.rounds[index] if game and index < len(game.rounds) else None
+            if game is None or rnd is None or rnd.phase != "voting" or time.time() >= (rnd.deadline or 0):
+                await interaction.response.send_message("This round is over; watch for the reveal.", ephemeral=True)
+                return
+            if item >= len(rnd.items):
+                await interaction.response.send_message("That item is not in this round.", ephemeral=True)
+                return
+            previous = g.cast_vote(rnd, interaction.user.id, item, choice)
+            await g.save_game(self.storage, game)
+        word = "natural" if choice == g.NATURAL else "AI-generated"
+        which = "the item" if len(rnd.items) == 1 else f"item {item + 1}"
+        changed = f" (changed from {'natural' if previous == g.NATURAL else 'AI'})" if previous and previous != choice \
+            else ""
+        await interaction.response.send_message(
+            f"Your call: {which} is **{word}**{changed}. You can change it until <t:{int(rnd.deadline or 0)}:T>.",
+            ephemeral=True)
+
+    async def on_end_round(self, interaction: discord.Interaction, game_id: str, index: int) -> None:
+        async with self._lock(game_id):
+            game = await g.load_game(self.storage, game_id)
+            if game is None or index >= len(game.rounds) or game.rounds[index].phase != "voting":
+                await interaction.response.send_message("This round is already over.", ephemeral=True)
+                return
+            perms = getattr(interaction, "permissions", None)
+            if interaction.user.id != game.host_id and not (perms and perms.manage_messages):
+                await interaction.response.send_message(
+                    "Only the host, or a member with Manage Messages, can end the round early.", ephemeral=True)
+                return
+            game.rounds[index].deadline = time.time()
+            await g.save_game(self.storage, game)
+        await interaction.response.send_message("Ending the round now.", ephemeral=True)
+        self.wakeups.setdefault(game_id, asyncio.Event()).set()
+
+    # --- the game's timer task ---------------------------------------------------------------------------------
+
+    async def _drive(self, game_id: str) -> None:
+        """Play a game to its end: make each round, wait for its deadline, reveal, and finish."""
+        await self.bot.wait_until_ready()  # the engine starts after the cogs load
+        try:
+            while True:
+                async with self._lock(game_id):
+                    game = await g.load_game(self.storage, game_id)
+                    if game is None or game.state != "running":
+                        return
+                    rnd = game.current
+                    if rnd is None or rnd.phase == "revealed":
+                        if len(game.rounds) >= game.rounds_total:
+                            await self._finish(game)
+                            return
+                        rnd = g.Round(index=len(game.rounds))
+                        game.rounds.append(rnd)
+                        await g.save_game(self.storage, game)
+                if rnd.phase == "generating":
+                    await self._open_round(game, rnd)
+                    continue
+                await self._wait_until(game_id, rnd.deadline or 0)
+                async with self._lock(game_id):
+                    game = await g.load_game(self.storage, game_id)
+                    assert game is not None
+                    rnd = game.rounds[rnd.index]
+                    if rnd.phase == "voting" and time.time() >= (rnd.deadline or 0):
+                        await self._reveal(game, rnd)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("game %s stopped on an error", game_id)
+            with contextlib.suppress(Exception):
+                game = await g.load_game(self.storage, game_id)
+                if game is not None:
+                    game.state = "failed"
+                    await g.save_game(self.storage, game)
+                    await self._channel(game).send("⚠️ This game of Natty or Not stopped on an error. It was "
+                                                   "logged; start a new one with `/natty play`.")
+
+    def _channel(self, game: g.Game) -> discord.PartialMessageable:
+        return self.bot.get_partial_messageable(game.channel_id)
+
+    async def _wait_until(self, game_id: str, deadline: float) -> None:
+        event = self.wakeups.setdefault(game_id, asyncio.Event())
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - time.time()))
+
+    async def _open_round(self, game: g.Game, rnd: g.Round) -> None:
+        """Make the round's items, then post them with the vote buttons and start its timer."""
+        pool = await g.RealPool(self.storage).counts(game.guild_id or 0)
+        kinds = (["digits"] if g.digits_available() else []) + ["text"] + (["images"] if pool.get("image") else [])
+        rnd.kind = g.round_kind(game, rnd.index, kinds)
+        rng = game.rng(rnd.index)
+        truths = g.plan_truths(rng)
+        try:
+            rnd.items = await self._make_items(game, rnd, truths, rng)
+        except g.GenerationFailed as exc:
+            log.warning("game %s round %d: AI item failed: %s", game.id, rnd.index, exc)
+            rnd.items = await self._make_items(game, rnd, [g.NATURAL], rng)
+            rnd.note = f"The AI item could not be made this time ({str(exc)[:150]}), so there is only one item."
+        rnd.phase, rnd.deadline = "voting", time.time() + game.seconds
+        async with self._lock(game.id):
+            await g.save_game(self.storage, game)
+        files, content = [], [f"🎲 **Natty or Not · round {rnd.index + 1}/{game.rounds_total}** · "
+                               f"{KIND_NAMES[rnd.kind]}"]
+        for i, item in enumerate(rnd.items):
+            name = f"Item {i + 1}" if len(rnd.items) > 1 else "The item"
+            if item.kind == "image":
+                files.append(discord.File(item.path or "", filename=f"item{i + 1}.png"))
+                content.append(f"**{name}**: image `item{i + 1}.png`")
+            else:
+                quoted = "\n".join(f"> {line}" for line in (item.text or "").splitlines() or [""])
+                content.append(f"**{name}**:\n{discord.utils.escape_mentions(quoted)}")
+        if rnd.note:
+            content.append(f"-# {rnd.note}")
+        content.append(f"Natural or AI? Vote before the timer ends <t:{int(rnd.deadline) + 1}:R>.")
+        message = await self._channel(game).send("\n".join(content)[: delivery.MESSAGE_LIMIT], files=files,
+                                                 view=round_view(game, rnd), allowed_mentions=delivery.NO_MENTIONS)
+        async with self._lock(game.id):
+            fresh = await g.load_game(self.storage, game.id)
+            if fresh is not None:
+                fresh.rounds[rnd.index].message_id = message.id
+                await g.save_game(self.storage, fresh)
+
+    async def _make_items(self, game: g.Game, rnd: g.Round, truths: list[str], rng) -> list[g.Item]:  # noqa: ANN001
+        folder = self.storage.data_dir / "games" / game.id
+        folder.mkdir(parents=True, exist_ok=True)
+        items: list[g.Item] = []
+        real_row = None
+        digit = rng.randrange(10)
+        real_text = None
+        if rnd.kind == "images":
+            real_row = await g.RealPool(self.storage).pick(game.guild_id, "image", rng)
+        elif rnd.kind == "text":
+            row = await g.RealPool(self.storage).pick(game.guild_id, "text", rng)
+            real_text = (g.excerpt(row["text"]), "a text by a person, added to this server's pool by an admin") if row \
+                else (g.excerpt(rng.choice(g.hand_written_passages())),
+                      "a passage written by a person for natty's training corpus")
+        for n, truth in enumerate(truths):
+            path = folder / f"r{rnd.index}_{n}.png"
+            if rnd.kind == "digits":
+                if truth == g.NATURAL:
+                    png, digit = await asyncio.to_thread(g.real_digit, rng, digit)
+                    path.write_bytes(png)
+                    items.append(g.Item(truth, "image", f"a real handwritten {digit} from scikit-learn's copy of the "
+                                        "UCI digits", path=str(path)))
+                else:
+                    job = await self._generate(game, "text-to-image", f"a handwritten digit {digit}, dark ink on white",
+                                               prefer=PIXELCNN)
+                    path.write_bytes(await asyncio.to_thread(self._image_of, job))
+                    items.append(g.Item(truth, "image", f"drawn by **{job.model}** (job `{job.id}`)", path=str(path),
+                                        job_id=job.id))
+            elif rnd.kind == "images":
+                assert real_row is not None
+                if truth == g.NATURAL:
+                    path.write_bytes(Path(real_row["path"]).read_bytes())
+                    items.append(g.Item(truth, "image", "a real image from this server's pool", path=str(path)))
+                else:
+                    caption_job = await self._generate(game, "image-to-text", "",
+                                                       image=Path(real_row["path"]).read_bytes())
+                    caption = ((caption_job.result or {}).get("text") or "a photograph").strip()[:300]
+                    # the same shape as the real image (multiples of 64, as image models want), then its exact size
+                    width, height = g.image_size(Path(real_row["path"]).read_bytes())
+                    shape = {"width": 512, "height": max(64, round(512 * height / width / 64) * 64)}
+                    job = await self._generate(game, "text-to-image", caption, shape=shape)
+                    path.write_bytes(await asyncio.to_thread(self._image_of, job, (width, height)))
+                    items.append(g.Item(truth, "image", f"made by **{job.model}** from the caption “{caption}” "
+                                        f"(job `{job.id}`)", path=str(path), job_id=job.id))
+            else:
+                assert real_text is not None
+                if truth == g.NATURAL:
+                    items.append(g.Item(truth, "text", real_text[1], text=real_text[0]))
+                else:
+                    start = g.opening(real_text[0])
+                    job = await self._generate_text(game, start)
+                    text = g.clean_generated_text((job.result or {}).get("text") or "", start)
+                    items.append(g.Item(truth, "text", f"written by **{job.model}** from the opening “{start}” "
+                                        f"(job `{job.id}`)", text=text, job_id=job.id))
+        return items
+
+    @staticmethod
+    def _image_of(job, size: tuple[int, int] | None = None) -> bytes:  # noqa: ANN001
+        files = (job.result or {}).get("files") or []
+        if not files:
+            raise g.GenerationFailed("the model returned no image")
+        return g.normalize_image(Path(files[0]["path"]).read_bytes(), size=size)
+
+    async def _generate(self, game: g.Game, task: str, prompt: str, *, prefer: tuple[str, ...] = (),
+                        image: bytes | None = None, shape: dict | None = None):  # noqa: ANN202
+        gs = await self.bot.guild_settings(game.guild_id)  # type: ignore[attr-defined]
+        entry = g.pick_model(self.bot, task, gs, prefer)
+        params: dict = {"seed": game.seed % 100_000 + len(game.rounds)}
+        if task == "text-to-image":  # natty's PixelCNN takes a size; hosted models a width and height
+            params["model_params"] = {"size": 128} if entry.model.startswith("natty:") else \
+                (shape or {"width": 512, "height": 512})
+        return await g.run_silent_job(self.bot, user_id=game.host_id, guild_id=game.guild_id,
+                                      channel_id=game.channel_id, task=task, prompt=prompt, params=params,
+                                      model=entry.name, image=image)
+
+    async def _generate_text(self, game: g.Game, start: str):  # noqa: ANN202
+        """A passage from the chat model: natty's char-RNN continues the opening; a language model is asked to."""
+        gs = await self.bot.guild_settings(game.guild_id)  # type: ignore[attr-defined]
+        entry = g.pick_model(self.bot, "chat", gs)
+        if entry.backend == "local":
+            prompt, params = start, {"model_params": {"max_new_tokens": 220}}
+        else:
+            prompt = (f"Write two or three sentences of plain prose that begin exactly with: \"{start}\". "
+                      "Reply with the passage only.")
+            params = {"model_params": {"max_tokens": 120}}
+        params["seed"] = game.seed % 100_000
+        return await g.run_silent_job(self.bot, user_id=game.host_id, guild_id=game.guild_id,
+                                      channel_id=game.channel_id, task="chat", prompt=prompt, params=params,
+                                      model=entry.name)
+
+    async def _reveal(self, game: g.Game, rnd: g.Round) -> None:
+        """Close the round (called with the game's lock held): score it, keep the scores, tell everyone."""
+        result = g.score_round(rnd)
+        for user, pts in result.points.items():
+            game.points[str(user)] = game.points.get(str(user), 0) + pts
+        rnd.phase = "revealed"
+        await g.save_game(self.storage, game)
+        if game.guild_id:
+            await g.add_scores(self.storage, game.guild_id, result)
+        channel = self._channel(game)
+        if rnd.message_id:
+            with contextlib.suppress(discord.HTTPException):
+                await channel.get_partial_message(rnd.message_id).edit(view=None)
+        await channel.send(g.reveal_text(game, rnd, result), allowed_mentions=delivery.NO_MENTIONS)
+
+    async def _finish(self, game: g.Game) -> None:
+        game.state = "done"
+        await g.save_game(self.storage, game)
+        players = sorted({int(u) for r in game.rounds for u in r.votes})
+        if game.guild_id and players:
+            await g.count_game(self.storage, game.guild_id, players)
+        await self._channel(game).send(g.final_text(game), allowed_mentions=delivery.NO_MENTIONS)
+        log.info("game %s finished: %s", game.id, game.points)
+
+
+async def setup(bot: commands.Bot) -> None:
+    bot.add_dynamic_items(VoteButton)
+    await bot.add_cog(NattyGame(bot))
+
+
+async def teardown(bot: commands.Bot) -> None:
+    bot.remove_dynamic_items(VoteButton)
+
