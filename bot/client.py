@@ -30,7 +30,7 @@ log = logging.getLogger("natty.bot")
 
 EXTENSIONS = (
     "cogs.help", "cogs.jobs", "cogs.chat", "cogs.imagine", "cogs.audio", "cogs.video", "cogs.describe",
-    "cogs.transcribe",
+    "cogs.transcribe", "cogs.story", "cogs.settings", "cogs.safety", "cogs.natty", "cogs.collab",
 )
 
 # What the bot needs in a server: send messages and files, embed links, threads, read history for reply chains.

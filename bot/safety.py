@@ -257,5 +257,6 @@ def audit_notice(*, user_id: int, command: str, rule: str, channel_id: int | Non
         excerpt = " ".join(prompt.split())
         if len(excerpt) > AUDIT_PROMPT_CHARS:
             excerpt = excerpt[: AUDIT_PROMPT_CHARS - 1] + "…"
-        line += f"\n> {excerpt.replace('`', 'ˋ')}"
+        safe = excerpt.replace("`", "ˋ").replace("|", "¦")
+        line += f"\n> ||{safe}||"  # hidden until clicked: the channel may be read by people who did not ask
     return line[:2000]

@@ -44,7 +44,8 @@ TASK_COMMANDS = {
     "chat": "chat", "text-to-image": "imagine", "image-to-image": "imagine", "text-to-speech": "speak",
     "text-to-audio": "music", "text-to-video": "video", "image-to-text": "describe", "speech-to-text": "transcribe",
 }
-ALWAYS_ON = {"settings", "help"}
+# Commands that start no job (turning them off would not be enforced): /jobs and /show only show one's own jobs.
+ALWAYS_ON = {"settings", "help", "jobs", "show"}
 MAX_BLOCKLIST = 200
 MAX_CHANNELS = 50
 
