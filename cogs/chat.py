@@ -16,6 +16,7 @@ from discord.ext import commands
 from bot import delivery
 from bot.jobs import Job
 from cogs.common import model_autocomplete
+from cogs.settings import channel_allowed
 
 log = logging.getLogger("natty.chat")
 
@@ -63,6 +64,12 @@ class Chat(commands.Cog):
         bot = self.bot
         parent = await bot.storage.job_for_message(message.reference.message_id)  # type: ignore[attr-defined]
         if parent is None or parent.task != "chat" or parent.ephemeral:
+            return
+        gs = await bot.guild_settings(message.guild.id if message.guild else None)  # type: ignore[attr-defined]
+        if "chat" in (gs.get("disabled_commands") or []) or not channel_allowed(gs, message.channel,
+                                                                                message.channel.id):
+            await message.reply("⚠️ Chat is turned off here, so replies do not continue conversations.",
+                                allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
             return
         text = message.content.strip()
         entry = bot.catalog.get(parent.model)  # type: ignore[attr-defined]
