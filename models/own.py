@@ -1,0 +1,304 @@
+"""natty's own models behind the `local` backend: char-RNN chat, PixelCNN digits, WaveNet tones, and NVIDIA's
+Tacotron 2 for speech.
+
+`model = "natty:NAME"` means the bundled checkpoint in `models/checkpoints/NAME/` (config.json naming its
+`natty_model`, plus model.safetensors); any other folder with such a config.json works too. Models load once
+and stay cached; every generation runs in a worker thread, reports progress through `ctx.report` and stops
+between steps when `ctx.cancel` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import random
+import re
+import threading
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.base import AudioResult, Backend, ImageResult, Progress, Request, RunContext, TextResult
+from models.catalog import ModelEntry
+from models.charrnn import CharRNN, CharRNNConfig
+from models.errors import BackendError, ErrorKind
+from models.pixelcnn import PixelCNN, PixelCNNConfig
+from models.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
+
+CHECKPOINTS = Path(__file__).with_name("checkpoints")
+MODEL_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
+    "charrnn": (CharRNN, CharRNNConfig),
+    "pixelcnn": (PixelCNN, PixelCNNConfig),
+    "wavenet": (WaveNet, WaveNetConfig),
+}
+TRAIN_KIND = {"charrnn": "rnn", "pixelcnn": "pixelcnn", "wavenet": "wavenet"}
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------
+
+def save_checkpoint(model: torch.nn.Module, folder: str | Path, info: dict[str, Any] | None = None) -> None:
+    """Write model.safetensors and config.json ({"natty_model", "config", ...info})."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"))
+    meta = {"natty_model": name, "config": model.config.to_dict(), **(info or {})}
+    (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The model in `folder` and its config.json, in eval mode on `device`."""
+    folder = Path(folder)
+    meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    model_cls, config_cls = MODEL_TYPES[meta["natty_model"]]
+    model = model_cls(config_cls(**meta["config"]))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.to(device).eval(), meta
+
+
+# --- prompts and media ----------------------------------------------------------------------------------------
+
+def parse_digit(prompt: str) -> int | None:
+    """The first digit 0-9 in the prompt, as a numeral or an English word."""
+    m = re.search(r"\d", prompt)
+    if m:
+        return int(m.group())
+    words = re.findall(r"[a-z]+", prompt.lower())
+    return next((DIGIT_WORDS.index(w) for w in words if w in DIGIT_WORDS), None)
+
+
+def digits_png(x: np.ndarray, n_levels: int, scale: int, rows_done: int | None = None) -> tuple[bytes, int, int]:
+    """Levels (B, H, W) as dark ink on white, nearest-neighbour upscaled, side by side; unsampled rows grey."""
+    from PIL import Image
+
+    b, h, w = x.shape
+    grey = (255 - x.astype(np.float64) * 255 / (n_levels - 1)).astype(np.uint8)
+    if rows_done is not None:
+        grey[:, rows_done:] = 200
+    cols = min(b, 4)
+    rows = -(-b // cols)
+    sheet = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), 255, np.uint8)
+    for i in range(b):
+        r, c = divmod(i, cols)
+        sheet[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = grey[i]
+    img = Image.fromarray(sheet, "L").resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue(), img.width, img.height
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float audio in [-1, 1] as a 16-bit PCM WAV file."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def _prompt_text(request: Request) -> str:
+    if request.prompt:
+        return request.prompt
+    for msg in reversed(request.messages or []):
+        if msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, list):  # OpenAI content parts
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+def _cancelled() -> BackendError:
+    return BackendError(ErrorKind.CANCELLED, "cancelled")
+
+
+class OwnModelsBackend(Backend):
+    """Serves natty's own checkpoints (and tacotron2) in this process."""
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- loading --
+
+    @staticmethod
+    def folder(entry: ModelEntry) -> Path:
+        if entry.model.startswith("natty:"):
+            return CHECKPOINTS / entry.model.removeprefix("natty:")
+        return Path(entry.model)
+
+    def _load(self, entry: ModelEntry, expected: str) -> Any:
+        folder = self.folder(entry)
+        key = str(folder.resolve())
+        with self._lock:
+            if key not in self._models:
+                if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+                    raise BackendError(ErrorKind.NOT_CONFIGURED, self._missing(entry, folder))
+                model, meta = load_checkpoint(folder)
+                self._models[key] = model
+            model = self._models[key]
+        name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
+        if name != expected:
+            raise BackendError(ErrorKind.UNSUPPORTED, f"{entry.name} is a {name}, not a {expected}")
+        return model
+
+    @staticmethod
+    def _missing(entry: ModelEntry, folder: Path) -> str:
+        kind = TRAIN_KIND.get(folder.name, "rnn|pixelcnn|wavenet")
+        return (f"{entry.name}: checkpoint files missing in {folder} (config.json, model.safetensors); "
+                f"make them with `natty train {kind} --out {folder}`")
+
+    def _is_tacotron(self, entry: ModelEntry) -> bool:
+        return entry.model == "natty:tacotron2"
+
+    async def check(self, entry: ModelEntry) -> tuple[bool, str]:
+        if self._is_tacotron(entry):
+            from models import tacotron
+
+            return await asyncio.to_thread(tacotron.check)
+        folder = self.folder(entry)
+        try:
+            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False, self._missing(entry, folder)
+        if meta.get("natty_model") not in MODEL_TYPES or not (folder / "model.safetensors").is_file():
+            return False, self._missing(entry, folder)
+        return True, "ok"
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+    # -- tasks --
+
+    async def chat(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
+        params = {**entry.params, **request.params}
+        n = max(1, min(int(params.get("max_new_tokens", 400)), 4000))
+        temperature = float(params.get("temperature", 0.8))
+        top_k = int(params["top_k"]) if params.get("top_k") else None
+        prime = _prompt_text(request)[-entry.max_prompt_chars :]
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+
+        def work() -> str:
+            model: CharRNN = self._load(entry, "charrnn")
+
+            def on_char(text: str) -> bool:
+                if len(text) % 8 == 0 or len(text) == n:
+                    ctx.report(Progress(fraction=len(text) / n, step=len(text), total=n, text=text))
+                return ctx.cancel.cancelled
+
+            text = model.generate(prime, n, temperature=temperature, top_k=top_k, seed=seed, callback=on_char)
+            ctx.cancel.raise_if_cancelled()
+            return text
+
+        text = await asyncio.to_thread(work)
+        return TextResult(text=text, meta={"seed": seed, "temperature": temperature, "top_k": top_k})
+
+    async def text_to_image(self, entry: ModelEntry, request: Request, ctx: RunContext) -> ImageResult:
+        digit = parse_digit(request.prompt)
+        if digit is None:
+            raise BackendError(ErrorKind.BAD_REQUEST,
+                               f"{entry.name} draws handwritten digits: prompt a digit 0-9, e.g. /imagine 7")
+        params = {**entry.params, **request.params}
+        count = max(1, min(int(params.get("count", 1)), 16))
+        size = max(8, min(int(params.get("size", 256)), 1024))
+        temperature = float(params.get("temperature", 1.0))
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+
+        def work() -> tuple[bytes, int, int]:
+            model: PixelCNN = self._load(entry, "pixelcnn")
+            cfg = model.config
+            scale = max(1, size // cfg.width)
+
+            def on_row(row: int, x: np.ndarray) -> bool:
+                preview, _, _ = digits_png(x, cfg.n_levels, scale=max(1, 128 // cfg.width), rows_done=row + 1)
+                ctx.report(Progress(fraction=(row + 1) / cfg.height, step=row + 1, total=cfg.height,
+                                    message=f"row {row + 1}/{cfg.height}", preview=preview))
+                return ctx.cancel.cancelled
+
+            x = model.generate([digit] * count, seed=seed, temperature=temperature, callback=on_row)
+            ctx.cancel.raise_if_cancelled()
+            return digits_png(x, cfg.n_levels, scale)
+
+        png, width, height = await asyncio.to_thread(work)
+        return ImageResult(data=png, width=width, height=height,
+                           meta={"seed": seed, "digit": digit, "count": count, "temperature": temperature})
+
+    async def text_to_audio(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
+        params = {**entry.params, **request.params}
+        seconds = max(0.1, min(float(params.get("seconds", 1.0)), 10.0))
+        temperature = float(params.get("temperature", 1.0))
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        prompt = request.prompt or ""
+        kind = "chord" if "chord" in prompt.lower() else "tone" if re.search(r"tone|note", prompt, re.I) else None
+        m = re.search(r"\b([A-G])([#b]?)(m(?:inor)?)?(?![A-Za-z])", prompt)
+        root = None if m is None else 57 + (NOTE_NAMES[m.group(1)] + {"#": 1, "b": -1, "": 0}[m.group(2)] - 9) % 12
+        minor = True if (m and m.group(3)) or "minor" in prompt.lower() else (False if "major" in prompt.lower()
+                                                                              else None)
+
+        def work() -> tuple[np.ndarray, int, str]:
+            from models import data
+
+            model: WaveNet = self._load(entry, "wavenet")
+            cfg = model.config
+            rng = np.random.default_rng(seed)
+            sound = kind or data.SOUND_KINDS[int(rng.integers(0, len(data.SOUND_KINDS)))]
+            # WaveNet continues audio: prime it with the onset of a synthesized note of the asked kind and pitch.
+            onset = data.synth(sound, rng, seconds=cfg.receptive_field / cfg.sample_rate, sr=cfg.sample_rate,
+                               root=root, minor=minor)
+            g = data.SOUND_KINDS.index(sound) if cfg.n_global else None
+            n = int(seconds * cfg.sample_rate)
+
+            def on_chunk(done: int, _: np.ndarray) -> bool:
+                ctx.report(Progress(fraction=done / n, step=done, total=n,
+                                    message=f"{done / cfg.sample_rate:.1f}/{seconds:.1f} s"))
+                return ctx.cancel.cancelled
+
+            ctx.report(Progress(fraction=0.0, step=0, total=n, message="priming"))
+            q = model.generate(n, g=g, seed=seed, temperature=temperature, prime=mu_law_encode(onset)[None],
+                               callback=on_chunk, every=max(1, cfg.sample_rate // 10))
+            ctx.cancel.raise_if_cancelled()
+            return mu_law_decode(q[0], cfg.n_classes), cfg.sample_rate, sound
+
+        audio, sr, sound = await asyncio.to_thread(work)
+        return AudioResult(data=wav_bytes(audio, sr), duration=len(audio) / sr, sample_rate=sr,
+                           meta={"seed": seed, "kind": sound, "temperature": temperature})
+
+    async def text_to_speech(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
+        if not self._is_tacotron(entry):
+            raise self._unsupported(entry, "text-to-speech")
+        text = request.prompt.strip()
+        if not text:
+            raise BackendError(ErrorKind.BAD_REQUEST, "give some text to speak")
+        ok, why = await self.check(entry)
+        if not ok:
+            raise BackendError(ErrorKind.NOT_CONFIGURED, why)
+
+        def work() -> np.ndarray:
+            from models import tacotron
+
+            with self._lock:
+                tts = self._models.get("tacotron2")
+                if tts is None:
+                    tts = tacotron.Tacotron2TTS(report=lambda m: ctx.report(Progress(message=m)))
+                    self._models["tacotron2"] = tts
+            ctx.cancel.raise_if_cancelled()
+            ctx.report(Progress(fraction=0.5, message="synthesizing"))
+            return tts.synthesize(text)
+
+        audio = await asyncio.to_thread(work)
+        sr = 22050
+        return AudioResult(data=wav_bytes(audio, sr), duration=len(audio) / sr, sample_rate=sr)

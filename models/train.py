@@ -1,0 +1,364 @@
+"""`natty train rnn|pixelcnn|wavenet` and `natty eval`: training loops and held-out quality for natty's own models.
+
+Training is resumable (the optimizer, step, random states and loss history live in `train_state.pt` next to the
+checkpoint and are picked up unless --fresh), seeded, shows a progress line on stderr, evaluates on held-out data
+every --eval-every steps, writes a checkpoint (model.safetensors + config.json) every --ckpt-every steps and at
+the end, and draws the loss curves to loss.png. It uses the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import data as datasets
+from models.own import CHECKPOINTS, MODEL_TYPES, load_checkpoint, save_checkpoint
+from models.wavenet import mu_law_encode
+
+KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "pixelcnn": "pixelcnn", "wavenet": "wavenet"}
+
+
+class Task:
+    """What differs between the three models: data, config, batches and the held-out metric."""
+
+    natty_model: str
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        self.data = data
+        self.seq_len = seq_len
+
+    def make_config(self, overrides: dict[str, str]) -> Any:
+        cls = MODEL_TYPES[self.natty_model][1]
+        cfg = cls(**self.defaults)
+        return _apply(cfg, overrides)
+
+    def batch(self, split: str, size: int, rng: np.random.Generator, device: torch.device) -> tuple:
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Held-out quality on a fixed set of batches."""
+        raise NotImplementedError
+
+
+class RNNTask(Task):
+    natty_model = "charrnn"
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        super().__init__(data, seq_len or 128)
+        self.train_text, self.val_text = datasets.load_text(data or datasets.CORPUS)
+        self.chars = "".join(sorted(set(self.train_text + self.val_text)))
+        stoi = {c: i for i, c in enumerate(self.chars)}
+        self.ids = {s: np.array([stoi[c] for c in t], np.int64) for s, t in (("train", self.train_text),
+                                                                            ("val", self.val_text))}
+
+    def make_config(self, overrides: dict[str, str]) -> Any:
+        cfg = super().make_config(overrides)
+        cfg.chars = self.chars
+        return cfg
+
+    def batch(self, split, size, rng, device):
+        ids = self.ids[split]
+        starts = rng.integers(0, len(ids) - self.seq_len - 1, size)
+        chunk = np.stack([ids[s : s + self.seq_len + 1] for s in starts])
+        t = torch.as_tensor(chunk, device=device)
+        return t[:, :-1], t[:, 1:]
+
+    def loss(self, model, batch):
+        return model(batch[0], batch[1])[1]
+
+    @torch.no_grad()
+    def evaluate(self, model, device):
+        model.eval()
+        ids = torch.as_tensor(self.ids["val"], device=device)
+        # One pass over the whole held-out text in order, carrying the state: every character is scored once.
+        n = (len(ids) - 1) // self.seq_len * self.seq_len
+        x, y = ids[:n].view(1, -1), ids[1 : n + 1].view(1, -1)
+        logits, _, _ = model(x)
+        nll = torch.nn.functional.cross_entropy(logits[0], y[0]).item()
+        model.train()
+        return {"val_loss": nll, "bits_per_char": nll / math.log(2)}
+
+
+class PixelTask(Task):
+    natty_model = "pixelcnn"
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        if data not in (None, "digits"):
+            raise SystemExit("pixelcnn trains on --data digits (scikit-learn's handwritten digits)")
+        super().__init__("digits", None)
+        tx, ty, vx, vy = datasets.load_digits_split()
+        self.sets = {"train": (tx, ty), "val": (vx, vy)}
+
+    def batch(self, split, size, rng, device):
+        x, y = self.sets[split]
+        idx = rng.integers(0, len(x), size)
+        return torch.as_tensor(x[idx], device=device), torch.as_tensor(y[idx], device=device)
+
+    def loss(self, model, batch):
+        return model(batch[0], batch[1])[1]
+
+    @torch.no_grad()
+    def evaluate(self, model, device):
+        model.eval()
+        x, y = (torch.as_tensor(a, device=device) for a in self.sets["val"])
+        nll = model(x, y)[1].item()
+        model.train()
+        return {
+            "val_loss": nll,
+            "bits_per_dim": nll / math.log(2),
+            "uniform_bits_per_dim": math.log2(model.config.n_levels),
+        }
+
+
+class WaveTask(Task):
+    natty_model = "wavenet"
+    defaults = {"n_global": len(datasets.SOUND_KINDS)}
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        super().__init__(data or "tones", seq_len or 1024)
+        if self.data == "tones":
+            train = datasets.make_tones(200, seed=1)
+            val = datasets.make_tones(20, seed=2)
+        else:  # a folder of 16 kHz mono WAVs; "_tone"/"_chord" in a name sets its class
+            import soundfile as sf
+
+            files = sorted(Path(self.data).glob("*.wav"))
+            if len(files) < 2:
+                raise SystemExit(f"no .wav files in {self.data}")
+            clips = [sf.read(f, dtype="float32")[0] for f in files]
+            kinds = [next((i for i, k in enumerate(datasets.SOUND_KINDS) if f"_{k}" in f.stem), 0) for f in files]
+            n_val = max(1, len(files) // 10)
+            train, val = (clips[n_val:], kinds[n_val:]), (clips[:n_val], kinds[:n_val])
+        self.sets = {
+            s: ([mu_law_encode(c) for c in clips], np.array(kinds)) for s, (clips, kinds) in (("train", train),
+                                                                                         ("val", val))
+        }
+
+    def make_config(self, overrides):
+        cfg = super().make_config(overrides)
+        self.rf = cfg.receptive_field
+        return cfg
+
+    def batch(self, split, size, rng, device):
+        clips, kinds = self.sets[split]
+        window = self.rf + self.seq_len
+        which = rng.integers(0, len(clips), size)
+        rows = []
+        for c in which:
+            start = int(rng.integers(0, len(clips[c]) - window))
+            rows.append(clips[c][start : start + window])
+        x = torch.as_tensor(np.stack(rows), device=device)
+        return x, torch.as_tensor(kinds[which], device=device)
+
+    def loss(self, model, batch):
+        x, g = batch
+        logits, _ = model(x[:, :-1], g=g)
+        logits = logits[:, self.rf - 1 :]  # only the outputs that see a full receptive field of audio
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, self.rf :].reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(self, model, device):
+        model.eval()
+        rng = np.random.default_rng(0)
+        nll = float(np.mean([self.loss(model, self.batch("val", 4, rng, device)).item() for _ in range(8)]))
+        model.train()
+        return {"val_loss": nll, "nll_nats": nll, "nll_bits": nll / math.log(2), "uniform_nats": math.log(256)}
+
+
+TASKS = {"charrnn": RNNTask, "pixelcnn": PixelTask, "wavenet": WaveTask}
+
+
+def _apply(cfg: Any, overrides: dict[str, str]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise SystemExit(f"unknown config field {key!r}; known: {', '.join(fields)}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
+    return cfg
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _bar(step: int, total: int, loss: float, started: float, start_step: int, extra: str = "") -> None:
+    done = step - start_step
+    rate = done / max(time.monotonic() - started, 1e-9)
+    eta = (total - step) / rate if rate > 0 else 0
+    filled = int(30 * step / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total} loss {loss:.4f}{extra}"
+                     f"  {rate:.1f} it/s  eta {int(eta) // 60}:{int(eta) % 60:02d} ")
+    sys.stderr.flush()
+
+
+def plot_losses(history: dict[str, list], path: Path) -> None:
+    """Train (grey) and validation (blue) loss against step, drawn with Pillow."""
+    from PIL import Image, ImageDraw
+
+    w, h, m = 640, 400, 48
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    series = [(history.get("train", []), (150, 150, 150)), (history.get("val", []), (30, 90, 200))]
+    pts = [p for s, _ in series for p in s]
+    if len(pts) >= 2:
+        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts) or 1
+        y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+        y1 = y1 if y1 > y0 else y0 + 1
+
+        def xy(p):
+            return (m + (p[0] - x0) / max(x1 - x0, 1) * (w - 2 * m), h - m - (p[1] - y0) / (y1 - y0) * (h - 2 * m))
+
+        d.rectangle([m, m, w - m, h - m], outline="black")
+        for s, colour in series:
+            if len(s) >= 2:
+                d.line([xy(p) for p in s], fill=colour, width=2)
+        d.text((m, h - m + 8), f"step {x0}", fill="black")
+        d.text((w - m - 80, h - m + 8), f"step {x1}", fill="black")
+        d.text((4, m - 16), f"{y1:.3f}", fill="black")
+        d.text((4, h - m + 8 - 24), f"{y0:.3f}", fill="black")
+        d.text((w - 240, 12), "loss: train (grey), validation (blue)", fill="black")
+    img.save(path)
+
+
+def train_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="natty train", description="Train one of natty's own models.")
+    p.add_argument("model", choices=sorted(KINDS))
+    p.add_argument("--data", help="rnn: a UTF-8 text file (default models/data/corpus.txt); pixelcnn: digits; "
+                                  "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs")
+    p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds train_state.pt)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seq-len", type=int, help="rnn: characters per sequence; wavenet: scored samples per window")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--fresh", action="store_true", help="start over even if the folder holds a run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a model config field")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    natty_model = KINDS[args.model]
+    task = TASKS[natty_model](args.data, args.seq_len)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "train_state.pt"
+    resume = state_path.exists() and not args.fresh
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    if resume:
+        model, meta = load_checkpoint(out, device=device)
+        if natty_model == "wavenet":
+            task.rf = model.config.receptive_field
+    else:
+        model = MODEL_TYPES[natty_model][0](task.make_config(overrides)).to(device)
+        meta = {}
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    step, history = 0, {"train": [], "val": []}
+    if resume:
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        opt.load_state_dict(st["optimizer"])
+        step, history = st["step"], st["history"]
+        rng.bit_generator.state = st["numpy_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        print(f"resuming {out} at step {step}", file=sys.stderr)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{natty_model}: {n_params / 1e6:.2f}M parameters on {device}, {args.steps} steps", file=sys.stderr)
+
+    def lr_at(s: int) -> float:  # linear warm-up, then cosine decay to a tenth
+        warm = min(100, args.steps // 10)
+        if s < warm:
+            return args.lr * (s + 1) / warm
+        frac = (s - warm) / max(1, args.steps - warm)
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    def checkpoint(metrics: dict[str, float]) -> None:
+        info = {"step": step, "metrics": metrics, "seed": args.seed, "data": task.data,
+                "command": "natty train " + " ".join(argv)}
+        save_checkpoint(model, out, info)
+        torch.save({"optimizer": opt.state_dict(), "step": step, "history": history,
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, state_path)
+        plot_losses(history, out / "loss.png")
+
+    metrics = meta.get("metrics", {})
+    started, start_step, smooth = time.monotonic(), step, None
+    while step < args.steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = task.loss(model, task.batch("train", args.batch_size, rng, device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
+        if step % 10 == 0:
+            history["train"].append((step, smooth))
+        if step % args.eval_every == 0 or step == args.steps:
+            metrics = task.evaluate(model, device)
+            history["val"].append((step, metrics["val_loss"]))
+        if step % args.ckpt_every == 0 or step == args.steps:
+            checkpoint(metrics)
+        extra = f" val {metrics['val_loss']:.4f}" if metrics else ""
+        _bar(step, args.steps, smooth, started, start_step, extra)
+    sys.stderr.write("\n")
+    if step == start_step:  # nothing left to do; still leave a consistent checkpoint
+        checkpoint(metrics or task.evaluate(model, device))
+    print(json.dumps({"step": step, **metrics}))
+    return 0
+
+
+def eval_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="natty eval", description="Held-out quality of one of natty's own models.")
+    p.add_argument("model", help="rnn, pixelcnn or wavenet (the bundled checkpoint), or a checkpoint folder")
+    p.add_argument("--data", help="as for natty train (default: the data the bundled model was trained on)")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    path = CHECKPOINTS / KINDS[args.model] if args.model in KINDS else Path(args.model)
+    device = _device(args.device)
+    model, meta = load_checkpoint(path, device=device)
+    natty_model = meta["natty_model"]
+    data = args.data or meta.get("data")
+    task = TASKS[natty_model](data, None)
+    if natty_model == "wavenet":
+        task.rf = model.config.receptive_field
+    metrics = task.evaluate(model, device)
+    if natty_model == "pixelcnn":
+        print(f"pixelcnn {path}: {metrics['bits_per_dim']:.3f} bits/dim on held-out digits "
+              f"(uniform over {model.config.n_levels} levels: {metrics['uniform_bits_per_dim']:.3f})")
+    elif natty_model == "charrnn":
+        print(f"charrnn {path}: {metrics['bits_per_char']:.3f} bits/char on held-out text "
+              f"(uniform over {model.config.vocab_size} characters: {math.log2(model.config.vocab_size):.3f})")
+    else:
+        print(f"wavenet {path}: NLL {metrics['nll_nats']:.3f} nats ({metrics['nll_bits']:.3f} bits) per sample "
+              f"on held-out audio (uniform over 256 levels: {metrics['uniform_nats']:.3f} nats)")
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    cmd, *rest = sys.argv[1:] or ["--help"]
+    raise SystemExit(eval_main(rest) if cmd == "eval" else train_main(sys.argv[1:] if cmd != "train" else rest))
