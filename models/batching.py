@@ -1,0 +1,355 @@
+"""Continuous batching for local causal LMs: many chat requests to one model share each forward pass.
+
+A `Batcher` owns one model and one background thread. The thread runs a step loop over the active sequences:
+newcomers are prefilled alone (so their prompt pass is exactly what a solo `generate` does), then joined to
+the running batch by left-padding the shorter KV cache; every step feeds each sequence its last token with a
+2-D attention mask over the shared cache; finished or cancelled sequences are dropped from the cache at once.
+Each request keeps its own sampling parameters and its own `torch.Generator`, so a seed gives the same text
+whoever else is in the batch. Tokens stream back through callbacks called on the batcher's thread.
+
+Why not transformers' own `ContinuousBatchingManager` (`init_continuous_batching`, what `transformers serve
+--continuous-batching` runs): it does work on CPU in 5.24 (sdpa, no paged kernels needed), but greedy versus
+sampling and the seed belong to the whole manager, not to each request (serve's own TODO says as much), a
+cancelled request needs its id threaded through, and starting a manager costs seconds. `bench/local_batching.py`
+compares the two on the same model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+log = logging.getLogger("natty.models.batching")
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt to continue. Callbacks run on the batcher's thread and must be quick and thread-safe."""
+
+    input_ids: list[int]
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    eos_token_ids: Iterable[int] = ()
+    on_token: Callable[[int], None] = lambda token: None
+    on_done: Callable[[BaseException | None], None] = lambda error: None  # None: finished normally
+    should_stop: Callable[[], bool] = lambda: False  # polled once per step; True cancels the request
+    _aborted: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def abort(self) -> None:
+        """Drop the request at the next step (used when the waiting coroutine goes away)."""
+        self._aborted.set()
+
+
+class RequestStopped(Exception):
+    """Given to `on_done` when `should_stop()` or `abort()` ended a request early."""
+
+
+class _Sequence:
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.eos = set(request.eos_token_ids)
+        self.generated = 0
+        self.cached = 0  # real (unpadded) tokens in the KV cache for this sequence
+        self.next_token = -1
+        self.generator: torch.Generator | None = None
+        if request.temperature > 0:
+            self.generator = torch.Generator()
+            if request.seed is not None:
+                self.generator.manual_seed(request.seed)
+            else:
+                self.generator.seed()
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """The next token from this sequence's last-position logits (greedy or sampled)."""
+        r = self.request
+        if r.temperature <= 0 or self.generator is None:
+            return int(torch.argmax(logits))
+        scores = logits.float().cpu() / r.temperature
+        if r.top_k:
+            kth = torch.topk(scores, min(r.top_k, scores.numel())).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if r.top_p is not None and 0 < r.top_p < 1:
+            ordered, index = torch.sort(scores, descending=True)
+            probs = torch.softmax(ordered, dim=-1)
+            drop = probs.cumsum(-1) - probs > r.top_p  # mass before each token; keeps the one crossing top_p
+            scores = scores.index_fill(0, index[drop], float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def stopped(self) -> bool:
+        return self.request._aborted.is_set() or bool(self.request.should_stop())
+
+    def finished(self, token: int) -> bool:
+        return token in self.eos or self.generated >= self.request.max_new_tokens
+
+
+def _growing_layer_class() -> type:
+    """A `DynamicLayer` that appends into spare room, built lazily so importing this module needs no transformers."""
+    global _GROWING
+    if _GROWING is not None:
+        return _GROWING
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        # DynamicLayer re-concatenates the whole cache every step; at batch 8 that copy was a fifth of a step.
+        def __init__(self) -> None:
+            self._k: torch.Tensor | None = None
+            self._v: torch.Tensor | None = None
+            self._nk = self._nv = 0  # separate, so setting keys first never changes what `values` returns
+            super().__init__()
+
+        @staticmethod
+        def _room(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None or t.dim() < 2:
+                return None
+            n = t.shape[-2]
+            shape = list(t.shape)
+            shape[-2] = n + max(64, n // 2)
+            buf = t.new_zeros(shape)
+            buf[..., :n, :] = t
+            return buf
+
+        @property  # type: ignore[override]
+        def keys(self) -> torch.Tensor | None:
+            return None if self._k is None else self._k[..., : self._nk, :]
+
+        @keys.setter
+        def keys(self, t: torch.Tensor | None) -> None:
+            self._k = self._room(t)
+            self._nk = 0 if t is None or self._k is None else t.shape[-2]
+
+        @property  # type: ignore[override]
+        def values(self) -> torch.Tensor | None:
+            return None if self._v is None else self._v[..., : self._nv, :]
+
+        @values.setter
+        def values(self, t: torch.Tensor | None) -> None:
+            self._v = self._room(t)
+            self._nv = 0 if t is None or self._v is None else t.shape[-2]
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.device = key_states.device
+            self.is_initialized = True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if self._k is None or self._v is None:
+                self.lazy_initialization(key_states, value_states)
+                self.keys, self.values = key_states, value_states
+                return self.keys, self.values
+            n, m = self._nk, key_states.shape[-2]
+            if n + m > self._k.shape[-2]:
+                self.keys, self.values = self.keys, self.values  # reallocate with more room
+            self._k[..., n : n + m, :] = key_states
+            self._v[..., n : n + m, :] = value_states
+            self._nk = self._nv = n + m
+            return self.keys, self.values
+
+    _GROWING = GrowingLayer
+    return GrowingLayer
+
+
+_GROWING: type | None = None
+
+
+def _cache_layers(cache: Any, convert: bool = False) -> list[Any] | None:
+    """The cache's per-layer key/value holders, or None when they cannot be padded and joined safely."""
+    from transformers.cache_utils import DynamicLayer
+
+    growing = _growing_layer_class()
+    layers = getattr(cache, "layers", None)
+    # Sliding-window, linear-attention or quantized layers keep state that left-padding would corrupt.
+    if not layers or any(type(layer) not in (DynamicLayer, growing) for layer in layers):
+        return None
+    if convert:
+        for i, layer in enumerate(layers):
+            if type(layer) is DynamicLayer and layer.is_initialized:
+                new = growing()
+                new.lazy_initialization(layer.keys, layer.values)
+                new.keys, new.values = layer.keys, layer.values
+                layers[i] = new
+    return list(layers)
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+class Batcher:
+    """Serves `GenerationRequest`s for one causal LM with continuous batching on a background thread."""
+
+    def __init__(self, model: Any, *, max_batch: int = 8, name: str = "model") -> None:
+        self.model = model
+        self.max_batch = max(1, max_batch)
+        self.name = name
+        self._cond = threading.Condition()
+        self._pending: list[_Sequence] = []
+        self._active: list[_Sequence] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None  # (batch, cache length): 1 for real tokens, 0 for padding
+        self._joinable = True  # False once the model's cache turned out not to be paddable
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        # transformers 5.x renamed `past_key_values` to `cache`; older models still take the old name.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.steps = 0  # decode steps run, for tests and stats
+        self.max_seen_batch = 0
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self.model, "device", torch.device("cpu"))
+
+    def submit(self, request: GenerationRequest) -> None:
+        """Queue a request; it joins the running batch at the next step."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            self._pending.append(_Sequence(request))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"batcher:{self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the thread; requests still queued or running end with `RequestStopped`."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # ---- the step loop, on the batcher's thread ----
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._pending and not self._active and not self._closed:
+                        self._cond.wait()
+                    if self._closed:
+                        leftovers, self._pending = self._pending + self._active, []
+                        self._active = []
+                        break
+                    room = self.max_batch - len(self._active) if self._joinable else int(not self._active)
+                    newcomers, self._pending = self._pending[:room], self._pending[room:]
+                try:
+                    for seq in newcomers:
+                        self._admit(seq)
+                    if self._active:
+                        self._step()
+                except Exception as exc:  # a failed forward pass fails everyone in it, not the thread
+                    log.exception("generation step failed for %s", self.name)
+                    failed = self._active + [s for s in newcomers if s not in self._active]
+                    self._active, self._cache, self._mask = [], None, None
+                    for seq in failed:
+                        self._finish(seq, exc)
+        for seq in leftovers:
+            self._finish(seq, RequestStopped("the model was unloaded"))
+
+    def _finish(self, seq: _Sequence, error: BaseException | None) -> None:
+        try:
+            seq.request.on_done(error)
+        except Exception:
+            log.exception("on_done callback failed")
+
+    def _emit(self, seq: _Sequence, token: int) -> bool:
+        """Record a new token; True when the sequence is done."""
+        seq.generated += 1
+        seq.next_token = token
+        done = seq.finished(token)
+        if token not in seq.eos:
+            try:
+                seq.request.on_token(token)
+            except Exception:
+                log.exception("on_token callback failed")
+        return done
+
+    def _admit(self, seq: _Sequence) -> None:
+        if seq.stopped():
+            self._finish(seq, RequestStopped("cancelled"))
+            return
+        ids = torch.tensor([seq.request.input_ids], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=ids, use_cache=True)
+        seq.cached = ids.shape[1]
+        if self._emit(seq, seq.pick(out.logits[0, -1])):
+            self._finish(seq, None)
+            return
+        cache = _returned_cache(out)
+        mask = torch.ones(1, ids.shape[1], dtype=torch.long, device=self.device)
+        if not self._active:
+            self._cache, self._mask = cache, mask
+            self._joinable = self._joinable and _cache_layers(cache, convert=True) is not None
+        else:
+            self._join(cache, mask)
+        self._active.append(seq)
+        self.max_seen_batch = max(self.max_seen_batch, len(self._active))
+
+    def _join(self, cache: Any, mask: torch.Tensor) -> None:
+        """Append one prefilled sequence's cache to the running batch, left-padding whichever is shorter."""
+        assert self._mask is not None
+        ours, theirs = _cache_layers(self._cache), _cache_layers(cache, convert=True)
+        assert ours is not None and theirs is not None
+        length = max(self._mask.shape[1], mask.shape[1])
+
+        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = length - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for a, b in zip(ours, theirs, strict=True):
+            a.keys = torch.cat([pad(a.keys, -2), pad(b.keys, -2)], dim=0)
+            a.values = torch.cat([pad(a.values, -2), pad(b.values, -2)], dim=0)
+        self._mask = torch.cat([pad(self._mask, 1), pad(mask, 1)], dim=0)
+
+    def _step(self) -> None:
+        assert self._mask is not None
+        active = self._active
+        ids = torch.tensor([[s.next_token] for s in active], dtype=torch.long, device=self.device)
+        positions = torch.tensor([[s.cached] for s in active], dtype=torch.long, device=self.device)
+        mask = torch.cat([self._mask, self._mask.new_ones(len(active), 1)], dim=1)
+        kwargs = {self._cache_kwarg: self._cache}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        self.steps += 1
+        self._cache, self._mask = _returned_cache(out), mask
+        logits = out.logits[:, -1, :]
+        keep: list[int] = []
+        for i, seq in enumerate(active):
+            seq.cached += 1
+            if seq.stopped():
+                self._finish(seq, RequestStopped("cancelled"))
+            elif self._emit(seq, seq.pick(logits[i])):
+                self._finish(seq, None)
+            else:
+                keep.append(i)
+        if len(keep) < len(active):
+            self._retire(keep)
+
+    def _retire(self, keep: list[int]) -> None:
+        """Drop finished rows from the cache, then the leading columns that are padding for every row left."""
+        self._active = [self._active[i] for i in keep]
+        if not keep:
+            self._cache, self._mask = None, None
+            return
+        assert self._mask is not None
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        start = int(torch.nonzero(self._mask.sum(0))[0])
+        if start > 0:
+            for layer in _cache_layers(self._cache) or []:
+                layer.keys = layer.keys[..., start:, :]
+                layer.values = layer.values[..., start:, :]
+            self._mask = self._mask[:, start:]

@@ -1,0 +1,276 @@
+"""The local transformers backend, on tiny random-weight models built here and loaded from folders."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import tiny_pipelines as tiny  # noqa: E402
+
+from models.base import AudioResult, LabelsResult, Progress, Request, RunContext, TextResult  # noqa: E402
+from models.catalog import ModelEntry  # noqa: E402
+from models.errors import BackendError, ErrorKind  # noqa: E402
+from models.pipelines import PipelinesBackend, decode_audio, progress_tqdm  # noqa: E402
+
+LABELS = ("cat", "dog", "bird", "fish")
+PROMPTS = ["hi", "the quick brown fox jumps over the lazy dog", "a photo of a cat", "hello there, how are you today?"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("tiny-pipelines")
+    return {
+        "chat": tiny.build_tiny_gpt2(root / "gpt2"),
+        "plain": tiny.build_tiny_gpt2(root / "gpt2-plain", chat_template=False),
+        "classifier": tiny.build_tiny_vit_classifier(root / "vit", LABELS),
+        "captioner": tiny.build_tiny_captioner(root / "captioner"),
+        "whisper": tiny.build_tiny_whisper(root / "whisper"),
+        "vits": tiny.build_tiny_vits(root / "vits"),
+    }
+
+
+@pytest.fixture
+async def backend(tmp_path: Path):
+    # An empty cache and a closed port: nothing here may touch the network.
+    b = PipelinesBackend(cache_dir=str(tmp_path / "hf-cache"), endpoint="http://127.0.0.1:9")
+    yield b
+    await b.aclose()
+
+
+def entry(task: str, model: str, **params) -> ModelEntry:
+    return ModelEntry(name=f"tiny-{task}", task=task, backend="local", model=model, params=params)
+
+
+def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (48, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def wav(seconds: float = 0.5, rate: int = 8000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
+def greedy(prompt: str, n: int = 16) -> Request:
+    return Request(task="chat", prompt=prompt, params={"max_new_tokens": n, "temperature": 0, "ignore_eos": True})
+
+
+# ---- chat ----
+
+
+async def test_chat_streams_progress(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    reports: list[Progress] = []
+    result = await backend.run(entry("chat", folders["chat"]), greedy("hello there", 12), RunContext(reports.append))
+    assert isinstance(result, TextResult) and isinstance(result.text, str)
+    assert result.meta["tokens"] == 12 and result.meta["backend"] == "local"
+    texts = [p.text for p in reports if p.text is not None]
+    assert texts and texts[-1] == result.text
+    assert any(p.message.startswith("loading") for p in reports)
+
+
+async def test_chat_without_template_continues_the_prompt(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    result = await backend.run(entry("chat", folders["plain"]), greedy("the quick brown", 8), RunContext())
+    assert isinstance(result, TextResult) and result.meta["tokens"] == 8
+
+
+async def test_batched_greedy_equals_solo(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    e = entry("chat", folders["chat"])
+    solo = [(await backend.run(e, greedy(p, 24), RunContext())).text for p in PROMPTS]
+    batched = await asyncio.gather(*(backend.run(e, greedy(p, 24), RunContext()) for p in PROMPTS))
+    assert [r.text for r in batched] == solo
+    lm = backend._loaded[backend._key(e, "chat")]
+    assert lm.batcher.max_seen_batch >= 2  # they really shared forward passes
+
+
+async def test_batched_greedy_equals_transformers_generate(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    import torch
+
+    e = entry("chat", folders["chat"])
+    batched = await asyncio.gather(*(backend.run(e, greedy(p, 20), RunContext()) for p in PROMPTS))
+    lm = backend._loaded[backend._key(e, "chat")]
+    for prompt, result in zip(PROMPTS, batched, strict=True):
+        ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)["input_ids"]
+        out = lm.model.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False, eos_token_id=None,
+                                pad_token_id=lm.tokenizer.pad_token_id)
+        assert lm.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True) == result.text
+
+
+async def test_seeded_sampling_is_the_same_alone_or_batched(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    e = entry("chat", folders["chat"])
+
+    def sampled(prompt: str) -> Request:
+        return Request(task="chat", prompt=prompt, seed=7,
+                       params={"max_new_tokens": 16, "temperature": 1.0, "top_k": 50, "top_p": 0.95,
+                               "ignore_eos": True})
+
+    alone = (await backend.run(e, sampled("hello"), RunContext())).text
+    together = await asyncio.gather(*(backend.run(e, sampled(p), RunContext()) for p in ["hello", "hi", "a cat"]))
+    assert together[0].text == alone
+
+
+async def test_cancel_stops_generation(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    e = entry("chat", folders["chat"])
+    await backend.run(e, greedy("warm up", 1), RunContext())  # load first, so the cancel lands mid-generation
+    ctx = RunContext()
+    seen: list[int] = []
+
+    def report(p: Progress) -> None:
+        if p.step is not None:
+            seen.append(p.step)
+            ctx.cancel.cancel()
+
+    ctx.report = report
+    with pytest.raises(BackendError) as info:
+        await backend.run(e, greedy("hello there", 400), ctx)
+    assert info.value.kind is ErrorKind.CANCELLED
+    assert seen and max(seen) < 400
+
+
+async def test_event_loop_keeps_ticking_during_load_and_generation(
+    backend: PipelinesBackend, folders: dict[str, str]
+) -> None:
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await backend.run(entry("chat", folders["chat"]), greedy("hello", 64), RunContext())
+    finally:
+        done.set()
+        await task
+    assert ticks > 0
+
+
+# ---- the pipeline tasks ----
+
+
+async def test_text_to_speech_returns_wav(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    for task in ("text-to-speech", "text-to-audio"):
+        result = await backend.run(entry(task, folders["vits"]), Request(task=task, prompt="hello there", seed=1),
+                                   RunContext())
+        assert isinstance(result, AudioResult) and result.format == "wav"
+        audio, rate = sf.read(io.BytesIO(result.data))
+        assert rate == result.sample_rate == 16000
+        assert len(audio) > 0 and result.duration == pytest.approx(len(audio) / rate)
+
+
+async def test_image_to_text_captions(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    result = await backend.run(entry("image-to-text", folders["captioner"], max_new_tokens=6),
+                               Request(task="image-to-text", image=png()), RunContext())
+    assert isinstance(result, TextResult) and isinstance(result.text, str)
+
+
+async def test_speech_to_text_resamples_and_transcribes(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    result = await backend.run(entry("speech-to-text", folders["whisper"]),
+                               Request(task="speech-to-text", audio=wav(0.5, 8000)), RunContext())
+    assert isinstance(result, TextResult) and isinstance(result.text, str)
+    assert result.meta["audio_seconds"] == pytest.approx(0.5, abs=0.01)
+
+
+async def test_image_classification_labels_sorted(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    result = await backend.run(entry("image-classification", folders["classifier"], top_k=3),
+                               Request(task="image-classification", image=png()), RunContext())
+    assert isinstance(result, LabelsResult) and len(result.labels) == 3
+    assert {label for label, _ in result.labels} <= set(LABELS)
+    scores = [score for _, score in result.labels]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_bad_inputs_are_bad_requests(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    with pytest.raises(BackendError) as info:
+        await backend.run(entry("image-classification", folders["classifier"]),
+                          Request(task="image-classification", image=b"not an image"), RunContext())
+    assert info.value.kind is ErrorKind.BAD_REQUEST
+    with pytest.raises(BackendError) as info:
+        await backend.run(entry("speech-to-text", folders["whisper"]),
+                          Request(task="speech-to-text", audio=b"not audio"), RunContext())
+    assert info.value.kind is ErrorKind.BAD_REQUEST
+
+
+def test_decode_audio_resamples_to_mono() -> None:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((8000, 2), dtype=np.float32), 8000, format="WAV")
+    audio = decode_audio(buf.getvalue(), 16000)
+    assert audio.dtype == np.float32 and audio.ndim == 1 and len(audio) == 16000
+
+
+async def test_routed_through_the_local_backend(folders: dict[str, str]) -> None:
+    from models.local import LocalBackend
+
+    local = LocalBackend()
+    try:
+        result = await local.run(entry("image-classification", folders["classifier"]),
+                                 Request(task="image-classification", image=png()), RunContext())
+        assert isinstance(result, LabelsResult) and result.meta["backend"] == "local"
+    finally:
+        await local.aclose()
+
+
+# ---- finding and downloading models ----
+
+
+def test_tqdm_bridge_forwards_byte_progress() -> None:
+    reports: list[Progress] = []
+    cls = progress_tqdm(reports.append, "org/model", min_interval=0)
+    files = cls(total=3, desc="Fetching 3 files", disable=True)
+    transfer = cls(total=1000, unit="B", name="huggingface_hub.snapshot_download.transfer", disable=True)
+    written = cls(total=0, unit="B", name="huggingface_hub.snapshot_download", disable=True)
+    written.total = 1000  # snapshot_download grows the total as it learns each file's size
+    files.update(1)
+    transfer.update(500)
+    assert reports == []
+    written.update(400)
+    assert reports[-1].message == "downloading org/model 40%" and reports[-1].fraction == pytest.approx(0.4)
+    written.update(600)
+    assert reports[-1].message == "downloading org/model 100%"
+
+
+async def test_check_folders(backend: PipelinesBackend, folders: dict[str, str], tmp_path: Path) -> None:
+    assert await backend.check(entry("chat", folders["chat"])) == (True, "ok")
+    ok, why = await backend.check(entry("chat", str(tmp_path / "missing")))
+    assert not ok and "does not exist" in why
+    (tmp_path / "empty").mkdir()
+    ok, why = await backend.check(entry("chat", str(tmp_path / "empty")))
+    assert not ok and "config.json" in why
+    with pytest.raises(BackendError) as info:
+        await backend.run(entry("chat", str(tmp_path / "empty")), greedy("hi"), RunContext())
+    assert info.value.kind is ErrorKind.NOT_CONFIGURED
+
+
+async def test_check_uncached_hub_id_that_cannot_be_reached(backend: PipelinesBackend) -> None:
+    started = time.monotonic()
+    ok, why = await backend.check(entry("chat", "someone/not-cached-model"))
+    assert not ok and "not cached" in why and "cannot be reached" in why
+    assert time.monotonic() - started < 30  # refused at once, not a long network timeout
+
+
+async def test_check_uncached_hub_id_offline(backend: PipelinesBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ok, why = await backend.check(entry("chat", "someone/not-cached-model"))
+    assert not ok and "HF_HUB_OFFLINE" in why
+
+
+async def test_run_on_unreachable_hub_id_is_classified(backend: PipelinesBackend) -> None:
+    with pytest.raises(BackendError) as info:
+        await backend.run(entry("chat", "someone/not-cached-model"), greedy("hi"), RunContext())
+    assert info.value.kind is ErrorKind.UNREACHABLE
