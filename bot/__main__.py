@@ -4,4 +4,6 @@ import sys
 
 from bot.cli import main
 
-raise SystemExit(main(sys.argv[1:] or ["run"]))
+# guarded: the local model worker process imports this module again under another name
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:] or ["run"]))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.i18n import t
 from bot.jobs import Job
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ log = logging.getLogger("natty.buttons")
 
 ActionHandler = Callable[[discord.Interaction, Job, str | None], Awaitable[None]]
 
-# action -> (label, emoji, style); the order is the order on the message
+# action -> (English label, emoji, style); the order is the order on the message. Labels are the catalogs'
+# "button.<action>" keys.
 ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.danger),
     "regen": ("Regenerate", "🔄", discord.ButtonStyle.secondary),
@@ -49,8 +51,11 @@ TEMPLATE = r"natty:(?P<action>[a-z]+):(?P<job>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
-    def __init__(self, action: str, job_id: str, arg: str | None = None, label: str | None = None) -> None:
+    def __init__(self, action: str, job_id: str, arg: str | None = None, label: str | None = None,
+                 locale: str | None = None) -> None:
         default_label, emoji, style = ACTIONS.get(action, (action.title(), None, discord.ButtonStyle.secondary))
+        if action in ACTIONS:
+            default_label = t(f"button.{action}", locale)
         custom_id = f"natty:{action}:{job_id}" + (f":{arg}" if arg is not None else "")
         super().__init__(discord.ui.Button(label=(label or default_label)[:80], emoji=emoji, style=style,
                                            custom_id=custom_id))
@@ -65,11 +70,13 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         bot: NattyBot = interaction.client  # type: ignore[assignment]
         job = await bot.storage.get_job(self.job_id)
         if job is None:
-            await interaction.response.send_message("That job no longer exists.", ephemeral=True)
+            await interaction.response.send_message(t("button.job_gone", await bot.locale_for(interaction)),
+                                                    ephemeral=True)
             return
         handler = bot.actions.get(self.action)
         if handler is None:
-            await interaction.response.send_message("This button no longer does anything.", ephemeral=True)
+            await interaction.response.send_message(t("button.dead", await bot.locale_for(interaction)),
+                                                    ephemeral=True)
             return
         log.info("button %s on job %s pressed by %s", self.action, job.id, interaction.user.id)
         await handler(interaction, job, self.arg)
@@ -83,9 +90,9 @@ def job_view(job: Job, running: bool = False, extra: list[tuple[str, str | None,
     if not upscale and "upscale" in actions and not job.params.get("upscale_model"):
         actions = tuple(a for a in actions if a != "upscale")
     for action in actions:
-        view.add_item(JobButton(action, job.id))
+        view.add_item(JobButton(action, job.id, locale=job.locale))
     for action, arg, label in extra or []:
-        view.add_item(JobButton(action, job.id, arg, label=label))
+        view.add_item(JobButton(action, job.id, arg, label=label, locale=job.locale))
     return view
 
 

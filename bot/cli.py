@@ -47,6 +47,11 @@ async def _run_bot(settings: Settings, catalog: Catalog, sync_only: bool = False
               file=sys.stderr)
         await bot.http.close()
         return 2
+    except Exception as exc:  # start-up (storage, extensions, sync) failed: say so, and let the process end
+        log.exception("start-up failed")
+        print(f"natty: start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        await bot.close()
+        return 1
     app_id = bot.application_id or (bot.user.id if bot.user else 0)
     print(f"natty: invite the bot with {invite_url(app_id)}", file=sys.stderr)
     if sync_only:

@@ -20,6 +20,7 @@ from bot import delivery
 from bot.buttons import ActionHandler, JobButton
 from bot.config import Settings
 from bot.engine import JobEngine, LimitHit, Limits
+from bot.i18n import NattyTranslator, pick_locale, t
 from bot.jobs import INTERACTION_TOKEN_LIFETIME, Job
 from bot.presenter import Presenter
 from bot.storage import Storage
@@ -43,6 +44,11 @@ TASK_NAMES = {
     "text-to-speech": "speech", "text-to-audio": "music and sound", "text-to-video": "video",
     "image-to-text": "image captions", "speech-to-text": "transcription", "image-classification": "image checks",
 }
+
+
+def task_name(task: str, locale: str | None) -> str:
+    """A task in words ("image generation", "geração de imagens"): the catalog's `task.<task>` key."""
+    return t(f"task.{task}", locale) if task in TASK_NAMES else task
 
 
 def invite_url(application_id: int) -> str:
@@ -82,11 +88,13 @@ class NattyMixin:
     async def setup_hook(self) -> None:
         bot: commands.Bot = self  # type: ignore[assignment]
         await self.storage.open()
+        self._guild_settings_cache = await self.storage.all_guild_settings()
         await self.refresh_availability()
         for name in EXTENSIONS:
             await bot.load_extension(name)
         bot.add_dynamic_items(JobButton)
         bot.tree.on_error = self.on_app_command_error
+        await bot.tree.set_translator(NattyTranslator())  # before the hash and the sync: names travel with them
         force, guild = getattr(self, "sync_only", (False, None))
         self.synced_count = await self.sync_commands(force=force, guild_id=guild)
         if force:
@@ -108,9 +116,14 @@ class NattyMixin:
                 result = (False, f"check failed: {result}")
             self.availability[entry.name] = result
 
-    def command_hash(self) -> str:
+    async def command_hash(self) -> str:
+        """A digest of the commands as Discord gets them, translations included."""
         bot: commands.Bot = self  # type: ignore[assignment]
-        payload = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]
+        translator = bot.tree.translator
+        if translator is None:
+            payload = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]
+        else:
+            payload = [await c.get_translated_payload(bot.tree, translator) for c in bot.tree.get_commands()]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def sync_commands(self, force: bool = False, guild_id: int | None = None) -> int | None:
@@ -118,7 +131,7 @@ class NattyMixin:
         bot: commands.Bot = self  # type: ignore[assignment]
         guild_id = guild_id or self.settings.sync_guild
         scope = f"commands:{guild_id or 'global'}"
-        digest = self.command_hash()
+        digest = await self.command_hash()
         if not force and await self.storage.get_meta(scope) == digest:
             log.info("slash commands unchanged; not syncing (%s)", scope)
             return None
@@ -135,9 +148,19 @@ class NattyMixin:
     async def guild_settings(self, guild_id: int | None) -> dict[str, Any]:
         if guild_id is None:
             return {}
-        if guild_id not in self._guild_settings_cache:
-            self._guild_settings_cache[guild_id] = await self.storage.guild_settings(guild_id)
-        return self._guild_settings_cache[guild_id]
+        # every server's settings are loaded at start-up and every change goes through save_guild_settings,
+        # so the cache is complete: no database read before an interaction is acknowledged
+        return self._guild_settings_cache.setdefault(guild_id, {})
+
+    async def locale_for(self, interaction: discord.Interaction) -> str:
+        """The language to answer this person in (see bot.i18n.pick_locale)."""
+        gs = await self.guild_settings(interaction.guild_id)
+        return pick_locale(interaction.locale, gs.get("language"), interaction.guild_locale)
+
+    async def guild_locale(self, guild_id: int | None, discord_locale: Any = None) -> str:
+        """The language of messages for a whole server (game rounds, panels): its setting, else its locale."""
+        gs = await self.guild_settings(guild_id)
+        return pick_locale(None, gs.get("language"), discord_locale)
 
     async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None:
         await self.storage.save_guild_settings(guild_id, settings)
@@ -157,20 +180,19 @@ class NattyMixin:
         disabled = set(guild_settings.get("disabled_models", []))
         return [e for e in self.catalog.for_task(task) if e.name not in disabled]
 
-    def resolve_model(self, task: str, requested: str | None,
-                      guild_settings: dict[str, Any]) -> tuple[ModelEntry | None, str | None]:
-        """The entry a job should use, or a message saying why there is none."""
+    def resolve_model(self, task: str, requested: str | None, guild_settings: dict[str, Any],
+                      locale: str | None = None) -> tuple[ModelEntry | None, str | None]:
+        """The entry a job should use, or a message (in `locale`) saying why there is none."""
         entries = self.models_for(task, guild_settings)
         usable = [e for e in entries if self.availability.get(e.name, (True, ""))[0]]
         if requested:
             entry = next((e for e in entries if e.name == requested), None)
             if entry is None:
-                names = ", ".join(e.name for e in entries) or "none"
-                return None, (f"There is no model named **{requested}** for {TASK_NAMES[task]} here. "
-                              f"Choose one of: {names}.")
+                names = ", ".join(e.name for e in entries) or t("common.none", locale)
+                return None, t("model.no_such", locale, model=requested, task=task_name(task, locale), names=names)
             ok, reason = self.availability.get(entry.name, (True, ""))
             if not ok:
-                return None, f"**{entry.name}** cannot run right now: {reason}."
+                return None, t("model.cannot_run", locale, model=entry.name, reason=reason)
             return entry, None
         preferred = guild_settings.get("defaults", {}).get(task)
         for entry in usable:
@@ -180,9 +202,9 @@ class NattyMixin:
         if marked or usable:
             return (marked or usable)[0], None
         if not entries:
-            return None, f"No model is configured for {TASK_NAMES[task]} on this server."
+            return None, t("model.none_configured", locale, task=task_name(task, locale))
         reasons = "; ".join(f"{e.name}: {self.availability.get(e.name, (False, '?'))[1]}" for e in entries[:3])
-        return None, f"No model for {TASK_NAMES[task]} can run right now ({reasons})."
+        return None, t("model.none_can_run", locale, task=task_name(task, locale), reasons=reasons)
 
     # --- jobs from interactions ----------------------------------------------------------------------
 
@@ -198,33 +220,34 @@ class NattyMixin:
         if task:
             await self.engine.record_failure(
                 Job(user_id=interaction.user.id, task=task, model=model or "-", prompt=prompt[:4000],
-                    guild_id=interaction.guild_id, channel_id=interaction.channel_id), message)
+                    guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                    locale=await self.locale_for(interaction)), message)
 
-    def check_prompt(self, prompt: str, limit: int) -> str | None:
+    def check_prompt(self, prompt: str, limit: int, locale: str | None = None) -> str | None:
         if not prompt.strip():
-            return "The prompt is empty. Tell me what to make, for example `/imagine prompt: a lighthouse at dusk`."
+            return t("prompt.empty", locale)
         if len(prompt) > limit:
-            return (f"The prompt is {len(prompt):,} characters long; the limit here is {limit:,}. "
-                    "Shorten it and try again.")
+            return t("prompt.too_long", locale, length=f"{len(prompt):,}", limit=f"{limit:,}")
         return None
 
     async def read_attachment(self, interaction: discord.Interaction, attachment: discord.Attachment,
                               kinds: tuple[str, ...],
                               max_bytes: int = 25 * 1024 * 1024) -> tuple[bytes | None, str | None]:
         """Download an attachment of the interaction after checking its type and size; (data, problem)."""
+        loc = await self.locale_for(interaction)
         ctype = (attachment.content_type or mimetypes.guess_type(attachment.filename)[0] or "").split(";")[0]
         if not ctype.startswith(tuple(f"{k}/" for k in kinds)):
-            wanted = " or ".join(kinds)
-            article = "an" if wanted[0] in "aeiou" else "a"
-            return None, (f"**{attachment.filename}** is not {article} {wanted} file ({ctype or 'unknown type'}). "
-                          f"Attach {wanted} and try again.")
+            wanted = t("attachment.or", loc).join(t(f"attachment.kind.{k}", loc) for k in kinds)
+            a_wanted = t("attachment.an" if wanted[0] in "aeiou" else "attachment.a", loc, wanted=wanted)
+            return None, t("attachment.wrong_type", loc, filename=attachment.filename, wanted=wanted,
+                           a_wanted=a_wanted, type=ctype or t("attachment.unknown_type", loc))
         if attachment.size > max_bytes:
-            return None, (f"**{attachment.filename}** is {delivery.human_size(attachment.size)}; "
-                          f"the limit is {delivery.human_size(max_bytes)}.")
+            return None, t("attachment.too_big", loc, filename=attachment.filename,
+                           size=delivery.human_size(attachment.size), limit=delivery.human_size(max_bytes))
         try:
             return await attachment.read(), None
         except discord.HTTPException as exc:
-            return None, f"I could not download **{attachment.filename}** ({exc.status}). Try uploading it again."
+            return None, t("attachment.download_failed", loc, filename=attachment.filename, status=exc.status)
 
     async def ack(self, interaction: discord.Interaction, ephemeral: bool = False) -> int:
         """Acknowledge with a "thinking" message (once) and return that message's id."""
@@ -238,8 +261,8 @@ class NattyMixin:
     async def fail_after_ack(self, interaction: discord.Interaction, message: str, task: str) -> None:
         """Turn the "thinking" message into the reason a request could not start, and keep a record."""
         await self.engine.record_failure(Job(user_id=interaction.user.id, task=task, model="-",
-                                             guild_id=interaction.guild_id, channel_id=interaction.channel_id),
-                                         message)
+                                             guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                                             locale=await self.locale_for(interaction)), message)
         await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
 
     async def submit(self, interaction: discord.Interaction, task: str, prompt: str = "", *, model: str | None = None,
@@ -250,24 +273,25 @@ class NattyMixin:
         Cheap checks answer before the acknowledgement; everything slow happens after it.
         """
         limit = self.settings.max_prompt_chars
+        loc = await self.locale_for(interaction)
         if check_prompt:
-            problem = self.check_prompt(prompt, limit)
+            problem = self.check_prompt(prompt, limit, loc)
             if problem:
                 await self.refuse(interaction, problem, task, model or "", prompt)
                 return None
         message_id = await self.ack(interaction, ephemeral)
         gs = await self.guild_settings(interaction.guild_id)
-        entry, problem = self.resolve_model(task, model, gs)
+        entry, problem = self.resolve_model(task, model, gs, loc)
         job = Job(user_id=interaction.user.id, task=task, model=entry.name if entry else (model or "-"),
                   prompt=prompt, params=dict(params or {}), guild_id=interaction.guild_id,
                   channel_id=interaction.channel_id, application_id=interaction.application_id,
                   interaction_token=interaction.token,
                   token_expires_at=interaction.created_at.timestamp() + INTERACTION_TOKEN_LIFETIME,
-                  ephemeral=ephemeral, locale=str(interaction.locale), message_id=message_id, parent_id=parent_id)
+                  ephemeral=ephemeral, locale=loc, message_id=message_id, parent_id=parent_id)
         job.params["filesize_limit"] = interaction.filesize_limit
         if entry is not None and check_prompt and len(prompt) > entry.max_prompt_chars:
-            problem = (f"**{entry.name}** takes prompts of up to {entry.max_prompt_chars:,} characters; yours has "
-                       f"{len(prompt):,}. Shorten it and try again.")
+            problem = t("prompt.too_long_for_model", loc, model=entry.name, limit=f"{entry.max_prompt_chars:,}",
+                        length=f"{len(prompt):,}")
         if problem is None and entry is not None:
             for check in self.job_checks:  # server policy: enabled commands, channels, safety
                 problem = await check(interaction, job, entry)
@@ -295,14 +319,24 @@ class NattyMixin:
     async def on_app_command_error(self, interaction: discord.Interaction,
                                    error: app_commands.AppCommandError) -> None:
         original = getattr(error, "original", error)
+        if isinstance(original, discord.NotFound) and original.code == 10062:
+            # the interaction expired before we answered: a second answer would fail the same way
+            log.warning("command %s answered too late (10062) for user %s",
+                        getattr(interaction.command, "qualified_name", "?"), interaction.user.id)
+            return
+        try:
+            loc = await self.locale_for(interaction)
+        except Exception:  # the error path must answer even when settings cannot be read
+            loc = pick_locale(interaction.locale)
         if isinstance(error, app_commands.MissingPermissions):
-            message = f"You need the {', '.join(error.missing_permissions).replace('_', ' ')} permission for this."
+            message = t("command.missing_permissions", loc,
+                        permissions=", ".join(error.missing_permissions).replace("_", " "))
         elif isinstance(error, app_commands.CheckFailure):
-            message = str(error) or "You cannot use this command here."
+            message = str(error) or t("command.not_here", loc)
         elif isinstance(error, app_commands.TransformerError):
-            message = f"That value does not work here: {error.value!r}."
+            message = t("command.bad_value", loc, value=repr(error.value))
         else:
-            message = f"Something went wrong: {type(original).__name__}. It was logged; try again in a moment."
+            message = t("command.crashed", loc, error=type(original).__name__)
             log.error("command %s failed for user %s:\n%s", getattr(interaction.command, "qualified_name", "?"),
                       interaction.user.id, "".join(traceback.format_exception(original)))
         await self.send_error(interaction, message)

@@ -20,6 +20,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageOps, ImageSequence
 
+from bot.i18n import t
+
 # Discord's limits (see shared/notes/discord.md).
 MESSAGE_LIMIT = 2000
 MAX_FILES = 10
@@ -241,14 +243,12 @@ class TextPlan:
 
     chunks: list[str]
     attachment: tuple[str, bytes] | None = None
+    continued: str = ""  # the notice that ends the last shown chunk when the rest is only attached
 
     @property
     def truncated(self) -> bool:
         """True when some of the text is only in the attachment."""
-        return self.attachment is not None and self.chunks[-1].endswith(_CONTINUED)
-
-
-_CONTINUED = f"{ELLIPSIS} (continued in {ATTACHMENT_NAME})"
+        return self.attachment is not None and bool(self.continued) and self.chunks[-1].endswith(self.continued)
 
 
 def plan_text_messages(
@@ -256,6 +256,7 @@ def plan_text_messages(
     limit: int = MESSAGE_LIMIT,
     max_messages: int = MAX_TEXT_MESSAGES,
     attach_over: int = ATTACH_OVER_CHARS,
+    locale: str | None = None,
 ) -> TextPlan:
     """Plan how to send text: up to `max_messages` chunks, plus `response.md` when the text is long.
 
@@ -270,12 +271,13 @@ def plan_text_messages(
     if len(chunks) <= max_messages:
         return TextPlan(chunks, attachment)
     shown = chunks[:max_messages]
-    notice = "\n\n" + _CONTINUED
+    continued = t("delivery.continued", locale, ellipsis=ELLIPSIS, filename=ATTACHMENT_NAME)
+    notice = "\n\n" + continued
     if len(shown[-1]) + len(notice) > limit:
         # Re-split the last shown message smaller so the notice fits; fences stay balanced.
         shown[-1] = split_text(shown[-1], limit - len(notice))[0]
     shown[-1] += notice
-    return TextPlan(shown, attachment)
+    return TextPlan(shown, attachment, continued)
 
 
 # -------------------------------------------------------------------------------------------- files
@@ -284,18 +286,27 @@ def plan_text_messages(
 class TooLarge(Exception):
     """A file that cannot be made to fit the upload limit."""
 
-    def __init__(self, size: int, limit: int, filename: str, reason: str | None = None) -> None:
+    def __init__(self, size: int, limit: int, filename: str, reason: str | None = None,
+                 **values: Any) -> None:
         self.size = size
         self.limit = limit
         self.filename = filename
-        self.reason = reason
+        self.reason = reason  # a "delivery.why.<reason>" key of the message catalogs, filled with `values`
+        self.values = values
         super().__init__(self.user_message)
 
     @property
     def user_message(self) -> str:
-        """One sentence a user can read."""
-        text = f"{self.filename} is {human_size(self.size)}, over this server's {human_size(self.limit)} upload limit"
-        return f"{text}, {self.reason}." if self.reason else f"{text}."
+        """One sentence a user can read (in English)."""
+        return self.message("en-US")
+
+    def message(self, locale: str | None) -> str:
+        """That sentence in `locale`."""
+        values = dict(filename=self.filename, size=human_size(self.size), limit=human_size(self.limit))
+        if self.reason:
+            return t("delivery.too_large_because", locale, **values,
+                     reason=t(f"delivery.why.{self.reason}", locale, **self.values))
+        return t("delivery.too_large", locale, **values)
 
 
 @dataclass(frozen=True)
@@ -304,8 +315,13 @@ class Fitted:
 
     data: bytes
     filename: str
-    note: str | None
+    note: str | None  # in English
     content_type: str
+    note_values: dict[str, Any] | None = field(default=None, compare=False)  # to say the note in other languages
+
+    def localized_note(self, locale: str | None) -> str | None:
+        """The note in `locale`."""
+        return _note_text(locale, **self.note_values) if self.note_values else self.note
 
     def to_file(self, *, spoiler: bool = False, description: str | None = None) -> discord.File:
         """A discord.File for a send or an edit."""
@@ -382,11 +398,23 @@ def _label(fmt: str) -> str:
     return _LABELS.get(fmt, fmt.upper())
 
 
-def _note(src: str, size: int, target: str, new_size: int, limit: int, extra: str = "") -> str:
-    return (
-        f"Re-encoded from {_label(src)} ({human_size(size)}) to {target} ({human_size(new_size)}){extra} "
-        f"to fit this server's {human_size(limit)} limit."
-    )
+def _note_values(src: str, size: int, target: str, new_size: int, limit: int,
+                 scaled: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
+    return dict(src=_label(src), size=human_size(size), target=target, new_size=human_size(new_size),
+                limit=human_size(limit), scaled=scaled)
+
+
+def _note_text(locale: str | None, *, scaled: tuple[int, int, int, int] | None = None, target: str = "",
+               **values: Any) -> str:
+    """"Re-encoded from PNG (12 MB) to WebP (1.9 MB) to fit …", in `locale`."""
+    extra = t("delivery.scaled", locale, w=scaled[0], h=scaled[1], to_w=scaled[2], to_h=scaled[3]) if scaled else ""
+    target = target.replace(" mono ", f" {t('delivery.mono', locale)} ").replace(
+        " stereo ", f" {t('delivery.stereo', locale)} ")
+    return t("delivery.reencoded", locale, target=target, extra=extra, **values)
+
+
+def _fitted(data: bytes, filename: str, values: dict[str, Any], content_type: str) -> Fitted:
+    return Fitted(data, filename, _note_text("en-US", **values), content_type, values)
 
 
 def fit_file(data: bytes, filename: str, limit: int) -> Fitted:
@@ -404,11 +432,12 @@ def fit_file(data: bytes, filename: str, limit: int) -> Fitted:
     if fmt in ("wav", "flac", "ogg", "mp3"):
         return _fit_audio(data, filename, fmt, limit)
     if fmt in ("mp4", "webm"):
-        raise TooLarge(len(data), limit, filename, "and videos are not re-encoded; try a shorter one")
+        raise TooLarge(len(data), limit, filename, "video")
     raise TooLarge(len(data), limit, filename)
 
 
-def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = MAX_FILES) -> FittedFiles:
+def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = MAX_FILES,
+              locale: str | None = None) -> FittedFiles:
     """Fit each (filename, data) pair; files that cannot fit, or past `max_files`, become skip notes."""
     fitted: list[Fitted] = []
     skipped: list[str] = []
@@ -420,9 +449,10 @@ def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = M
         try:
             fitted.append(fit_file(data, filename, limit))
         except TooLarge as e:
-            skipped.append(e.user_message)
+            skipped.append(e.message(locale))
     if extra:
-        skipped.append(f"{extra} more file{'s' if extra > 1 else ''} not attached: a message holds {max_files}.")
+        key = "delivery.more_files" if extra > 1 else "delivery.one_more_file"
+        skipped.append(t(key, locale, count=extra, max=max_files))
     return FittedFiles(fitted, skipped)
 
 
@@ -492,10 +522,10 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
             out = _encode_image(frames, fmt, quality, exif, duration)
             if len(out) <= limit:
                 out = _carry_provenance(data, out, fmt)
-                return Fitted(
+                return _fitted(
                     out,
                     _rename(filename, fmt),
-                    _note(src, len(data), _label(fmt), len(out), limit),
+                    _note_values(src, len(data), _label(fmt), len(out), limit),
                     _CONTENT_TYPES[fmt],
                 )
             if best is None or len(out) < best[0]:
@@ -519,15 +549,14 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
         out = _encode_image(small, fmt, quality, exif, duration)
         if len(out) <= limit:
             out = _carry_provenance(data, out, fmt)
-            scaled = f", scaled down from {w}×{h} to {size_to[0]}×{size_to[1]},"
-            return Fitted(
+            return _fitted(
                 out,
                 _rename(filename, fmt),
-                _note(src, len(data), _label(fmt), len(out), limit, scaled),
+                _note_values(src, len(data), _label(fmt), len(out), limit, (w, h, size_to[0], size_to[1])),
                 _CONTENT_TYPES[fmt],
             )
         size = len(out)
-    raise TooLarge(len(data), limit, filename, f"even re-encoded and scaled down to {_MIN_SIDE} px")
+    raise TooLarge(len(data), limit, filename, "scaled", px=_MIN_SIDE)
 
 
 # Audio re-encoding. libsndfile maps a compression level to a bitrate (0 = best, 1 = smallest); for
@@ -640,10 +669,10 @@ def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
     try:
         x, sr = _decode_audio(data)
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
-        raise TooLarge(len(data), limit, filename, "and it could not be read as audio") from e
+        raise TooLarge(len(data), limit, filename, "unreadable_audio") from e
     seconds = len(x) / sr
     if seconds <= 0:
-        raise TooLarge(len(data), limit, filename, "and it holds no audio")
+        raise TooLarge(len(data), limit, filename, "no_audio")
     whole = _Prepared(x, sr)
     short = seconds <= _FULL_ENCODE_UNDER
     excerpt = whole if short else _Prepared(x[: int(_EXCERPT_SECONDS * sr)], sr)
@@ -664,8 +693,9 @@ def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
         rate = _encode_rate(config[1], config[0], config[3] or sr)
         channels = 1 if config[2] else x.shape[1]
         target = _describe_audio(config[1], len(out), seconds, rate, channels)
-        return Fitted(out, _rename(filename, fmt), _note(src, len(data), target, len(out), limit), _CONTENT_TYPES[fmt])
-    raise TooLarge(len(data), limit, filename, "even as low-bitrate mono audio; try a shorter clip")
+        return _fitted(out, _rename(filename, fmt), _note_values(src, len(data), target, len(out), limit),
+                       _CONTENT_TYPES[fmt])
+    raise TooLarge(len(data), limit, filename, "mono_audio")
 
 
 def audio_duration(data: bytes) -> float:

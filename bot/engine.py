@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.i18n import cancelled, error_message, t
 from bot.jobs import Job, JobState
 from bot.scheduler import FairScheduler
 from bot.storage import Storage
@@ -35,7 +36,7 @@ from models.base import (
     VideoResult,
 )
 from models.catalog import Catalog, ModelEntry
-from models.errors import BackendError, ErrorKind, user_message
+from models.errors import BackendError, ErrorKind
 
 log = logging.getLogger("natty.jobs")
 
@@ -88,12 +89,14 @@ class JobEngine:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._finished_events: dict[str, asyncio.Event] = {}
+        self._announced: dict[str, int] = {}  # the queue position each job's message last showed
         self.requests: dict[str, Callable[[Job], Request]] = {}  # task -> request builder override
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        await self.recover()
+    async def start(self, recover: bool = True) -> None:
+        if recover:
+            await self.recover()
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="natty-dispatch")
 
     async def stop(self) -> None:
@@ -117,14 +120,14 @@ class JobEngine:
         for job in await self.storage.jobs_in_states(JobState.QUEUED, JobState.RUNNING):
             if job.state is JobState.RUNNING and job.attempts >= MAX_ATTEMPTS:
                 job.state, job.finished_at = JobState.FAILED, time.time()
-                job.error = "The bot restarted twice while this job was running, so it was stopped. Try again."
+                job.error = t("job.restarted_twice", job.locale)
                 await self.storage.update_job(job, "state", "finished_at", "error")
                 log.warning("job %s failed after %d interrupted attempts", job.id, job.attempts)
                 await self._notify_finished(job)
                 continue
             if self.catalog.get(job.model) is None:
                 job.state, job.finished_at = JobState.FAILED, time.time()
-                job.error = f"The model {job.model} is no longer configured, so this job cannot run."
+                job.error = t("job.model_gone", job.locale, model=job.model)
                 await self.storage.update_job(job, "state", "finished_at", "error")
                 await self._notify_finished(job)
                 continue
@@ -172,22 +175,21 @@ class JobEngine:
 
     async def _check_limits(self, job: Job) -> str | None:
         limits = self.limits_for(job)
+        loc = job.locale
         if self._by_user[job.user_id] >= limits.per_user:
-            return (f"You already have {self._by_user[job.user_id]} jobs queued or running (the limit is "
-                    f"{limits.per_user}). Wait for one to finish, or cancel one from /jobs.")
+            return t("limit.per_user", loc, count=self._by_user[job.user_id], limit=limits.per_user)
         if job.guild_id and self._by_guild[job.guild_id] >= limits.per_guild:
-            return (f"This server already has {self._by_guild[job.guild_id]} jobs queued or running (the limit "
-                    f"is {limits.per_guild}). Try again in a few minutes.")
+            return t("limit.per_guild", loc, count=self._by_guild[job.guild_id], limit=limits.per_guild)
         last = self._last_submit.get(job.user_id)
         if limits.cooldown and last is not None:
             wait = limits.cooldown - (time.monotonic() - last)
             if wait > 0:
-                return f"Slow down: you can start another job in {max(1, round(wait))} s (cooldown)."
+                return t("limit.cooldown", loc, seconds=max(1, round(wait)))
         if limits.daily_quota:
             state = await self.storage.user_state(job.user_id, job.guild_id)
             today = time.strftime("%Y-%m-%d", time.gmtime())
             if state["day"] == today and state["jobs_today"] >= limits.daily_quota:
-                return f"You have used today's {limits.daily_quota} jobs on this server. The quota resets at 00:00 UTC."
+                return t("limit.daily_quota", loc, quota=limits.daily_quota)
         return None
 
     def _enqueue(self, job: Job) -> None:
@@ -225,7 +227,7 @@ class JobEngine:
         self._cancelled_by[job_id] = by_user
         if job.state is JobState.QUEUED and self.scheduler.discard(job_id):
             self._release(job)
-            await self._finish(job, JobState.CANCELLED, error="Cancelled.")
+            await self._finish(job, JobState.CANCELLED, error=cancelled(job.locale))
             await self._announce_positions()
             return True
         token = self._cancels.get(job_id)
@@ -261,9 +263,9 @@ class JobEngine:
                 break
             if job.state is JobState.QUEUED:
                 position = self.scheduler.position(job.id)
-                if position is not None:
+                if position is not None and self._announced.get(job.id) != position:
                     await self._notify_queued(job, position)
-                    shown += 1
+                shown += 1
 
     def eta(self, job: Job, position: int) -> float | None:
         durations = self._durations.get(job.model)
@@ -301,16 +303,17 @@ class JobEngine:
             loop.call_soon_threadsafe(self._progress_soon, job, progress)
 
         ctx = RunContext(report=report, cancel=cancel, deadline=time.monotonic() + entry.timeout)
-        await self._notify_progress(job, Progress(fraction=0.0, message="starting"))
+        await self._notify_progress(job, Progress(fraction=0.0, message=t("progress.starting", job.locale)))
         started = time.monotonic()
         try:
             request = self.build_request(job, entry)
-            result = await asyncio.wait_for(self._generate(entry, request, ctx, int(job.params.get("count", 1))),
-                                            timeout=entry.timeout + 5)
+            result = await asyncio.wait_for(
+                self._generate(entry, request, ctx, int(job.params.get("count", 1)), job.locale),
+                timeout=entry.timeout + 5)
         except asyncio.CancelledError:
             cancel.cancel()
             if job.id in self._cancelled_by:
-                await self._finish_released(key, job, JobState.CANCELLED, error="Cancelled.")
+                await self._finish_released(key, job, JobState.CANCELLED, error=cancelled(job.locale))
             else:  # shutting down: leave it `running` so recovery runs it again
                 self.scheduler.finished(key)
                 self._cleanup(job)
@@ -318,21 +321,23 @@ class JobEngine:
         except BackendError as exc:
             state = JobState.CANCELLED if exc.kind is ErrorKind.CANCELLED else JobState.FAILED
             log.warning("job %s failed: %s", job.id, exc)
-            await self._finish_released(key, job, state, error=user_message(exc, entry.name))
+            await self._finish_released(key, job, state, error=error_message(exc, entry.name, job.locale))
         except TimeoutError:
             log.warning("job %s timed out after %.0f s", job.id, entry.timeout)
             await self._finish_released(
-                key, job, JobState.FAILED, error=user_message(BackendError(ErrorKind.TIMEOUT), entry.name))
+                key, job, JobState.FAILED,
+                error=error_message(BackendError(ErrorKind.TIMEOUT), entry.name, job.locale))
         except Exception as exc:
             log.exception("job %s crashed", job.id)
-            await self._finish_released(key, job, JobState.FAILED, error=user_message(exc, entry.name))
+            await self._finish_released(key, job, JobState.FAILED, error=error_message(exc, entry.name, job.locale))
         else:
             self._durations[job.model].append(time.monotonic() - started)
             job.result = self._save_result(job, result)
             await self._finish_released(key, job, JobState.DONE)
             log.info("job %s done in %.2f s", job.id, time.monotonic() - started)
 
-    async def _generate(self, entry: ModelEntry, request: Request, ctx: RunContext, count: int) -> Result:
+    async def _generate(self, entry: ModelEntry, request: Request, ctx: RunContext, count: int,
+                        locale: str | None = None) -> Result:
         """Run the backend; several images are several calls with consecutive seeds, gathered into one result."""
         if count <= 1 or request.task not in ("text-to-image", "image-to-image"):
             return await self.backends.run(entry, request, ctx)
@@ -343,7 +348,7 @@ class JobEngine:
             result = await self.backends.run(entry, request, ctx)
             assert isinstance(result, ImageResult)
             results.append(result)
-            ctx.report(Progress(fraction=(i + 1) / count, message=f"image {i + 1}/{count}"))
+            ctx.report(Progress(fraction=(i + 1) / count, message=t("progress.image", locale, n=i + 1, count=count)))
         combined = results[0]
         combined.meta["seed"] = first_seed
         combined.meta["images"] = [r.data for r in results]
@@ -388,6 +393,7 @@ class JobEngine:
         self._cancels.pop(job.id, None)
 
     async def _finish(self, job: Job, state: JobState, error: str | None = None) -> None:
+        self._announced.pop(job.id, None)
         job.state, job.error, job.finished_at = state, error, time.time()
         await self.storage.update_job(job, "state", "error", "finished_at", "result")
         self._cancelled_by.pop(job.id, None)
@@ -396,6 +402,7 @@ class JobEngine:
     # --- listeners: one failing listener never stops the engine or the others -------------------------
 
     async def _notify_queued(self, job: Job, position: int) -> None:
+        self._announced[job.id] = position
         for listener in self.listeners:
             try:
                 await listener.job_queued(job, position, self.eta(job, position))

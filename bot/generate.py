@@ -57,12 +57,13 @@ async def generate_once(settings: Settings, catalog: Catalog, task: str, prompt:
     elif catalog.get(model) is None or catalog.get(model).task != task:  # type: ignore[union-attr]
         print(f"natty: no {task} model named {model!r}; try: {', '.join(e.name for e in entries)}", file=sys.stderr)
         return 2
-    storage = Storage(settings.database_path, settings.data_dir)
+    # its own database: the bot's queue is the bot's to recover, and a CLI job must never reach Discord
+    storage = Storage(settings.data_dir / "cli.db", settings.data_dir)
     await storage.open()
     engine = JobEngine(storage, catalog, backends, Limits(per_user=1000, per_guild=1000, cooldown=0))
     engine.listeners.append(ConsolePrinter())
     try:
-        await engine.start()
+        await engine.start(recover=False)
         params: dict = {"seed": seed} if seed is not None else {}
         if input_file is not None:
             key = "audio" if task == "speech-to-text" else "image"

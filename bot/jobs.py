@@ -25,8 +25,8 @@ class JobState(enum.StrEnum):
 
 def new_job_id() -> str:
     """Short, unguessable, easy to type into /show: 10 lowercase base32 characters."""
-    alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
-    return "".join(secrets.choice(alphabet) for _ in range(10))
+    alphabet = "abcdefghijkmnpqrstuvwxyz23456789"  # 32 symbols: each random byte maps evenly
+    return "".join(alphabet[b % 32] for b in secrets.token_bytes(10))
 
 
 @dataclass

@@ -20,6 +20,7 @@ import discord
 
 from bot import delivery
 from bot.buttons import job_view
+from bot.i18n import t
 from bot.jobs import Job, JobState
 from bot.provenance import Provenance, stamp
 from models.base import Progress
@@ -30,13 +31,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("natty.presenter")
 
 CURSOR = " ▌"
-AI_LABEL = "AI-generated"
+AI_LABEL = "AI-generated"  # the en-US "result.ai_label"
 
 
-def _eta_text(eta: float | None) -> str:
+def _eta_text(eta: float | None, locale: str | None = None) -> str:
     if eta is None:
         return ""
-    return f", about {max(1, round(eta))} s" if eta < 120 else f", about {round(eta / 60)} min"
+    if eta < 120:
+        return t("progress.eta_seconds", locale, seconds=max(1, round(eta)))
+    return t("progress.eta_minutes", locale, minutes=round(eta / 60))
 
 
 def _bar(fraction: float, width: int = 12) -> str:
@@ -128,7 +131,8 @@ class Presenter:
     async def job_queued(self, job: Job, position: int, eta: float | None) -> None:
         if job.params.get("silent"):
             return
-        text = f"⏳ Queued: position {position}{_eta_text(eta)}. `{job.id}` · {job.model}"
+        text = t("progress.queued", job.locale, position=position, eta=_eta_text(eta, job.locale), id=job.id,
+                 model=job.model)
         self._live(job).update(Render(self._with_prompt(job, text), view=job_view(job, running=True)))
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
@@ -139,11 +143,11 @@ class Presenter:
             text = progress.text[-(delivery.MESSAGE_LIMIT - 200):] + CURSOR
             body = text
         else:
-            parts = ["⚙️ Generating"]
+            parts = [t("progress.generating", job.locale)]
             if progress.fraction is not None:
                 parts.append(f"{_bar(progress.fraction)} {round(progress.fraction * 100)}%")
             if progress.step is not None and progress.total:
-                parts.append(f"step {progress.step}/{progress.total}")
+                parts.append(t("progress.step", job.locale, step=progress.step, total=progress.total))
             if progress.message:
                 parts.append(progress.message)
             body = self._with_prompt(job, " · ".join(parts) + f" · `{job.id}` · {job.model}")
@@ -182,10 +186,10 @@ class Presenter:
         meta = (job.result or {}).get("meta", {})
         bits = [f"`{job.id}`", job.model]
         if meta.get("seed") is not None:
-            bits.append(f"seed {meta['seed']}")
+            bits.append(t("result.seed", job.locale, seed=meta["seed"]))
         if (job.result or {}).get("duration"):
             bits.append(f"{job.result['duration']:.1f} s")
-        bits.append(AI_LABEL)
+        bits.append(t("result.ai_label", job.locale))
         return "-# " + " · ".join(bits)
 
     def result_files(self, job: Job, limit: int) -> tuple[list[discord.File], list[str]]:
@@ -208,10 +212,10 @@ class Presenter:
             try:
                 fitted = delivery.fit_file(data, item["filename"], limit)
             except delivery.TooLarge as exc:
-                notes.append(f"{exc.user_message} It stays available with `/show job:{job.id}`.")
+                notes.append(t("result.too_large", job.locale, reason=exc.message(job.locale), id=job.id))
                 continue
             if fitted.note:
-                notes.append(fitted.note)
+                notes.append(fitted.localized_note(job.locale) or fitted.note)
             files.append(fitted.to_file())
         return files, notes
 
@@ -219,13 +223,14 @@ class Presenter:
         """The final messages for a job: the first replaces the progress message, the rest follow it."""
         if job.state is not JobState.DONE:
             icon = "🚫" if job.state is JobState.CANCELLED else "⚠️"
-            text = f"{icon} {job.error or 'This job did not finish.'}\n-# `{job.id}` · {job.model}"
+            text = f"{icon} {job.error or t('result.unfinished', job.locale)}\n-# `{job.id}` · {job.model}"
             return [Render(self._with_prompt(job, text), final=True)], None
         result = job.result or {}
         kind = result.get("kind")
         if kind == "text":
-            plan = delivery.plan_text_messages(result.get("text") or "(the model returned no text)")
-            chunks = list(plan.chunks) or ["(the model returned no text)"]
+            plan = delivery.plan_text_messages(result.get("text") or t("result.no_text", job.locale),
+                                               locale=job.locale)
+            chunks = list(plan.chunks) or [t("result.no_text", job.locale)]
             footer = "\n" + self.footer(job)
             if len(chunks[-1]) + len(footer) <= delivery.MESSAGE_LIMIT:
                 chunks[-1] += footer
@@ -239,7 +244,7 @@ class Presenter:
             return renders, attachment
         if kind == "labels":
             lines = [f"`{score:6.1%}` {label}" for label, score in result.get("labels", [])[:10]]
-            text = "\n".join(lines) or "(no labels)"
+            text = "\n".join(lines) or t("result.no_labels", job.locale)
             return [Render(self._with_prompt(job, f"{text}\n{self.footer(job)}"), final=True)], None
         files, notes = self.result_files(job, limit)
         text = "\n".join([*(f"-# {n}" for n in notes), self.footer(job)])

@@ -66,12 +66,14 @@ _SUFFIXES = ("", "s", "es")
 class Block:
     """Why a prompt or output was blocked. `term` is for logs only: never show it back to the user."""
 
-    rule: str  # a key of MESSAGES: "minors", "server", "builtin", "builtin-never", "model", "classifier", ...
+    rule: str  # a key of RULE_LABELS: "minors", "server", "builtin", "builtin-never", "model", "classifier", ...
     term: str = ""
 
-    def message(self, model: str = "") -> str:
-        """The short message the user sees."""
-        return MESSAGES[self.rule].format(model=model)
+    def message(self, model: str = "", locale: str | None = None) -> str:
+        """The short message the user sees: the catalogs' "safety.<rule>" key."""
+        from bot.i18n import t  # late: this module stays free of Discord for its unit tests
+
+        return t(f"safety.{self.rule}", locale, model=model)
 
     @property
     def label(self) -> str:
@@ -79,22 +81,7 @@ class Block:
         return RULE_LABELS[self.rule]
 
 
-MESSAGES = {
-    "minors": "I never make sexual content involving minors. This request was blocked.",
-    "server": "Your prompt contains a word this server has blocked. Rephrase it and try again.",
-    "builtin": "That prompt asks for adult content, which I make only in age-restricted channels here. "
-               "Rephrase it, or use an age-restricted channel.",
-    "builtin-never": "That prompt asks for adult content, which this server does not allow in any channel.",
-    "model": "**{model}** may produce adult content, so it runs only in age-restricted channels here.",
-    "model-never": "**{model}** may produce adult content, which this server does not allow in any channel.",
-    "classifier": "The result was withheld: the safety check flagged it as adult content, which this server "
-                  "allows only in age-restricted channels.",
-    "classifier-never": "The result was withheld: the safety check flagged it as adult content, which this "
-                        "server does not allow.",
-    "classifier-error": "The result was withheld because the safety check could not run ({model}). Try again "
-                        "in a moment.",
-}
-RULE_LABELS = {
+RULE_LABELS = {  # for logs; the audit channel gets the catalogs' "safety.rule.<rule>"
     "minors": "sexual content involving minors", "server": "server block list",
     "builtin": "built-in adult-content list", "builtin-never": "built-in adult-content list (policy: never)",
     "model": "adult model outside an age-restricted channel", "model-never": "adult model (policy: never)",
@@ -247,12 +234,15 @@ def policy_of(guild_settings: dict[str, Any]) -> str:
 
 
 def audit_notice(*, user_id: int, command: str, rule: str, channel_id: int | None, prompt: str = "",
-                 job_id: str = "") -> str:
+                 job_id: str = "", locale: str | None = None) -> str:
     """A short notice for the server's audit channel: who, which command, which rule, and a prompt excerpt."""
-    where = f" in <#{channel_id}>" if channel_id else ""
-    line = f"🛡️ Blocked `/{command}` from <@{user_id}> (`{user_id}`){where}: {RULE_LABELS.get(rule, rule)}."
+    from bot.i18n import t
+
+    where = t("safety.audit_where", locale, channel=f"<#{channel_id}>") if channel_id else ""
+    label = t(f"safety.rule.{rule}", locale) if rule in RULE_LABELS else rule
+    line = t("safety.audit", locale, command=command, user=f"<@{user_id}>", id=user_id, where=where, rule=label)
     if job_id:
-        line += f" Job `{job_id}`."
+        line += t("safety.audit_job", locale, id=job_id)
     if prompt:
         excerpt = " ".join(prompt.split())
         if len(excerpt) > AUDIT_PROMPT_CHARS:

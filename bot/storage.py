@@ -205,6 +205,10 @@ class Storage:
             row = await cur.fetchone()
         return json.loads(row[0]) if row else {}
 
+    async def all_guild_settings(self) -> dict[int, dict[str, Any]]:
+        async with self.db.execute("SELECT guild_id, settings FROM guild_settings") as cur:
+            return {row[0]: json.loads(row[1]) for row in await cur.fetchall()}
+
     async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None:
         await self.db.execute(
             "INSERT INTO guild_settings VALUES (?, ?, ?) ON CONFLICT(guild_id) DO UPDATE SET "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.i18n import t
+
 _SCENE = re.compile(r"^\s*(?:\*\*)?scene\s*(\d+)\s*[:.\-–—]?\s*(?:\*\*)?\s*(.*)$", re.I)
 _IMAGE = re.compile(r"^\s*(?:\*\*)?image(?: prompt)?\s*[:\-–—]\s*(?:\*\*)?\s*(.*)$", re.I)
 _TITLE = re.compile(r"^\s*(?:#+\s*|\*\*)?title\s*[:\-–—]\s*(.*?)\**\s*$", re.I)
@@ -25,17 +27,20 @@ class Script:
     title: str
     scenes: list[Scene]
 
-    def markdown(self, premise: str) -> str:
-        parts = [f"# {self.title}", "", f"*Premise:* {premise}", ""]
+    def markdown(self, premise: str, locale: str | None = None) -> str:
+        parts = [f"# {self.title}", "", t("story.md_premise", locale, premise=premise), ""]
         for i, scene in enumerate(self.scenes, 1):
-            parts += [f"## Scene {i}", "", scene.passage, "", f"*Illustration:* {scene.image_prompt}", ""]
-        parts.append("*Written and illustrated by AI with natty.*")
+            parts += [t("story.md_scene", locale, n=i), "", scene.passage, "",
+                      t("story.md_illustration", locale, prompt=scene.image_prompt), ""]
+        parts.append(t("story.md_credit", locale))
         return "\n".join(parts)
 
 
-def writer_prompt(premise: str, scenes: int) -> str:
+def writer_prompt(premise: str, scenes: int, locale: str | None = None) -> str:
+    """The request to the language model; the format's keywords stay English whatever the story's language."""
     return (
-        f"Write a short film script in exactly {scenes} scenes from this premise: {premise}\n\n"
+        f"Write a short film script in exactly {scenes} scenes from this premise: {premise}\n"
+        f"{t('story.language_hint', locale)}\n"
         "Answer in this format and nothing else:\n"
         "TITLE: <a short title>\n"
         "SCENE 1: <two to four sentences of narration>\n"

@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery
+from bot.i18n import pick_locale, t
 from bot.jobs import Job
 from cogs.common import model_autocomplete
 from cogs.settings import channel_allowed
@@ -52,8 +53,9 @@ class Chat(commands.Cog):
                               params={"messages": job.params.get("messages")}, parent_id=job.parent_id)
 
     async def on_continue(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        messages = [*history_of(job), {"role": "user", "content": "Continue."}]
-        await self.bot.submit(interaction, "chat", "Continue.", model=job.model, ephemeral=job.ephemeral,  # type: ignore[attr-defined]
+        go_on = t("chat.continue", await self.bot.locale_for(interaction))  # type: ignore[attr-defined]
+        messages = [*history_of(job), {"role": "user", "content": go_on}]
+        await self.bot.submit(interaction, "chat", go_on, model=job.model, ephemeral=job.ephemeral,  # type: ignore[attr-defined]
                               params={"messages": messages}, parent_id=job.id)
 
     @commands.Cog.listener()
@@ -66,9 +68,12 @@ class Chat(commands.Cog):
         if parent is None or parent.task != "chat" or parent.ephemeral:
             return
         gs = await bot.guild_settings(message.guild.id if message.guild else None)  # type: ignore[attr-defined]
+        # a message carries no locale: the asker's own when it is their chain, else the server's language
+        loc = pick_locale(parent.locale if parent.user_id == message.author.id else None, gs.get("language"),
+                          message.guild.preferred_locale if message.guild else None)
         if "chat" in (gs.get("disabled_commands") or []) or not channel_allowed(gs, message.channel,
                                                                                 message.channel.id):
-            await message.reply("⚠️ Chat is turned off here, so replies do not continue conversations.",
+            await message.reply(t("chat.off_here", loc),
                                 allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
             return
         text = message.content.strip()
@@ -78,30 +83,30 @@ class Chat(commands.Cog):
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if images:
             if entry is not None and entry.accepts_images:
-                parts: list[dict] = [{"type": "text", "text": text or "What is in this image?"}]
+                parts: list[dict] = [{"type": "text", "text": text or t("chat.what_is_this", loc)}]
                 for att in images[:4]:
                     data = await att.read()
                     url = f"data:{att.content_type};base64,{base64.b64encode(data).decode()}"
                     parts.append({"type": "image_url", "image_url": {"url": url}})
                 content = parts
             else:
-                warnings.append(f"{parent.model} cannot see images, so I left the attachment out.")
+                warnings.append(t("chat.no_images", loc, model=parent.model))
         if not text and isinstance(content, str):
             return
         limit = bot.settings.max_prompt_chars  # type: ignore[attr-defined]
         if len(text) > limit:
-            await message.reply(f"⚠️ That message is {len(text):,} characters; the limit is {limit:,}.",
+            await message.reply(t("chat.too_long", loc, length=f"{len(text):,}", limit=f"{limit:,}"),
                                 allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
             return
         messages = [*history_of(parent), {"role": "user", "content": content}]
-        placeholder = await message.reply("⏳ Thinking…" + "".join(f"\n-# {w}" for w in warnings),
+        placeholder = await message.reply(t("chat.thinking", loc) + "".join(f"\n-# {w}" for w in warnings),
                                           allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
         job = Job(user_id=message.author.id, task="chat", model=parent.model, prompt=text,
                   params={"messages": messages, "channel_message": True, "warnings": warnings},
                   guild_id=message.guild.id if message.guild else None, channel_id=message.channel.id,
-                  message_id=placeholder.id, parent_id=parent.id, token_expires_at=None)
+                  message_id=placeholder.id, parent_id=parent.id, token_expires_at=None, locale=loc)
         if bot.catalog.get(parent.model) is None:  # type: ignore[attr-defined]
-            await placeholder.edit(content=f"⚠️ {parent.model} is no longer configured here.")
+            await placeholder.edit(content=t("chat.model_gone", loc, model=parent.model))
             return
         from bot.engine import LimitHit
 

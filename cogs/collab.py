@@ -23,9 +23,14 @@ from discord.ext import commands
 from bot import collab as c
 from bot import delivery
 from bot import game as g
+from bot.i18n import t
 from bot.presenter import AI_LABEL
 
 log = logging.getLogger("natty.collab")
+
+
+async def _loc(interaction: discord.Interaction) -> str:
+    return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
 
 
 class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
@@ -51,7 +56,7 @@ class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
     async def callback(self, interaction: discord.Interaction) -> None:
         cog: Collab | None = interaction.client.get_cog("Collab")  # type: ignore[assignment]
         if cog is None:
-            await interaction.response.send_message("Collab sessions are not running on this bot.", ephemeral=True)
+            await interaction.response.send_message(t("collab.not_running", await _loc(interaction)), ephemeral=True)
             return
         handler = {"add": cog.on_add, "gen": cog.on_generate, "vote": cog.on_vote, "remix": cog.on_remix}
         await handler[self.action](interaction, self.sid, self.arg)
@@ -87,7 +92,7 @@ class IdeaModal(discord.ui.Modal, title="Add an idea"):
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         log.exception("adding an idea to session %s failed", self.sid, exc_info=error)
-        await self.cog.bot.send_error(interaction, "Your idea could not be added. It was logged; try again.")  # type: ignore[attr-defined]
+        await self.cog.bot.send_error(interaction, t("collab.idea_failed", await _loc(interaction)))  # type: ignore[attr-defined]
 
 
 @app_commands.guild_only()
@@ -171,7 +176,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def on_add(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
         s = await self._load(sid)
         if s is None or s.state != "open":
-            await interaction.response.send_message("This session has closed: no more ideas.", ephemeral=True)
+            await interaction.response.send_message(t("collab.closed", await _loc(interaction)), ephemeral=True)
             return
         await interaction.response.send_modal(IdeaModal(self, sid))
 
@@ -179,7 +184,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None:
-                await interaction.response.send_message("That session no longer exists.", ephemeral=True)
+                await interaction.response.send_message(t("collab.gone", await _loc(interaction)), ephemeral=True)
                 return
             try:
                 idea = c.add_idea(s, interaction.user.id, text)
@@ -187,7 +192,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                 await interaction.response.send_message(str(exc), ephemeral=True)
                 return
             index = len(s.ideas) - 1
-            await interaction.response.send_message(f"Added your idea (#{index + 1}). Vote for the ones you like.",
+            await interaction.response.send_message(t("collab.idea_added", await _loc(interaction), n=index + 1),
                                                     ephemeral=True)
             message = await self._thread(s).send(
                 f"💡 **{discord.utils.escape_markdown(idea.text)}**\n-# idea {index + 1} by {interaction.user.mention}",
@@ -200,7 +205,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None:
-                await interaction.response.send_message("That session no longer exists.", ephemeral=True)
+                await interaction.response.send_message(t("collab.gone", await _loc(interaction)), ephemeral=True)
                 return
             try:
                 voted = c.toggle_vote(s, arg or 0, interaction.user.id)
@@ -217,20 +222,21 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None or s.state != "open":
-                await interaction.response.send_message("This session is already generating or done.", ephemeral=True)
+                await interaction.response.send_message(t("collab.already_generating", await _loc(interaction)),
+                                                        ephemeral=True)
                 return
             perms = getattr(interaction, "permissions", None)
             if interaction.user.id != s.host_id and not (perms and perms.manage_messages):
                 await interaction.response.send_message(
-                    f"Only the host (<@{s.host_id}>) or a member with Manage Messages can generate early.",
+                    t("collab.not_host", await _loc(interaction), host=f"<@{s.host_id}>"),
                     ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
                 return
             if not s.ideas:
-                await interaction.response.send_message("Add at least one idea first.", ephemeral=True)
+                await interaction.response.send_message(t("collab.no_ideas", await _loc(interaction)), ephemeral=True)
                 return
             s.deadline = time.time()
             await self._save(s)
-        await interaction.response.send_message("Generating from the top ideas now.", ephemeral=True)
+        await interaction.response.send_message(t("collab.generating", await _loc(interaction)), ephemeral=True)
         self._spawn(sid)
         self.wakeups.setdefault(sid, asyncio.Event()).set()
 
@@ -240,7 +246,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def _remix(self, interaction: discord.Interaction, sid: str, minutes: float | None) -> None:
         parent = await self._load(sid)
         if parent is None or parent.state != "done" or not parent.prompt or parent.guild_id != interaction.guild_id:
-            await interaction.response.send_message(f"No finished collab session `{sid[:20]}` on this server.",
+            await interaction.response.send_message(t("collab.no_session", await _loc(interaction), id=sid[:20]),
                                                     ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
             return
         minutes = minutes or parent.minutes
@@ -248,8 +254,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                       host_id=interaction.user.id, task=parent.task, theme=parent.prompt[:300],
                       deadline=time.time() + minutes * 60, minutes=minutes, thread_id=parent.thread_id,
                       parent_id=parent.id)
-        await interaction.response.send_message(f"🧩 Remix round started in <#{s.thread_id}>: add ideas to change "
-                                                "the earlier result.", ephemeral=True)
+        await interaction.response.send_message(t("collab.remix_started", await _loc(interaction),
+                                                  thread=f"<#{s.thread_id}>"), ephemeral=True)
         await self._open(s)
 
     # --- the session's life --------------------------------------------------------------------------------------

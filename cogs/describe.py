@@ -8,6 +8,7 @@ from discord.ext import commands
 
 from bot import delivery
 from bot.buttons import job_view
+from bot.i18n import t
 from bot.jobs import Job, JobState
 from cogs.common import model_autocomplete, new_seed
 
@@ -41,21 +42,23 @@ class Describe(commands.Cog):
     async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         image = next((a for a in message.attachments if (a.content_type or "").startswith("image/")), None)
         if image is None:
-            await self.bot.refuse(interaction, "That message has no image to describe.", "image-to-text")  # type: ignore[attr-defined]
+            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+            await self.bot.refuse(interaction, t("describe.no_image", loc), "image-to-text")  # type: ignore[attr-defined]
             return
         await self._start(interaction, image, None)
 
     async def _start(self, interaction: discord.Interaction, image: discord.Attachment, model: str | None) -> None:
         bot = self.bot
+        loc = await bot.locale_for(interaction)  # type: ignore[attr-defined]
         if not (image.content_type or "").startswith("image/"):
-            await bot.refuse(interaction, f"**{image.filename}** is not an image "  # type: ignore[attr-defined]
-                             f"({image.content_type or 'unknown type'}). Attach a PNG, JPEG or WebP image.",
+            await bot.refuse(interaction, t("describe.not_image", loc, filename=image.filename,  # type: ignore[attr-defined]
+                                            type=image.content_type or t("attachment.unknown_type", loc)),
                              "image-to-text")
             return
         await bot.ack(interaction)  # type: ignore[attr-defined]
         data, problem = await bot.read_attachment(interaction, image, ("image",))  # type: ignore[attr-defined]
         if data is None:
-            await bot.fail_after_ack(interaction, problem or "I could not read that image.", "image-to-text")  # type: ignore[attr-defined]
+            await bot.fail_after_ack(interaction, problem or t("describe.unreadable", loc), "image-to-text")  # type: ignore[attr-defined]
             return
         await bot.submit(interaction, "image-to-text", "", model=model, check_prompt=False,  # type: ignore[attr-defined]
                          inputs={"image": (image.filename, data)})
@@ -68,10 +71,10 @@ class Describe(commands.Cog):
             return
         caption = ((job.result or {}).get("text") or "").strip()
         ideas = suggestions(caption)
-        lines = [f"**Caption:** {caption or '(no caption)'}", ""]
+        lines = [f"{t('describe.caption', job.locale)} {caption or t('describe.no_caption', job.locale)}", ""]
         lines += [f"**{i + 1}.** {idea}" for i, idea in enumerate(ideas)]
-        job.result = {**(job.result or {}), "text": "\n".join(lines)}
-        extra = [("imagine", str(i), f"Imagine {i + 1}") for i in range(len(ideas))]
+        job.result = {**(job.result or {}), "text": "\n".join(lines), "caption": caption}
+        extra = [("imagine", str(i), t("describe.imagine", job.locale, n=i + 1)) for i in range(len(ideas))]
         view = job_view(job, extra=extra)
         content = "\n".join(lines)[: delivery.MESSAGE_LIMIT - 200] + "\n" + presenter.footer(job)
         from bot.presenter import Render
@@ -86,8 +89,10 @@ class Describe(commands.Cog):
 
     async def on_imagine(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
         caption = ((job.result or {}).get("text") or "")
-        # the stored text is the rendered list; take the caption line back out of it
-        first = caption.splitlines()[0].removeprefix("**Caption:** ") if caption else ""
+        # the stored text is the rendered list; results since i18n keep the caption apart
+        first = (job.result or {}).get("caption")
+        if first is None:
+            first = caption.splitlines()[0].removeprefix("**Caption:** ") if caption else ""
         ideas = suggestions(first)
         prompt = ideas[int(arg or 0) % len(ideas)]
         await self.bot.submit(interaction, "text-to-image", prompt, params={"seed": new_seed()},  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery
-from bot.client import TASK_NAMES
+from bot.client import task_name
+from bot.i18n import command_word, t
 from models.base import TASKS
 
 
@@ -19,22 +20,22 @@ class Help(commands.Cog):
     async def help(self, interaction: discord.Interaction) -> None:
         bot = self.bot
         gs = await bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        lines = []
-        for cmd in sorted(bot.tree.get_commands(), key=lambda c: c.name):
-            if isinstance(cmd, app_commands.Command | app_commands.Group):
-                lines.append(f"`/{cmd.name}` {cmd.description}")
+        loc = await bot.locale_for(interaction)  # type: ignore[attr-defined]
+        commands_ = [(command_word(cmd.name, loc), command_word(cmd.description, loc, "descriptions"))
+                     for cmd in bot.tree.get_commands() if isinstance(cmd, app_commands.Command | app_commands.Group)]
+        lines = [f"`/{name}` {description}" for name, description in sorted(commands_)]
         models = []
         for task in TASKS:
             entries = bot.models_for(task, gs)  # type: ignore[attr-defined]
             ready = [e.name for e in entries if bot.availability.get(e.name, (True, ""))[0]]  # type: ignore[attr-defined]
             if ready:
-                models.append(f"**{TASK_NAMES[task]}**: {', '.join(ready)}")
+                models.append(f"**{task_name(task, loc)}**: {', '.join(ready)}")
             else:
-                models.append(f"**{TASK_NAMES[task]}**: no model can run here yet")
+                models.append(t("help.no_model", loc, task=task_name(task, loc)))
         embed = discord.Embed(title="natty", description="\n".join(lines),
                               colour=discord.Colour.blurple())
-        embed.add_field(name="Models on this server", value="\n".join(models)[:1024], inline=False)
-        embed.set_footer(text="Everything natty makes is labelled AI-generated. Jobs: /jobs · a past result: /show")
+        embed.add_field(name=t("help.models", loc), value="\n".join(models)[:1024], inline=False)
+        embed.set_footer(text=t("help.footer", loc))
         await interaction.response.send_message(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
                                                 ephemeral=True)
 

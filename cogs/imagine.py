@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n import t
 from bot.jobs import Job
 from cogs.common import model_autocomplete, new_seed
 
@@ -21,10 +22,10 @@ ASPECTS = {"square": (1024, 1024), "portrait": (832, 1216), "landscape": (1216, 
 class RemixModal(discord.ui.Modal, title="Remix"):
     """Edit the prompt of an earlier image job and run it again."""
 
-    def __init__(self, cog: Imagine, job: Job) -> None:
-        super().__init__(timeout=600)
-        self.cog, self.job = cog, job
-        self.prompt = discord.ui.TextInput(label="Prompt", style=discord.TextStyle.paragraph,
+    def __init__(self, cog: Imagine, job: Job, locale: str) -> None:
+        super().__init__(timeout=600, title=t("remix.title", locale))
+        self.cog, self.job, self.locale = cog, job, locale
+        self.prompt = discord.ui.TextInput(label=t("remix.prompt", locale), style=discord.TextStyle.paragraph,
                                            default=job.prompt[:4000], max_length=4000)
         self.add_item(self.prompt)
 
@@ -36,7 +37,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         log.exception("remix of job %s failed", self.job.id, exc_info=error)
-        await self.cog.bot.send_error(interaction, "The remix could not start. It was logged; try again.")  # type: ignore[attr-defined]
+        await self.cog.bot.send_error(interaction, t("remix.failed", self.locale))  # type: ignore[attr-defined]
 
 
 class Imagine(commands.Cog):
@@ -74,14 +75,15 @@ class Imagine(commands.Cog):
         """Image-to-image from the first image of this result, with the same prompt."""
         files = (job.result or {}).get("files", [])
         if not files:
-            await interaction.response.send_message("This job has no image to vary.", ephemeral=True)
+            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+            await interaction.response.send_message(t("imagine.nothing_to_vary", loc), ephemeral=True)
             return
         path = Path(files[int(arg or 0) if arg and int(arg) < len(files) else 0]["path"])
         await self.bot.submit(interaction, "image-to-image", job.prompt, params={"seed": new_seed()},  # type: ignore[attr-defined]
                               parent_id=job.id, inputs={"image": (path.name, path.read_bytes())})
 
     async def on_remix(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        await interaction.response.send_modal(RemixModal(self, job))
+        await interaction.response.send_modal(RemixModal(self, job, await self.bot.locale_for(interaction)))  # type: ignore[attr-defined]
 
     def _inputs_of(self, job: Job) -> dict[str, tuple[str, bytes]]:
         inputs = {}

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot import delivery
 from bot.buttons import can_manage
+from bot.i18n import t
 from bot.jobs import Job, JobState
 
 STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE: "✅", JobState.FAILED: "⚠️",
@@ -29,22 +30,23 @@ class Jobs(commands.Cog):
     @app_commands.command(name="jobs", description="Your queued, running and recent jobs")
     async def jobs(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True)
+        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
         engine = self.bot.engine  # type: ignore[attr-defined]
         recent = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)  # type: ignore[attr-defined]
         if not recent:
-            await interaction.edit_original_response(content="You have no jobs yet. Try `/imagine` or `/chat`.")
+            await interaction.edit_original_response(content=t("jobs.none", loc))
             return
         lines = []
         for job in recent:
             live = engine.active.get(job.id, job)
             where = ""
             if live.state is JobState.QUEUED:
-                where = f" · position {engine.scheduler.position(job.id) or '?'}"
+                where = t("jobs.position", loc, position=engine.scheduler.position(job.id) or "?")
             prompt = job.prompt if len(job.prompt) <= 60 else job.prompt[:59] + "…"
             lines.append(f"{STATE_ICONS[live.state]} `{job.id}` {job.task} · {job.model}{where} · "
                          f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")
-        embed = discord.Embed(title="Your jobs", description="\n".join(lines))
-        embed.set_footer(text="Bring one back with /show job:<id>")
+        embed = discord.Embed(title=t("jobs.title", loc), description="\n".join(lines))
+        embed.set_footer(text=t("jobs.footer", loc))
         await interaction.edit_original_response(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
                                                  allowed_mentions=delivery.NO_MENTIONS)
 
@@ -52,13 +54,14 @@ class Jobs(commands.Cog):
     @app_commands.describe(job="The job id, as shown under each result")
     async def show(self, interaction: discord.Interaction, job: str) -> None:
         record = await self.bot.storage.get_job(job.strip().lower())  # type: ignore[attr-defined]
+        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
         if record is None or not self._may_see(interaction, record):
-            await interaction.response.send_message(f"No job `{job[:20]}` that you can see.", ephemeral=True,
+            await interaction.response.send_message(t("show.not_found", loc, id=job[:20]), ephemeral=True,
                                                     allowed_mentions=delivery.NO_MENTIONS)
             return
         if not record.state.finished:
-            await interaction.response.send_message(f"Job `{record.id}` is still {record.state.value}.",
-                                                    ephemeral=True)
+            await interaction.response.send_message(
+                t("show.unfinished", loc, id=record.id, state=t(f"state.{record.state.value}", loc)), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=record.ephemeral)
         renders, attachment = await asyncio.to_thread(
@@ -80,20 +83,19 @@ class Jobs(commands.Cog):
         return not job.ephemeral and job.guild_id is not None and job.guild_id == interaction.guild_id
 
     async def on_cancel(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
         if not can_manage(interaction, job):
-            await interaction.response.send_message(
-                "Only the person who started this job, or a member with Manage Messages, can cancel it.",
-                ephemeral=True)
+            await interaction.response.send_message(t("cancel.not_allowed", loc), ephemeral=True)
             return
         if not await self.bot.engine.cancel(job.id, interaction.user.id):  # type: ignore[attr-defined]
-            await interaction.response.send_message(f"Job `{job.id}` has already finished.", ephemeral=True)
+            await interaction.response.send_message(t("cancel.finished", loc, id=job.id), ephemeral=True)
             return
         await interaction.response.defer()  # the job's message turns into "Cancelled." when it stops
 
     async def on_delete(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
         if not can_manage(interaction, job):
-            await interaction.response.send_message(
-                "Only the person who made this, or a member with Manage Messages, can delete it.", ephemeral=True)
+            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+            await interaction.response.send_message(t("delete.not_allowed", loc), ephemeral=True)
             return
         await interaction.response.defer()
         if interaction.message is not None:

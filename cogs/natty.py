@@ -24,6 +24,7 @@ from discord.ext import commands
 
 from bot import delivery
 from bot import game as g
+from bot.i18n import t
 from bot.jobs import JobState
 from bot.provenance import read as read_provenance
 
@@ -33,6 +34,10 @@ KIND_NAMES = {"digits": "handwritten digits", "text": "short texts", "images": "
 PIXELCNN = ("natty-pixelcnn",)
 DETECTOR = "ai-image-detector"
 STRENGTH_COLOURS = {"none": 0x99AAB5, "weak": 0xF1C40F, "strong": 0x2ECC71}
+
+
+async def _loc(interaction: discord.Interaction) -> str:
+    return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
 
 
 def _choice_label(n_items: int, item: int, choice: str) -> str:
@@ -64,7 +69,7 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"nn:(?P<ga
     async def callback(self, interaction: discord.Interaction) -> None:
         cog: NattyGame | None = interaction.client.get_cog("NattyGame")  # type: ignore[assignment]
         if cog is None:
-            await interaction.response.send_message("Natty or Not is not running on this bot.", ephemeral=True)
+            await interaction.response.send_message(t("game.not_running", await _loc(interaction)), ephemeral=True)
             return
         if self.choice == "end":
             await cog.on_end_round(interaction, self.game_id, self.rnd)
@@ -121,9 +126,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                    seconds: app_commands.Range[int, 1, 600] = 30) -> None:
         open_here = await g.SessionStore(self.storage, "game").open_ids(channel_id=interaction.channel_id)
         if open_here:
-            await interaction.response.send_message(
-                "A game of Natty or Not is already running in this channel. Join it, or wait for it to end.",
-                ephemeral=True)
+            await interaction.response.send_message(t("game.already_running", await _loc(interaction)),
+                                                    ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
         pool = await g.RealPool(self.storage).counts(interaction.guild_id or 0)
@@ -155,7 +159,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     async def leaderboard_cmd(self, interaction: discord.Interaction) -> None:
         rows = await g.leaderboard(self.storage, interaction.guild_id or 0)
         if not rows:
-            await interaction.response.send_message("Nobody has scored yet. Start a game with `/natty play`.")
+            await interaction.response.send_message(t("game.no_scores", await _loc(interaction)))
             return
         lines = []
         for rank, r in enumerate(rows):
@@ -173,10 +177,11 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     async def add_real(self, interaction: discord.Interaction, image: discord.Attachment | None = None,
                        text: app_commands.Range[str, 20, 1000] | None = None) -> None:
         if image is None and text is None:
-            await interaction.response.send_message("Attach an `image`, or give a `text` (20-1000 characters).",
+            await interaction.response.send_message(t("game.add_real_nothing", await _loc(interaction)),
                                                     ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
+        loc = await _loc(interaction)
         pool = g.RealPool(self.storage)
         guild = interaction.guild_id or 0
         added = []
@@ -188,24 +193,22 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             prov = read_provenance(data)
             if prov["natty"] or prov["c2pa"] or prov["generator_hints"]:
                 await interaction.edit_original_response(
-                    content=f"⚠️ **{image.filename}** carries AI-generation metadata, so it cannot go into the pool "
-                            "of real items.")
+                    content=t("game.real_has_ai_metadata", loc, filename=image.filename))
                 return
             try:
                 await pool.add(guild, "image", interaction.user.id, image=data)
             except (OSError, ValueError):
-                await interaction.edit_original_response(content=f"⚠️ I could not open **{image.filename}** as an "
-                                                                 "image. Try a PNG or JPEG.")
+                await interaction.edit_original_response(
+                    content=t("game.real_unreadable", loc, filename=image.filename))
                 return
-            added.append("an image")
+            added.append(t("game.real_an_image", loc))
         if text is not None:
             await pool.add(guild, "text", interaction.user.id, text=" ".join(text.split()))
-            added.append("a text")
+            added.append(t("game.real_a_text", loc))
         counts = await pool.counts(guild)
         await interaction.edit_original_response(
-            content=f"✅ Added {' and '.join(added)} to this server's pool of real items "
-                    f"({counts.get('image', 0)} image(s), {counts.get('text', 0)} text(s)). Thank you: only add "
-                    "things you may share, made by people.")
+            content=t("game.real_added", loc, added=t("settings.and", loc).join(added),
+                      images=counts.get("image", 0), texts=counts.get("text", 0)))
 
     @app_commands.command(name="check",
                           description="What a file's metadata says about AI generation, and what it proves")
@@ -213,7 +216,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     async def check(self, interaction: discord.Interaction, file: discord.Attachment | None = None,
                     text: str | None = None) -> None:
         if file is None and not (text or "").strip():
-            await interaction.response.send_message("Attach a `file` or paste a `text` to check.", ephemeral=True)
+            await interaction.response.send_message(t("game.check_nothing", await _loc(interaction)), ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
         if file is not None:
@@ -283,35 +286,36 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             game = await g.load_game(self.storage, game_id)
             rnd = game.rounds[index] if game and index < len(game.rounds) else None
             if game is None or rnd is None or rnd.phase != "voting" or time.time() >= (rnd.deadline or 0):
-                await interaction.response.send_message("This round is over; watch for the reveal.", ephemeral=True)
+                await interaction.response.send_message(t("game.round_over", await _loc(interaction)), ephemeral=True)
                 return
             if item >= len(rnd.items):
-                await interaction.response.send_message("That item is not in this round.", ephemeral=True)
+                await interaction.response.send_message(t("game.no_such_item", await _loc(interaction)), ephemeral=True)
                 return
             previous = g.cast_vote(rnd, interaction.user.id, item, choice)
             await g.save_game(self.storage, game)
-        word = "natural" if choice == g.NATURAL else "AI-generated"
-        which = "the item" if len(rnd.items) == 1 else f"item {item + 1}"
-        changed = f" (changed from {'natural' if previous == g.NATURAL else 'AI'})" if previous and previous != choice \
-            else ""
+        loc = await _loc(interaction)
+        word = t("game.word_natural" if choice == g.NATURAL else "game.word_ai", loc)
+        which = t("game.the_item", loc) if len(rnd.items) == 1 else t("game.item_n", loc, n=item + 1)
+        changed = t("game.changed_from", loc, was=t("game.short_natural" if previous == g.NATURAL else "game.short_ai",
+                                                     loc)) if previous and previous != choice else ""
         await interaction.response.send_message(
-            f"Your call: {which} is **{word}**{changed}. You can change it until <t:{int(rnd.deadline or 0)}:T>.",
+            t("game.your_call", loc, which=which, word=word, changed=changed, until=f"<t:{int(rnd.deadline or 0)}:T>"),
             ephemeral=True)
 
     async def on_end_round(self, interaction: discord.Interaction, game_id: str, index: int) -> None:
         async with self._lock(game_id):
             game = await g.load_game(self.storage, game_id)
             if game is None or index >= len(game.rounds) or game.rounds[index].phase != "voting":
-                await interaction.response.send_message("This round is already over.", ephemeral=True)
+                await interaction.response.send_message(t("game.round_already_over", await _loc(interaction)),
+                                                        ephemeral=True)
                 return
             perms = getattr(interaction, "permissions", None)
             if interaction.user.id != game.host_id and not (perms and perms.manage_messages):
-                await interaction.response.send_message(
-                    "Only the host, or a member with Manage Messages, can end the round early.", ephemeral=True)
+                await interaction.response.send_message(t("game.not_host", await _loc(interaction)), ephemeral=True)
                 return
             game.rounds[index].deadline = time.time()
             await g.save_game(self.storage, game)
-        await interaction.response.send_message("Ending the round now.", ephemeral=True)
+        await interaction.response.send_message(t("game.ending", await _loc(interaction)), ephemeral=True)
         self.wakeups.setdefault(game_id, asyncio.Event()).set()
 
     # --- the game's timer task ---------------------------------------------------------------------------------

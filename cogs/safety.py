@@ -16,6 +16,7 @@ import discord
 from discord.ext import commands
 
 from bot import safety
+from bot.i18n import pick_locale
 from bot.jobs import Job
 from cogs.settings import TASK_COMMANDS, command_of
 from models.base import LabelsResult, Request, RunContext
@@ -58,7 +59,7 @@ class Safety(commands.Cog):
         if block is None:
             return None
         self.report(gs, job, command_of(interaction, job), block)
-        return block.message(entry.name)
+        return block.message(entry.name, job.locale)
 
     async def check_output(self, job: Job) -> str | None:
         """Classify a finished job's images; withhold them when one scores as adult where that is not allowed."""
@@ -87,12 +88,12 @@ class Safety(commands.Cog):
                 log.warning("job %s: safety classifier %s failed: %s", job.id, entry.name, exc)
                 block = safety.Block("classifier-error", type(exc).__name__)
                 self.report(gs, job, TASK_COMMANDS.get(job.task, job.task), block)
-                return block.message(entry.name)
+                return block.message(entry.name, job.locale)
             score = safety.nsfw_score(result.labels)
             if score > limit:
                 block = safety.Block("classifier-never" if policy == "never" else "classifier", f"{score:.2f}")
                 self.report(gs, job, TASK_COMMANDS.get(job.task, job.task), block)
-                return block.message(entry.name)
+                return block.message(entry.name, job.locale)
         return None
 
     def classifier(self, gs: dict[str, Any]) -> ModelEntry | None:
@@ -112,7 +113,7 @@ class Safety(commands.Cog):
         if not channel_id:
             return
         text = safety.audit_notice(user_id=job.user_id, command=command, rule=block.rule, channel_id=job.channel_id,
-                                   prompt=job.prompt, job_id=job.id)
+                                   prompt=job.prompt, job_id=job.id, locale=pick_locale(None, gs.get("language")))
         task = asyncio.create_task(self._send_notice(int(channel_id), job.guild_id, text))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)

@@ -15,7 +15,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery, safety
-from bot.client import TASK_NAMES
+from bot.client import TASK_NAMES, task_name
+from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
 from bot.jobs import Job
 from models.base import TASKS
 from models.catalog import ModelEntry
@@ -38,7 +39,7 @@ KEYS = {
     "audit_channel": "channel id that gets a short notice of each blocked request (absent: none)",
     "language": "'en-US' or 'pt-BR': the language of natty's messages on this server",
 }
-LANGUAGES = {"en-US": "English", "pt-BR": "Português (Brasil)"}
+LANGUAGES = LANGUAGE_NAMES
 # The command that starts a job of each task, so buttons and menus obey a command that was turned off.
 TASK_COMMANDS = {
     "chat": "chat", "text-to-image": "imagine", "image-to-image": "imagine", "text-to-speech": "speak",
@@ -66,9 +67,9 @@ def channel_allowed(gs: dict[str, Any], channel: Any, channel_id: int | None) ->
     return bool({channel_id, getattr(channel, "parent_id", None)} & allowed)
 
 
-def _mentions(ids: list[int], limit: int = 10) -> str:
+def _mentions(ids: list[int], limit: int = 10, locale: str | None = None) -> str:
     shown = ", ".join(f"<#{i}>" for i in ids[:limit])
-    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+    return shown + (t("settings.and_more", locale, count=len(ids) - limit) if len(ids) > limit else "")
 
 
 @app_commands.default_permissions(manage_guild=True)
@@ -101,23 +102,27 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         command = command_of(interaction, job)
         for name in (command, TASK_COMMANDS.get(job.task)):
             if name in disabled:
-                return f"`/{name}` is turned off on this server."
+                return t("settings.command_off", job.locale, command=command_word(name or "", job.locale))
         if not channel_allowed(gs, interaction.channel, interaction.channel_id):
-            return f"I answer only in {_mentions([int(c) for c in gs['channels']])} on this server."
+            return t("settings.only_in", job.locale,
+                     channels=_mentions([int(c) for c in gs["channels"]], locale=job.locale))
         return None
 
     # --- permission ---------------------------------------------------------------------------------------
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
         # default_permissions only hides the command by default; server admins can grant it to anyone
+        loc = await self._loc(interaction)
         if interaction.guild_id is None:
-            raise app_commands.CheckFailure("Settings belong to a server; use /settings in one.")
+            raise app_commands.CheckFailure(t("settings.guild_only", loc))
         if not interaction.permissions.manage_guild:
-            raise app_commands.CheckFailure("Only members with the Manage Server permission can change natty's "
-                                            "settings.")
+            raise app_commands.CheckFailure(t("settings.not_admin", loc))
         return True
 
     # --- helpers ------------------------------------------------------------------------------------------
+
+    async def _loc(self, interaction: discord.Interaction) -> str:
+        return await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
 
     async def _settings(self, interaction: discord.Interaction) -> dict[str, Any]:
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
@@ -130,7 +135,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         await self._reply(interaction, f"✅ {done}", gs)
 
     async def _reply(self, interaction: discord.Interaction, text: str, gs: dict[str, Any] | None = None) -> None:
-        embed = self.summary(gs) if gs is not None else None
+        embed = self.summary(gs, await self._loc(interaction)) if gs is not None else None
         kwargs: dict[str, Any] = {"embed": embed} if embed else {}
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS,
                                                 **kwargs)
@@ -139,51 +144,59 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         names = {c.name for c in self.bot.tree.get_commands(type=discord.AppCommandType.chat_input)}
         return sorted(names - ALWAYS_ON)
 
-    def summary(self, gs: dict[str, Any]) -> discord.Embed:
+    def summary(self, gs: dict[str, Any], locale: str | None = None) -> discord.Embed:
         """The server's settings at a glance, with the bot's defaults filled in."""
         bot = self.bot
+        loc = locale
         cfg = bot.settings  # type: ignore[attr-defined]
-        embed = discord.Embed(title="natty settings", colour=discord.Colour.blurple())
-        embed.description = f"Language: **{LANGUAGES.get(gs.get('language', 'en-US'), gs.get('language'))}**"
+        embed = discord.Embed(title=t("settings.title", loc), colour=discord.Colour.blurple())
+        language = gs.get("language", "en-US")
+        embed.description = t("settings.language_line", loc, language=LANGUAGES.get(language, language))
         disabled_cmds = gs.get("disabled_commands") or []
-        embed.add_field(name="Commands", value="Turned off: " + ", ".join(f"`/{c}`" for c in disabled_cmds)
-                        if disabled_cmds else "All on", inline=False)
+        embed.add_field(name=t("settings.commands", loc),
+                        value=t("settings.turned_off", loc, names=", ".join(f"`/{command_word(c, loc)}`"
+                                                                              for c in disabled_cmds))
+                        if disabled_cmds else t("settings.all_on", loc), inline=False)
         channels = [int(c) for c in gs.get("channels") or []]
-        embed.add_field(name="Channels", value=f"Only {_mentions(channels, 20)}" if channels else "Everywhere",
-                        inline=False)
+        embed.add_field(name=t("settings.channels", loc),
+                        value=t("settings.only", loc, channels=_mentions(channels, 20, loc)) if channels
+                        else t("settings.everywhere", loc), inline=False)
         defaults = gs.get("defaults") or {}
         lines = []
         for task in TASKS:
             entries = bot.models_for(task, gs)  # type: ignore[attr-defined]
             if not entries:
                 continue
-            chosen, _ = bot.resolve_model(task, None, gs)  # type: ignore[attr-defined]
-            mark = " (set here)" if defaults.get(task) else ""
-            lines.append(f"{TASK_NAMES[task]}: **{chosen.name if chosen else 'none can run'}**{mark}")
+            chosen, _ = bot.resolve_model(task, None, gs, loc)  # type: ignore[attr-defined]
+            mark = t("settings.set_here", loc) if defaults.get(task) else ""
+            model = chosen.name if chosen else t("settings.none_can_run", loc)
+            lines.append(f"{task_name(task, loc)}: **{model}**{mark}")
         disabled_models = gs.get("disabled_models") or []
         if disabled_models:
-            lines.append("Turned off: " + ", ".join(disabled_models))
-        embed.add_field(name="Models", value="\n".join(lines) or "None configured", inline=False)
+            lines.append(t("settings.turned_off", loc, names=", ".join(disabled_models)))
+        embed.add_field(name=t("settings.models", loc), value="\n".join(lines) or t("settings.no_models", loc),
+                        inline=False)
         quota = gs.get("daily_quota")
-        embed.add_field(name="Limits", value=(
-            f"{gs.get('max_jobs_per_user', cfg.max_jobs_per_user)} jobs at once per member · "
-            f"{gs.get('max_jobs_per_guild', cfg.max_jobs_per_guild)} per server · "
-            f"cooldown {float(gs.get('cooldown_seconds', cfg.cooldown_seconds)):g} s · "
-            f"daily quota {f'{quota} jobs' if quota else 'none'}"), inline=False)
+        embed.add_field(name=t("settings.limits", loc), value=t(
+            "settings.limits_line", loc, per_user=gs.get("max_jobs_per_user", cfg.max_jobs_per_user),
+            per_guild=gs.get("max_jobs_per_guild", cfg.max_jobs_per_guild),
+            cooldown=f"{float(gs.get('cooldown_seconds', cfg.cooldown_seconds)):g}",
+            quota=t("settings.quota_jobs", loc, quota=quota) if quota else t("common.none", loc)), inline=False)
         classifier = safety.classifier_name(gs)
         if classifier is None:
-            check = "off"
+            check = t("settings.off", loc)
         elif bot.catalog.get(classifier) is None:  # type: ignore[attr-defined]
-            check = f"{classifier} (not in the catalog: off)"
+            check = t("settings.classifier_missing", loc, classifier=classifier)
         else:
             ok, why = bot.availability.get(classifier, (True, ""))  # type: ignore[attr-defined]
-            check = f"{classifier}, above {safety.threshold(gs):.0%}" + ("" if ok else f" (cannot run: {why})")
+            check = t("settings.classifier", loc, classifier=classifier, threshold=f"{safety.threshold(gs):.0%}") + (
+                "" if ok else t("settings.cannot_run", loc, reason=why))
         words = gs.get("blocklist") or []
-        audit = f"<#{gs['audit_channel']}>" if gs.get("audit_channel") else "none"
-        embed.add_field(name="Safety", value=(
-            f"Adult content: {safety.POLICIES[safety.policy_of(gs)]}\nImage check: {check}\n"
-            f"Block list: {' '.join(f'||{w}||' for w in words) if words else 'empty'} (+ the built-in list)\n"
-            f"Audit channel: {audit}"), inline=False)
+        audit = f"<#{gs['audit_channel']}>" if gs.get("audit_channel") else t("common.none", loc)
+        embed.add_field(name=t("settings.safety", loc), value=t(
+            "settings.safety_lines", loc, policy=t(f"policy.{safety.policy_of(gs)}", loc), check=check,
+            words=" ".join(f"||{w}||" for w in words) if words else t("settings.empty", loc), audit=audit),
+            inline=False)
         return delivery.clamp_embed(embed)
 
     # --- commands -----------------------------------------------------------------------------------------
@@ -194,26 +207,28 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     @app_commands.command(name="model", description="The model a task uses when nobody names one")
     @app_commands.describe(task="Which task", model="A model for it, or 'auto' for the catalog's default")
-    @app_commands.choices(task=[app_commands.Choice(name=TASK_NAMES[t], value=t) for t in TASKS])
+    @app_commands.choices(task=[app_commands.Choice(name=TASK_NAMES[task], value=task) for task in TASKS])
     async def model(self, interaction: discord.Interaction, task: str, model: str) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         defaults = gs.setdefault("defaults", {})
         if model == "auto":
             defaults.pop(task, None)
-            await self._save(interaction, gs, f"{TASK_NAMES[task]} uses the catalog's default model.")
+            await self._save(interaction, gs, t("settings.model_auto", loc, task=task_name(task, loc)))
             return
         entries = self.bot.models_for(task, gs)  # type: ignore[attr-defined]
         if model not in {e.name for e in entries}:
-            names = ", ".join(e.name for e in entries) or "none"
-            await self._reply(interaction, f"⚠️ There is no enabled model named **{model}** for {TASK_NAMES[task]}. "
-                              f"Choose one of: {names}.")
+            names = ", ".join(e.name for e in entries) or t("common.none", loc)
+            await self._reply(interaction, t("settings.model_unknown", loc, model=model, task=task_name(task, loc),
+                                             names=names))
             return
         defaults[task] = model
         note = ""
         ok, why = self.bot.availability.get(model, (True, ""))  # type: ignore[attr-defined]
         if not ok:
-            note = f" It cannot run right now ({why}); until it can, another model is used."
-        await self._save(interaction, gs, f"{TASK_NAMES[task]} now uses **{model}**.{note}")
+            note = t("settings.model_cannot_run", loc, reason=why)
+        await self._save(interaction, gs, t("settings.model_set", loc, task=task_name(task, loc), model=model,
+                                            note=note))
 
     @model.autocomplete("model")
     async def _model_complete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -227,8 +242,9 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(model="The model to turn off")
     async def disable_model(self, interaction: discord.Interaction, model: str) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         if self.bot.catalog.get(model) is None:  # type: ignore[attr-defined]
-            await self._reply(interaction, f"⚠️ There is no model named **{model}** in the catalog.")
+            await self._reply(interaction, t("settings.no_such_model", loc, model=model))
             return
         disabled = gs.setdefault("disabled_models", [])
         if model not in disabled:
@@ -236,14 +252,15 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         for task, name in list((gs.get("defaults") or {}).items()):
             if name == model:
                 del gs["defaults"][task]
-        await self._save(interaction, gs, f"**{model}** is turned off here.")
+        await self._save(interaction, gs, t("settings.model_off", loc, model=model))
 
     @disable_model.autocomplete("model")
     async def _disable_complete(self, interaction: discord.Interaction,
                                 current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         off = set(gs.get("disabled_models") or [])
-        return [app_commands.Choice(name=f"{e.name} ({TASK_NAMES.get(e.task, e.task)})"[:100], value=e.name)
+        loc = await self._loc(interaction)
+        return [app_commands.Choice(name=f"{e.name} ({task_name(e.task, loc)})"[:100], value=e.name)
                 for e in self.bot.catalog.entries.values()  # type: ignore[attr-defined]
                 if e.name not in off and current.lower() in e.name.lower()][:25]
 
@@ -251,12 +268,13 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(model="The model to turn back on")
     async def enable_model(self, interaction: discord.Interaction, model: str) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         disabled = gs.get("disabled_models") or []
         if model not in disabled:
-            await self._reply(interaction, f"⚠️ **{model}** is not turned off here.")
+            await self._reply(interaction, t("settings.model_not_off", loc, model=model))
             return
         disabled.remove(model)
-        await self._save(interaction, gs, f"**{model}** is on again.")
+        await self._save(interaction, gs, t("settings.model_on", loc, model=model))
 
     @enable_model.autocomplete("model")
     async def _enable_complete(self, interaction: discord.Interaction,
@@ -270,73 +288,87 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def commands_(self, interaction: discord.Interaction, disable: str | None = None,
                         enable: str | None = None) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         disabled: list[str] = gs.setdefault("disabled_commands", [])
         known = self._commands()
         done = []
+        # a command may be named as the member's Discord shows it ("/imaginar"); it is stored by its English name
+        shown = {command_word(c, loc): c for c in known}
+        disable, enable = (shown.get(n.lstrip("/"), n) if n is not None else None for n in (disable, enable))
         for name in (disable, enable):
             if name is not None and name.lstrip("/") not in known:
-                await self._reply(interaction, f"⚠️ `/{name.lstrip('/')}` is not a command that can be turned off. "
-                                  f"Choose one of: {', '.join(f'/{c}' for c in known)}.")
+                await self._reply(interaction, t("settings.not_a_command", loc, command=name.lstrip("/"),
+                                                 names=", ".join(f"/{command_word(c, loc)}" for c in known)))
                 return
         if disable:
             name = disable.lstrip("/")
             if name not in disabled:
                 disabled.append(name)
-            done.append(f"`/{name}` is off")
+            done.append(t("settings.command_is_off", loc, command=command_word(name, loc)))
         if enable:
             name = enable.lstrip("/")
             if name in disabled:
                 disabled.remove(name)
-            done.append(f"`/{name}` is on")
+            done.append(t("settings.command_is_on", loc, command=command_word(name, loc)))
         if not done:
-            await self._reply(interaction, "Name a command to `disable` or `enable`.", gs)
+            await self._reply(interaction, t("settings.name_a_command", loc), gs)
             return
-        await self._save(interaction, gs, " and ".join(done) + ".")
+        await self._save(interaction, gs, t("settings.and", loc).join(done) + ".")
 
     @commands_.autocomplete("disable")
     async def _cmd_disable_complete(self, interaction: discord.Interaction,
                                     current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         off = set(gs.get("disabled_commands") or [])
-        return [app_commands.Choice(name=f"/{c}", value=c) for c in self._commands()
-                if c not in off and current.lower().lstrip("/") in c][:25]
+        loc = await self._loc(interaction)
+        typed = current.lower().lstrip("/")
+        return [app_commands.Choice(name=f"/{command_word(c, loc)}", value=c) for c in self._commands()
+                if c not in off and (typed in c or typed in command_word(c, loc))][:25]
 
     @commands_.autocomplete("enable")
     async def _cmd_enable_complete(self, interaction: discord.Interaction,
                                    current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        return [app_commands.Choice(name=f"/{c}", value=c) for c in gs.get("disabled_commands") or []
-                if current.lower().lstrip("/") in c][:25]
+        loc = await self._loc(interaction)
+        typed = current.lower().lstrip("/")
+        return [app_commands.Choice(name=f"/{command_word(c, loc)}", value=c) for c in gs.get("disabled_commands") or []
+                if typed in c or typed in command_word(c, loc)][:25]
 
     @channels.command(name="add", description="Let natty answer in this channel (then only in the listed ones)")
     @app_commands.describe(channel="The channel")
     async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         allowed: list[int] = gs.setdefault("channels", [])
         if channel.id not in allowed:
             if len(allowed) >= MAX_CHANNELS:
-                await self._reply(interaction, f"⚠️ At most {MAX_CHANNELS} channels can be listed.")
+                await self._reply(interaction, t("settings.too_many_channels", loc, max=MAX_CHANNELS))
                 return
             allowed.append(channel.id)
-        await self._save(interaction, gs, f"natty answers in {_mentions(allowed)}.")
+        await self._save(interaction, gs, t("settings.answers_in", loc, channels=_mentions(allowed, locale=loc)))
 
     @channels.command(name="remove", description="Stop natty answering in a listed channel")
     @app_commands.describe(channel="The channel")
     async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         allowed: list[int] = gs.get("channels") or []
         if channel.id not in allowed:
-            await self._reply(interaction, f"⚠️ <#{channel.id}> is not in the list.")
+            await self._reply(interaction, t("settings.channel_not_listed", loc, channel=f"<#{channel.id}>"))
             return
         allowed.remove(channel.id)
-        where = f"only in {_mentions(allowed)}" if allowed else "in every channel again"
-        await self._save(interaction, gs, f"natty answers {where}.")
+        if allowed:
+            await self._save(interaction, gs, t("settings.answers_only_in", loc,
+                                                channels=_mentions(allowed, locale=loc)))
+        else:
+            await self._save(interaction, gs, t("settings.answers_everywhere_again", loc))
 
     @channels.command(name="clear", description="Let natty answer in every channel")
     async def channels_clear(self, interaction: discord.Interaction) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         gs.pop("channels", None)
-        await self._save(interaction, gs, "natty answers in every channel.")
+        await self._save(interaction, gs, t("settings.answers_everywhere", loc))
 
     @app_commands.command(name="limits", description="Caps, cooldown and daily quota per member")
     @app_commands.describe(per_user="Jobs one member may have queued or running",
@@ -348,6 +380,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                      cooldown: app_commands.Range[int, 0, 86_400] | None = None,
                      daily_quota: app_commands.Range[int, 0, 100_000] | None = None, reset: bool = False) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         if reset:
             for key in ("max_jobs_per_user", "max_jobs_per_guild", "cooldown_seconds", "daily_quota"):
                 gs.pop(key, None)
@@ -361,9 +394,9 @@ class ServerSettings(commands.GroupCog, group_name="settings",
             else:
                 gs.pop("daily_quota", None)
         if not reset and all(v is None for v in (per_user, per_guild, cooldown, daily_quota)):
-            await self._reply(interaction, "Give at least one limit to change.", gs)
+            await self._reply(interaction, t("settings.give_a_limit", loc), gs)
             return
-        await self._save(interaction, gs, "Limits updated.")
+        await self._save(interaction, gs, t("settings.limits_updated", loc))
 
     @app_commands.command(name="nsfw", description="Adult content: where it is allowed, and the image check")
     @app_commands.describe(policy="Where adult content may be made",
@@ -374,11 +407,11 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def nsfw(self, interaction: discord.Interaction, policy: str | None = None, classifier: str | None = None,
                    threshold: app_commands.Range[float, 0.05, 1.0] | None = None) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         if classifier is not None and classifier != safety.CLASSIFIER_OFF:
             entry = self.bot.catalog.get(classifier)  # type: ignore[attr-defined]
             if entry is None or entry.task != "image-classification":
-                await self._reply(interaction, f"⚠️ **{classifier}** is not an image-classification model in the "
-                                  "catalog.")
+                await self._reply(interaction, t("settings.not_a_classifier", loc, classifier=classifier))
                 return
         if policy is not None:
             gs["nsfw"] = policy
@@ -387,9 +420,9 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         if threshold is not None:
             gs["nsfw_threshold"] = float(threshold)
         if policy is None and classifier is None and threshold is None:
-            await self._reply(interaction, "Give a policy, a classifier or a threshold to change.", gs)
+            await self._reply(interaction, t("settings.give_a_safety_change", loc), gs)
             return
-        await self._save(interaction, gs, "Safety settings updated.")
+        await self._save(interaction, gs, t("settings.safety_updated", loc))
 
     @nsfw.autocomplete("classifier")
     async def _classifier_complete(self, interaction: discord.Interaction,
@@ -401,42 +434,48 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def blocklist_add(self, interaction: discord.Interaction, words: str) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         current: list[str] = gs.setdefault("blocklist", [])
         new = [w for w in _split_words(words) if w not in current]
         if len(current) + len(new) > MAX_BLOCKLIST:
-            await self._reply(interaction, f"⚠️ The block list holds at most {MAX_BLOCKLIST} entries.")
+            await self._reply(interaction, t("settings.blocklist_full", loc, max=MAX_BLOCKLIST))
             return
         current.extend(new)
-        await self._save(interaction, gs, f"Added {len(new)} to the block list ({len(current)} in all).")
+        await self._save(interaction, gs, t("settings.blocklist_added", loc, count=len(new), total=len(current)))
 
     @blocklist.command(name="remove", description="Unblock words or phrases")
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def blocklist_remove(self, interaction: discord.Interaction, words: str) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         gone = set(_split_words(words))
         before = gs.get("blocklist") or []
         gs["blocklist"] = [w for w in before if w not in gone]
-        await self._save(interaction, gs, f"Removed {len(before) - len(gs['blocklist'])} from the block list.")
+        await self._save(interaction, gs, t("settings.blocklist_removed", loc,
+                                            count=len(before) - len(gs["blocklist"])))
 
     @app_commands.command(name="audit-channel", description="Where admins see a notice of each blocked request")
     @app_commands.describe(channel="The channel; leave empty to turn notices off")
     async def audit_channel(self, interaction: discord.Interaction,
                             channel: discord.TextChannel | None = None) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         if channel is None:
             gs.pop("audit_channel", None)
-            await self._save(interaction, gs, "Blocked requests are no longer reported.")
+            await self._save(interaction, gs, t("settings.audit_off", loc))
             return
         gs["audit_channel"] = channel.id
-        await self._save(interaction, gs, f"Blocked requests are reported in <#{channel.id}>.")
+        await self._save(interaction, gs, t("settings.audit_on", loc, channel=f"<#{channel.id}>"))
 
     @app_commands.command(name="language", description="The language natty speaks on this server")
     @app_commands.describe(language="The language")
     @app_commands.choices(language=[app_commands.Choice(name=v, value=k) for k, v in LANGUAGES.items()])
     async def language(self, interaction: discord.Interaction, language: str) -> None:
         gs = await self._settings(interaction)
+        loc = await self._loc(interaction)
         gs["language"] = language
-        await self._save(interaction, gs, f"Language: {LANGUAGES[language]}.")
+        loc = pick_locale(interaction.locale, language, interaction.guild_locale)  # the new setting counts now
+        await self._save(interaction, gs, t("settings.language_set", loc, language=LANGUAGES[language]))
 
 
 def _split_words(text: str) -> list[str]:

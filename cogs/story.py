@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery
+from bot.i18n import t
 from bot.jobs import Job, JobState
 from bot.presenter import Render
 from bot.story import Script, parse_script, writer_prompt
@@ -47,7 +48,8 @@ class Story(commands.Cog):
                            narrate="Read each scene aloud too")
     async def story(self, interaction: discord.Interaction, premise: str,
                     scenes: app_commands.Range[int, 2, 6] = 3, narrate: bool = False) -> None:
-        params = {"messages": [{"role": "user", "content": writer_prompt(premise, scenes)}], "renderer": "story",
+        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+        params = {"messages": [{"role": "user", "content": writer_prompt(premise, scenes, loc)}], "renderer": "story",
                   "story": {"premise": premise, "scenes": scenes, "narrate": narrate, "done": 0}}
         await self.bot.submit(interaction, "chat", premise, params=params)  # type: ignore[attr-defined]
 
@@ -77,7 +79,7 @@ class Story(commands.Cog):
             return None
         child = Job(user_id=parent.user_id, task=task, model=entry.name, prompt=prompt[:entry.max_prompt_chars],
                     params={"silent": True, "seed": new_seed()}, guild_id=parent.guild_id,
-                    channel_id=parent.channel_id, parent_id=parent.id)
+                    channel_id=parent.channel_id, parent_id=parent.id, locale=parent.locale)
         await bot.engine.submit(child, check_limits=False)
         return await bot.engine.wait(child.id)
 
@@ -86,31 +88,33 @@ class Story(commands.Cog):
         story = job.params["story"]
         script = parse_script((job.result or {}).get("text", ""), story["premise"], story["scenes"])
         total = len(script.scenes)
+        loc = job.locale
         try:
             thread = await self._thread(job, script)
             for i in range(story.get("done", 0), total):
                 scene = script.scenes[i]
-                await self._status(job, f"📖 **{script.title}**\nscene {i + 1}/{total}: illustrating · `{job.id}`")
+                await self._status(job, t("story.illustrating", loc, title=script.title, n=i + 1, total=total,
+                                          id=job.id))
                 parts = [await self._part(job, "text-to-image", scene.image_prompt)]
                 if story["narrate"]:
-                    await self._status(job, f"📖 **{script.title}**\nscene {i + 1}/{total}: narrating · `{job.id}`")
+                    await self._status(job, t("story.narrating", loc, title=script.title, n=i + 1, total=total,
+                                              id=job.id))
                     parts.append(await self._part(job, "text-to-speech", scene.passage))
                 await self._post_scene(job, thread, i + 1, scene.passage, parts)
                 story["done"] = i + 1
                 await bot.storage.update_job(job, "params")
             story["complete"] = True
             await bot.storage.update_job(job, "params")
-            markdown = script.markdown(story["premise"]).encode()
-            where = f" in {thread.mention}" if isinstance(thread, discord.Thread) else ""
+            markdown = script.markdown(story["premise"], loc).encode()
+            where = t("story.in_thread", loc, thread=thread.mention) if isinstance(thread, discord.Thread) else ""
             await self._status(
-                job, f"📖 **{discord.utils.escape_markdown(script.title)}**: {total} scenes{where}.\n"
-                f"-# `{job.id}` · {job.model} · AI-generated",
+                job, t("story.done", loc, title=discord.utils.escape_markdown(script.title), total=total, where=where,
+                       id=job.id, model=job.model, ai=t("result.ai_label", loc)),
                 files=[discord.File(io.BytesIO(markdown), "story.md")])
             log.info("story %s finished with %d scenes", job.id, total)
         except Exception:
             log.exception("story %s failed at scene %d", job.id, story.get("done", 0) + 1)
-            await self._status(job, f"⚠️ The story stopped at scene {story.get('done', 0) + 1}/{total} because "
-                               f"of an error on our side. It was logged. `{job.id}`")
+            await self._status(job, t("story.failed", loc, n=story.get("done", 0) + 1, total=total, id=job.id))
 
     async def _thread(self, job: Job, script: Script) -> discord.abc.Messageable:
         """The thread that holds the scenes: started from the story's message, or reopened after a restart."""
@@ -123,7 +127,7 @@ class Story(commands.Cog):
             channel = await bot.fetch_channel(job.channel_id)
         if not isinstance(channel, discord.TextChannel) or job.ephemeral or job.message_id is None:
             return channel  # no threads here (a DM, a thread, a private answer): post the scenes in place
-        name = script.title[:90] or "Story"
+        name = script.title[:90] or t("story.thread", job.locale)
         thread = await channel.get_partial_message(job.message_id).create_thread(name=name)
         story["thread_id"] = thread.id
         await bot.storage.update_job(job, "params")
@@ -134,18 +138,19 @@ class Story(commands.Cog):
         bot: Any = self.bot
         files: list[discord.File] = []
         notes: list[str] = []
+        loc = job.locale
         for part in parts:
             if part is None:
-                notes.append("No model here could make this part.")
+                notes.append(t("story.no_model", loc))
             elif part.state is not JobState.DONE:
-                notes.append(part.error or "This part failed.")
+                notes.append(part.error or t("story.part_failed", loc))
             else:
                 made, fit_notes = await asyncio.to_thread(bot.presenter.result_files, part,
                                                           delivery.DEFAULT_FILE_LIMIT)
                 files += made
                 notes += fit_notes
-        body = f"**Scene {number}**\n{passage}"
-        footer = "\n".join([*(f"-# {n}" for n in notes), f"-# `{job.id}` · AI-generated"])
+        body = t("story.scene", loc, n=number, passage=passage)
+        footer = "\n".join([*(f"-# {n}" for n in notes), f"-# `{job.id}` · {t('result.ai_label', loc)}"])
         content = body[: delivery.MESSAGE_LIMIT - len(footer) - 1] + "\n" + footer
         message = await thread.send(content=content, files=files, allowed_mentions=delivery.NO_MENTIONS)
         await bot.storage.link_message(message.id, job.id, message.channel.id)

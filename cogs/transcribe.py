@@ -6,6 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n import t
 from cogs.common import model_autocomplete
 
 AUDIO_EXTENSIONS = (".ogg", ".mp3", ".wav", ".flac", ".m4a", ".webm", ".opus")
@@ -34,21 +35,22 @@ class Transcribe(commands.Cog):
     async def transcribe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         audio = next((a for a in message.attachments if _is_audio(a)), None)
         if audio is None:
-            await self.bot.refuse(interaction, "That message has no audio or voice message to transcribe.",  # type: ignore[attr-defined]
-                                  "speech-to-text")
+            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+            await self.bot.refuse(interaction, t("transcribe.no_audio", loc), "speech-to-text")  # type: ignore[attr-defined]
             return
         await self._start(interaction, audio, None)
 
     async def _start(self, interaction: discord.Interaction, audio: discord.Attachment, model: str | None) -> None:
+        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
         if not _is_audio(audio):
             await self.bot.refuse(  # type: ignore[attr-defined]
-                interaction, f"**{audio.filename}** is not audio ({audio.content_type or 'unknown type'}). "
-                "Attach an OGG, MP3, WAV or FLAC file, or a voice message.", "speech-to-text")
+                interaction, t("transcribe.not_audio", loc, filename=audio.filename,
+                               type=audio.content_type or t("attachment.unknown_type", loc)), "speech-to-text")
             return
         await self.bot.ack(interaction)  # type: ignore[attr-defined]
         data, problem = await self.bot.read_attachment(interaction, audio, ("audio", "video", "application"))  # type: ignore[attr-defined]
         if data is None:
-            await self.bot.fail_after_ack(interaction, problem or "I could not read that file.", "speech-to-text")  # type: ignore[attr-defined]
+            await self.bot.fail_after_ack(interaction, problem or t("transcribe.unreadable", loc), "speech-to-text")  # type: ignore[attr-defined]
             return
         await self.bot.submit(interaction, "speech-to-text", "", model=model, check_prompt=False,  # type: ignore[attr-defined]
                               inputs={"audio": (audio.filename, data)})

@@ -45,11 +45,37 @@ class BackendError(Exception):
         return self.kind in (ErrorKind.RATE_LIMITED, ErrorKind.BUSY, ErrorKind.LOADING)
 
 
-def _seconds(s: float | None) -> str:
+# The English words for each failure; `user_message(..., templates=...)` takes another language's. Fields:
+# {name} (the model in bold, or "The model"), {wait} (a duration), {reason} (the provider's reason or "").
+TEMPLATES: dict[ErrorKind | str, str] = {
+    ErrorKind.RATE_LIMITED: "{name} is rate-limited by its provider. Try again in {wait}.",
+    ErrorKind.BUSY: "{name} is busy or failing at the provider right now. Try again in a minute.",
+    ErrorKind.LOADING: "{name} is still loading at the provider (about {wait}). Try again then.",
+    ErrorKind.BAD_REQUEST: "{name} rejected the request: {reason}",
+    ErrorKind.AUTH: "{name} refused our credentials. A server admin needs to check its API key.",
+    ErrorKind.NOT_FOUND: "{name} was not found at its provider. A server admin needs to check the model catalog.",
+    ErrorKind.TIMEOUT: "{name} took too long to answer and the request was stopped.",
+    ErrorKind.UNREACHABLE: "{name} cannot be reached right now (its server is down or unreachable).",
+    ErrorKind.REFUSED: "{name} refused to generate this content{reason}",
+    ErrorKind.UNSUPPORTED: "{name} cannot do this task. Pick another model.",
+    ErrorKind.NOT_CONFIGURED: "No model is configured for this task on this server.",
+    ErrorKind.CANCELLED: "Cancelled.",
+    ErrorKind.INTERNAL: "{name} returned something we could not read. The error was logged.",
+    "unexpected": "Something went wrong on our side while generating. The error was logged.",
+    "model": "The model",  # {name} when the model is unknown
+    "no_reason": "no reason given",
+    "refused_reason": ": {detail}",  # the REFUSED {reason} when the provider gave one (else ".")
+    "a_while": "a little while",
+    "seconds": "{n} s",
+    "minutes": "{n} min",
+}
+
+
+def _seconds(s: float | None, templates: dict[ErrorKind | str, str]) -> str:
     if s is None:
-        return "a little while"
+        return templates["a_while"]
     s = max(1, round(s))
-    return f"{s} s" if s < 120 else f"{round(s / 60)} min"
+    return templates["seconds"].format(n=s) if s < 120 else templates["minutes"].format(n=round(s / 60))
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -57,36 +83,23 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def user_message(error: BaseException, model: str | None = None) -> str:
-    """A short, specific sentence for the user who asked. The only place that words backend failures."""
+def user_message(error: BaseException, model: str | None = None,
+                 templates: dict[ErrorKind | str, str] | None = None) -> str:
+    """A short, specific sentence for the user who asked. The only place that words backend failures.
+
+    `templates` replaces the English `TEMPLATES` (the bot passes the user's language); missing keys fall back.
+    """
+    words = TEMPLATES if templates is None else {**TEMPLATES, **templates}
     if not isinstance(error, BackendError):
-        return "Something went wrong on our side while generating. The error was logged."
-    name = f"**{error.model or model}**" if (error.model or model) else "The model"
+        return words["unexpected"]
+    name = f"**{error.model or model}**" if (error.model or model) else words["model"]
     k = error.kind
-    if k is ErrorKind.RATE_LIMITED:
-        return f"{name} is rate-limited by its provider. Try again in {_seconds(error.retry_after)}."
-    if k is ErrorKind.BUSY:
-        return f"{name} is busy or failing at the provider right now. Try again in a minute."
-    if k is ErrorKind.LOADING:
-        return f"{name} is still loading at the provider (about {_seconds(error.retry_after)}). Try again then."
+    if k is ErrorKind.NOT_CONFIGURED and error.detail:
+        return _short(error.detail)
+    reason = ""
     if k is ErrorKind.BAD_REQUEST:
-        reason = _short(error.detail) if error.detail else "no reason given"
-        return f"{name} rejected the request: {reason}"
-    if k is ErrorKind.AUTH:
-        return f"{name} refused our credentials. A server admin needs to check its API key."
-    if k is ErrorKind.NOT_FOUND:
-        return f"{name} was not found at its provider. A server admin needs to check the model catalog."
-    if k is ErrorKind.TIMEOUT:
-        return f"{name} took too long to answer and the request was stopped."
-    if k is ErrorKind.UNREACHABLE:
-        return f"{name} cannot be reached right now (its server is down or unreachable)."
-    if k is ErrorKind.REFUSED:
-        reason = f": {_short(error.detail)}" if error.detail else "."
-        return f"{name} refused to generate this content{reason}"
-    if k is ErrorKind.UNSUPPORTED:
-        return f"{name} cannot do this task. Pick another model."
-    if k is ErrorKind.NOT_CONFIGURED:
-        return _short(error.detail) if error.detail else "No model is configured for this task on this server."
-    if k is ErrorKind.CANCELLED:
-        return "Cancelled."
-    return f"{name} returned something we could not read. The error was logged."
+        reason = _short(error.detail) if error.detail else words["no_reason"]
+    elif k is ErrorKind.REFUSED:
+        reason = words["refused_reason"].format(detail=_short(error.detail)) if error.detail else "."
+    template = words.get(k, words[ErrorKind.INTERNAL])
+    return template.format(name=name, wait=_seconds(error.retry_after, words), reason=reason)
