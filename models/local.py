@@ -7,7 +7,10 @@ folder), served by `models.pipelines`. Both import torch only when first used.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
+import os
 from pathlib import Path
 
 from models.base import Backend, Request, Result, RunContext
@@ -26,34 +29,53 @@ def is_own_model(model: str) -> bool:
 
 
 class LocalBackend(Backend):
+    """Routes to natty's own models or transformers pipelines.
+
+    By default the models run in a worker process (`models.worker`), so their loops never hold the bot's
+    interpreter lock; `NATTY_LOCAL_WORKER=thread` (or `in_process=True`, as the worker itself uses) runs them
+    in threads of this process instead.
+    """
+
     kind = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, in_process: bool | None = None) -> None:
+        if in_process is None:
+            in_process = os.environ.get("NATTY_LOCAL_WORKER", "process").strip().lower() == "thread"
+        self.in_process = in_process
         self._own: Backend | None = None
         self._pipelines: Backend | None = None
+        self._worker = None
 
-    def _family(self, entry: ModelEntry) -> Backend:
+    async def _family(self, entry: ModelEntry) -> Backend:
+        # torch and transformers take seconds to import: never on the event loop
         if is_own_model(entry.model):
             if self._own is None:
-                from models.own import OwnModelsBackend
-
-                self._own = OwnModelsBackend()
+                module = await asyncio.to_thread(importlib.import_module, "models.own")
+                self._own = module.OwnModelsBackend()
             return self._own
         if self._pipelines is None:
-            from models.pipelines import PipelinesBackend
-
-            self._pipelines = PipelinesBackend()
+            module = await asyncio.to_thread(importlib.import_module, "models.pipelines")
+            self._pipelines = module.PipelinesBackend()
         return self._pipelines
 
     async def run(self, entry: ModelEntry, request: Request, ctx: RunContext) -> Result:
-        result = await self._family(entry).run(entry, request, ctx)
+        if self.in_process:
+            result = await (await self._family(entry)).run(entry, request, ctx)
+        else:
+            if self._worker is None:
+                from models.worker import ProcessWorker
+
+                self._worker = ProcessWorker()
+            result = await self._worker.run(entry, request, ctx)
         result.meta["backend"] = self.kind
         return result
 
     async def check(self, entry: ModelEntry) -> tuple[bool, str]:
-        return await self._family(entry).check(entry)
+        return await (await self._family(entry)).check(entry)
 
     async def aclose(self) -> None:
         for family in (self._own, self._pipelines):
             if family is not None:
                 await family.aclose()
+        if self._worker is not None:
+            await self._worker.aclose()

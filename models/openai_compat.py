@@ -27,6 +27,7 @@ from models.hf import (
     data_url,
     inference_client,
     merged_params,
+    share_tls_context,
     stream_chat_text,
 )
 
@@ -56,6 +57,7 @@ class OpenAIBackend(Backend):
         rng: random.Random | None = None,
         probe_timeout: float = 2.0,
     ) -> None:
+        share_tls_context()
         self.retrying = Retrying(
             base=backoff_base, cap=backoff_cap, loading_cap=loading_cap, max_attempts=max_attempts, sleep=sleep,
             clock=clock, rng=rng or random.Random(),

@@ -65,7 +65,8 @@ async def _all_jobs(n: Natty):
 async def test_caps_and_cooldown_say_which_limit_was_hit(tmp_path):
     async with Natty.running(tmp_path, max_jobs_per_user=2, cooldown_seconds=0) as n:
         n.hf.token_delay = 0.2
-        first = [await n.server.slash(n.alice, n.general, "chat", prompt="hello " * 10) for _ in range(2)]
+        for _ in range(2):
+            await n.server.slash(n.alice, n.general, "chat", prompt="hello " * 10)
         await n.wait(lambda: len(n.bot.engine.active) == 2)
         third = await n.server.slash(n.alice, n.general, "chat", prompt="one more")
         msg = await n.final(third)
