@@ -75,3 +75,27 @@ async def test_generate_writes_a_file_for_each_task_through_the_job_engine(tmp_p
         assert code == 0 and out.strip()
         code, _, err = await natty("generate", "chat", "hi", "--model", "nope", cwd=tmp_path, env=env)
         assert code == 2 and "no chat model named 'nope'" in err
+
+
+async def test_generate_runs_natty_own_models_offline(tmp_path):
+    env = {"NATTY_DATA_DIR": str(tmp_path / "data")}
+    code, _, err = await natty("generate", "text-to-image", "seven", "--model", "natty-pixelcnn", "--seed", "1",
+                               "--out", str(tmp_path / "seven.png"), cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert Image.open(tmp_path / "seven.png").size == (256, 256)
+    code, _, err = await natty("generate", "text-to-audio", "A minor chord", "--model", "natty-wavenet",
+                               "--out", str(tmp_path / "am.wav"), cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert soundfile.info(str(tmp_path / "am.wav")).duration > 0.5
+
+
+async def test_sync_to_one_server_registers_the_commands_there(tmp_path):
+    async with FakeDiscord(token=TOKEN) as server:
+        guild = server.add_guild()
+        code, out, err = await natty("sync", "--guild", str(guild.id), cwd=tmp_path, env={
+            "DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE": server.api_base, "DISCORD_GATEWAY_URL": server.gateway_url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/natty.db", "NATTY_DATA_DIR": str(tmp_path / "data")})
+        assert code == 0, err
+        assert f"to guild {guild.id}" in out
+        names = {c["name"] for c in server.commands[guild.id]}
+        assert {"imagine", "chat", "help"} <= names
