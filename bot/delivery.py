@@ -21,6 +21,7 @@ import soundfile as sf
 from PIL import Image, ImageOps, ImageSequence
 
 from bot.i18n import t
+from models.media import detect_format
 
 # Discord's limits (see shared/notes/discord.md).
 MESSAGE_LIMIT = 2000
@@ -355,32 +356,6 @@ _CONTENT_TYPES = {
 }
 _EXTENSIONS = {"jpeg": "jpg"}
 _LABELS = {"jpeg": "JPEG", "webp": "WebP", "ogg": "OGG"}
-
-
-def detect_format(data: bytes) -> str | None:
-    """The format of a file from its first bytes: png, jpeg, webp, gif, wav, flac, ogg, mp3, mp4, webm."""
-    head = data[:16]
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
-        return "mp3"  # MPEG audio frame sync with layer III
-    return None
 
 
 def _content_type(fmt: str | None, filename: str) -> str:

@@ -36,6 +36,7 @@ from models.base import (
     collect_text,
 )
 from models.errors import BackendError, ErrorKind
+from models.media import AUDIO_FORMATS, IMAGE_FORMATS, MIME_TYPES, detect_format
 
 if TYPE_CHECKING:
     from huggingface_hub import AsyncInferenceClient
@@ -379,15 +380,8 @@ def data_url(data: bytes) -> str:
 
 
 def image_mime(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return "application/octet-stream"
+    fmt = detect_format(data)
+    return MIME_TYPES[fmt] if fmt in IMAGE_FORMATS else "application/octet-stream"
 
 
 def chat_messages(request: Request) -> list[dict[str, Any]]:
@@ -445,18 +439,11 @@ def png_result(image: Any) -> ImageResult:
 
 
 def audio_format(data: bytes) -> str | None:
-    """The container of audio bytes, from their magic numbers."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "wav"
-    if data[:4] == b"fLaC":
-        return "flac"
-    if data[:4] == b"OggS":
-        return "ogg"
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
-        return "mp3"
-    if data[4:8] == b"ftyp":
-        return "m4a"
-    return None
+    """The container of audio bytes, from their magic numbers (MP4 audio is reported as m4a)."""
+    fmt = detect_format(data)
+    if fmt not in AUDIO_FORMATS:
+        return None
+    return "m4a" if fmt == "mp4" else fmt
 
 
 def audio_result(data: bytes) -> AudioResult:
@@ -491,10 +478,8 @@ def _split(params: dict[str, Any], names: tuple[str, ...]) -> tuple[dict[str, An
 # ---- the backend -----------------------------------------------------------------------------------------------
 
 
-class HFBackend(Backend):
-    """Inference Providers by hub id (`provider`, "auto" by default), or a dedicated endpoint by URL."""
-
-    kind = "hf"
+class RetryingBackend(Backend):
+    """What the hf and openai backends share: retries with backoff, a reachability probe, one TLS context."""
 
     def __init__(
         self,
@@ -514,6 +499,12 @@ class HFBackend(Backend):
             clock=clock, rng=rng or random.Random(),
         )
         self.probe_timeout = probe_timeout
+
+
+class HFBackend(RetryingBackend):
+    """Inference Providers by hub id (`provider`, "auto" by default), or a dedicated endpoint by URL."""
+
+    kind = "hf"
 
     # -- plumbing --
 

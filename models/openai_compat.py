@@ -9,25 +9,21 @@ are the `hf` backend's (`models.hf`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import random
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from models.base import AudioResult, Backend, ImageResult, Request, RunContext, TextResult
+from models.base import AudioResult, ImageResult, Request, RunContext, TextResult
 from models.errors import BackendError, ErrorKind
 from models.hf import (
-    Retrying,
+    RetryingBackend,
     audio_result,
     chat_kwargs,
     chat_messages,
     data_url,
     inference_client,
     merged_params,
-    share_tls_context,
     stream_chat_text,
 )
 
@@ -40,29 +36,10 @@ T = TypeVar("T")
 _AUDIO_MIME = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(RetryingBackend):
     """An OpenAI-compatible server: chat (streamed), images, speech and transcription where it offers them."""
 
     kind = "openai"
-
-    def __init__(
-        self,
-        *,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 30.0,
-        loading_cap: float = 120.0,
-        max_attempts: int = 6,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-        probe_timeout: float = 2.0,
-    ) -> None:
-        share_tls_context()
-        self.retrying = Retrying(
-            base=backoff_base, cap=backoff_cap, loading_cap=loading_cap, max_attempts=max_attempts, sleep=sleep,
-            clock=clock, rng=rng or random.Random(),
-        )
-        self.probe_timeout = probe_timeout
 
     # -- plumbing --
 
