@@ -11,6 +11,10 @@ The fusion rule, used when no language model is configured (or it fails):
        `TOP_IDEAS` ideas;
     3. the prompt is the theme (when there is one) followed by those ideas in rank order, joined with ", ",
        dropping ideas already contained in the text so far (case-insensitive), capped at `MAX_PROMPT` chars.
+
+What a session posts in its thread (the panel, ideas, buttons, the result and its credit line) is in
+`Session.locale`, the server's language when the session started; refusals (`CollabError`) are worded in the
+language of whoever they answer.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bot.i18n import DEFAULT, t
 
 TOP_IDEAS = 3
 MAX_PROMPT = 500
@@ -59,8 +65,9 @@ class Session:
     prompt: str | None = None  # the fused prompt
     fused_by: str | None = None  # a model's name, or "rule"
     job_id: str | None = None
-    error: str | None = None
+    error: str | None = None  # why it failed, in the session's language
     created_at: float = field(default_factory=time.time)
+    locale: str = DEFAULT  # the language of what it posts (the server's, picked when it started)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -83,19 +90,27 @@ class Session:
 
 
 class CollabError(Exception):
-    """A user action the session refuses; the message is for the user."""
+    """A user action the session refuses: a catalog key and its values; `text(locale)` words it for the user
+    (`str()` gives the English)."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        super().__init__(t(key, DEFAULT, **values))
+        self.key, self.values = key, values
+
+    def text(self, locale: str | None) -> str:
+        return t(self.key, locale, **self.values)
 
 
 def add_idea(session: Session, author_id: int, text: str) -> Idea:
     text = " ".join(text.split())
     if session.state != "open":
-        raise CollabError("This session has closed: no more ideas.")
+        raise CollabError("collab.closed")
     if not text:
-        raise CollabError("The idea is empty.")
+        raise CollabError("collab.idea_empty")
     if len(session.ideas) >= MAX_IDEAS:
-        raise CollabError(f"This session already has {MAX_IDEAS} ideas: vote for one of them instead.")
+        raise CollabError("collab.too_many_ideas", max=MAX_IDEAS)
     if any(i.text.lower() == text.lower() for i in session.ideas):
-        raise CollabError("That idea is already on the list: vote for it instead.")
+        raise CollabError("collab.duplicate_idea")
     idea = Idea(author_id=author_id, text=text)
     session.ideas.append(idea)
     return idea
@@ -104,9 +119,9 @@ def add_idea(session: Session, author_id: int, text: str) -> Idea:
 def toggle_vote(session: Session, index: int, user_id: int) -> bool:
     """Vote for idea `index`, or take the vote back; True when the user now votes for it."""
     if session.state != "open":
-        raise CollabError("Voting has closed for this session.")
+        raise CollabError("collab.voting_closed")
     if not 0 <= index < len(session.ideas):
-        raise CollabError("That idea is not in this session.")
+        raise CollabError("collab.no_such_idea")
     voters = session.ideas[index].voters
     if user_id in voters:
         voters.remove(user_id)
@@ -157,6 +172,7 @@ def clean_fused(text: str, limit: int = MAX_PROMPT) -> str:
 
 def credit_line(session: Session) -> str:
     """Who made it: idea authors (their ideas that made the cut marked), voters, and the host."""
+    loc = session.locale
     used = {id(i) for i in top_ideas(session)}
     authors: dict[int, int] = {}
     for idea in session.ideas:
@@ -165,36 +181,38 @@ def credit_line(session: Session) -> str:
         else:
             authors.setdefault(idea.author_id, 0)
     voters = [u for u in session.contributors if u not in authors and u != session.host_id]
-    bits = [f"hosted by <@{session.host_id}>"]
+    bits = [t("collab.credit_host", loc, host=f"<@{session.host_id}>")]
     if authors:
-        bits.append("ideas by " + ", ".join(f"<@{u}>" + (f" ({n} used)" if n else "") for u, n in authors.items()))
+        bits.append(t("collab.credit_ideas", loc, users=", ".join(
+            f"<@{u}>" + (t("collab.credit_used", loc, n=n) if n else "") for u, n in authors.items())))
     if voters:
-        bits.append("votes by " + ", ".join(f"<@{u}>" for u in voters))
-    return "Made together: " + "; ".join(bits) + "."
+        bits.append(t("collab.credit_votes", loc, users=", ".join(f"<@{u}>" for u in voters)))
+    return t("collab.credit", loc, parts="; ".join(bits))
 
 
 def panel_text(session: Session, limit: int = 10) -> str:
     """The thread's panel: the theme, the deadline and the current top ideas."""
-    what = "an image" if session.task == "image" else "a text"
-    lines = [f"🧩 **Collab session** for {what}" + (f": *{session.theme}*" if session.theme else "")]
+    loc = session.locale
+    title = t("collab.panel_title_image" if session.task == "image" else "collab.panel_title_text", loc)
+    lines = [title + (f": *{session.theme}*" if session.theme else "")]
     if session.parent_id:
-        lines.append("-# Remixing an earlier result: its prompt is the theme.")
+        lines.append(t("collab.panel_remixing", loc))
     if session.state == "open":
-        lines.append(f"Add ideas and vote with the buttons. It generates <t:{int(session.deadline) + 1}:R>, or when "
-                     f"the host presses Generate.")
+        lines.append(t("collab.panel_open", loc, when=f"<t:{int(session.deadline) + 1}:R>"))
     elif session.state == "generating":
-        lines.append("⚙️ Time is up: fusing the top ideas and generating…")
+        lines.append(t("collab.panel_generating", loc))
     elif session.state == "done":
-        lines.append("✅ Done: the result is below.")
+        lines.append(t("collab.panel_done", loc))
     else:
-        lines.append(f"⚠️ This session ended without a result: {session.error or 'unknown error'}")
+        lines.append(t("collab.panel_failed", loc, error=session.error or t("collab.unknown_error", loc)))
     order = ranked(session)
     if order:
         lines.append("")
-        lines += [f"**{n + 1}.** {i.text} · {i.votes} vote{'s' * (i.votes != 1)} · <@{i.author_id}>"
-                  for n, i in enumerate(order[:limit])]
+        for n, i in enumerate(order[:limit]):
+            votes = t("collab.n_votes.one" if i.votes == 1 else "collab.n_votes.other", loc, n=i.votes)
+            lines.append(f"**{n + 1}.** {i.text} · {votes} · <@{i.author_id}>")
         if len(order) > limit:
-            lines.append(f"-# and {len(order) - limit} more")
+            lines.append(t("collab.panel_more", loc, count=len(order) - limit))
     else:
-        lines.append("No ideas yet: be the first.")
+        lines.append(t("collab.panel_empty", loc))
     return "\n".join(lines)

@@ -4,6 +4,9 @@ A game is a list of rounds; each round shows one or two items, each either natur
 camera, or a real handwritten digit) or AI-generated. Players call every item "natural" or "AI" before the
 round's deadline; each right call is worth a point. Game state lives in the `play_sessions` table as JSON with
 its deadline, so a restart resumes the timer where it was (see cogs/natty.py).
+
+A game's public messages (rounds, buttons, reveals, final scores) are in `Game.locale`, the server's language
+when the game started; `/natty check` findings are in the requester's language.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.i18n import DEFAULT, t
 from bot.storage import Storage
 
 NATURAL, AI = "natural", "ai"
@@ -66,6 +70,7 @@ class Game:
     rounds: list[Round] = field(default_factory=list)
     points: dict[str, int] = field(default_factory=dict)  # user id -> points in this game
     created_at: float = field(default_factory=time.time)
+    locale: str = DEFAULT  # the language of the game's public messages (the server's, picked at the start)
 
     @property
     def current(self) -> Round | None:
@@ -146,29 +151,42 @@ def mention(user: int) -> str:
     return f"<@{user}>"
 
 
+def count(key: str, n: int, locale: str | None) -> str:
+    """`n` with its word, singular or plural ("1 round", "3 rodadas"): the keys `key.one` and `key.other`."""
+    return t(f"{key}.{'one' if n == 1 else 'other'}", locale, n=n)
+
+
+def item_label(rnd: Round, i: int, locale: str | None) -> str:
+    """How a round names its item `i`: "Item 2", or "The item" when it has only one."""
+    return t("game.item_label", locale, n=i + 1) if len(rnd.items) > 1 else t("game.the_item_label", locale)
+
+
 def reveal_text(game: Game, rnd: Round, result: RoundResult) -> str:
-    lines = [f"🔎 **Round {rnd.index + 1}/{game.rounds_total}: the reveal**"]
+    loc = game.locale
+    lines = [t("game.reveal_title", loc, n=rnd.index + 1, total=game.rounds_total)]
     for i, item in enumerate(rnd.items):
-        icon, word = ("🌿", "natural") if item.truth == NATURAL else ("🤖", "AI-generated")
-        right = ", ".join(mention(u) for u in result.right[i]) or "nobody"
-        wrong = ", ".join(mention(u) for u in result.wrong[i]) or "nobody"
-        label = f"Item {i + 1}" if len(rnd.items) > 1 else "The item"
-        lines.append(f"{icon} {label} was **{word}**: {item.source}."
-                     + (f"\n   Right: {right} · Wrong: {wrong}" if rnd.votes else ""))
+        icon, word = ("🌿", t("game.word_natural", loc)) if item.truth == NATURAL else ("🤖", t("game.word_ai", loc))
+        right = ", ".join(mention(u) for u in result.right[i]) or t("game.nobody", loc)
+        wrong = ", ".join(mention(u) for u in result.wrong[i]) or t("game.nobody", loc)
+        lines.append(t("game.reveal_item", loc, icon=icon, label=item_label(rnd, i, loc), word=word, source=item.source)
+                     + (t("game.reveal_calls", loc, right=right, wrong=wrong) if rnd.votes else ""))
     if not rnd.votes:
-        lines.append("Nobody voted this round.")
+        lines.append(t("game.nobody_voted", loc))
     return "\n".join(lines)
 
 
 def final_text(game: Game) -> str:
+    loc = game.locale
     table = standings(game.points)
+    rounds = count("game.n_rounds", game.rounds_total, loc)
     if not table:
-        return f"🏁 **Natty or Not is over** after {game.rounds_total} round(s). Nobody voted, so nobody scored."
+        return t("game.over_no_votes", loc, rounds=rounds)
     medals = ["🥇", "🥈", "🥉"]
-    lines = [f"🏁 **Natty or Not is over** after {game.rounds_total} round(s). Final scores:"]
+    lines = [t("game.over", loc, rounds=rounds)]
     for rank, (user, pts) in enumerate(table):
-        lines.append(f"{medals[rank] if rank < 3 else f'{rank + 1}.'} {mention(user)}: {pts} point{'s' * (pts != 1)}")
-    lines.append("-# Scores count toward `/natty leaderboard`.")
+        place = medals[rank] if rank < 3 else f"{rank + 1}."
+        lines.append(f"{place} {mention(user)}: {count('game.n_points', pts, loc)}")
+    lines.append(t("game.scores_count", loc))
     return "\n".join(lines)
 
 
@@ -369,18 +387,17 @@ def clean_generated_text(text: str, start: str, limit: int = 280) -> str:
 
 # --- /natty check: what a file or a text can prove ------------------------------------------------------------------
 
-AI_SOURCE_TYPES = {
-    "trainedalgorithmicmedia": "made by a generative AI model",
-    "compositewithtrainedalgorithmicmedia": "a composite that includes AI-generated parts",
-    "algorithmicmedia": "made by an algorithm (not necessarily a trained model)",
-    "digitalcapture": "captured by a camera or recorder",
-    "negativefilm": "a scan of negative film",
-    "positivefilm": "a scan of positive film",
-    "print": "a scan of a print",
-    "digitalart": "digital art made by a person",
-    "composite": "a composite of several sources",
-    "minorhumanedits": "a capture with minor edits",
-}
+# IPTC digital source types a C2PA manifest may declare; each is worded by the catalog key "check.source.<type>"
+SOURCE_TYPES = ("trainedalgorithmicmedia", "compositewithtrainedalgorithmicmedia", "algorithmicmedia",
+                "digitalcapture", "negativefilm", "positivefilm", "print", "digitalart", "composite",
+                "minorhumanedits")
+
+
+def source_type(name: str, locale: str | None) -> str:
+    """A declared source type in words ("made by a generative AI model"), or as it is when unknown."""
+    return t(f"check.source.{name.lower()}", locale) if name.lower() in SOURCE_TYPES else name
+
+
 AI_LABEL_WORDS = ("artificial", "ai", "fake", "generated", "synthetic", "machine", "sd", "sdxl")
 HUMAN_LABEL_WORDS = ("human", "real", "natural", "authentic", "photo", "original")
 
@@ -438,7 +455,7 @@ def detector_score(labels: list[tuple[str, float]]) -> float | None:
 
 @dataclass
 class Finding:
-    """What `/natty check` found and what it proves."""
+    """What `/natty check` found and what it proves, in one language."""
 
     found: list[str] = field(default_factory=list)
     proves: list[str] = field(default_factory=list)
@@ -447,84 +464,80 @@ class Finding:
 
 
 def assess_file(prov: dict[str, Any], c2pa_report: dict[str, Any] | None, natty_match: str | None,
-                detector: tuple[str, list[tuple[str, float]]] | None, detector_note: str | None) -> Finding:
-    """Turn what was read from a file into findings and an honest account of their weight."""
+                detector: tuple[str, list[tuple[str, float]]] | None, detector_note: str | None,
+                locale: str | None = None) -> Finding:
+    """Turn what was read from a file into findings and an honest account of their weight, in `locale`."""
+    loc = locale
     f = Finding()
+    title = "check.title.none"
     natty = prov.get("natty")
     if prov.get("c2pa"):
         if c2pa_report is None:
-            f.found.append("A **C2PA manifest** (Content Credentials) is embedded. It was **not verified**: "
-                           "c2pa-python is not installed on this bot.")
-            f.proves.append("An unverified manifest is a claim, not evidence: anyone can paste one into a file.")
+            f.found.append(t("check.c2pa_unverified", loc))
+            f.proves.append(t("check.c2pa_unverified_proves", loc))
             f.strength = "weak"
         elif not c2pa_report.get("ok"):
-            f.found.append(f"A **C2PA manifest** is embedded but could not be read: {c2pa_report.get('error')}.")
-            f.proves.append("A damaged or unreadable manifest proves nothing either way.")
+            f.found.append(t("check.c2pa_unreadable", loc, error=c2pa_report.get("error")))
+            f.proves.append(t("check.c2pa_unreadable_proves", loc))
             f.strength = "weak"
         else:
-            sources = [AI_SOURCE_TYPES.get(s.lower(), s) for s in c2pa_report["sources"]]
-            bits = [f"signed by **{c2pa_report.get('signer') or '?'}** ({c2pa_report.get('issuer') or '?'})"]
+            sources = [source_type(s, loc) for s in c2pa_report["sources"]]
+            bits = [t("check.c2pa_signed_by", loc, signer=c2pa_report.get("signer") or "?",
+                      issuer=c2pa_report.get("issuer") or "?")]
             if c2pa_report.get("generator"):
-                bits.append(f"claim generator {c2pa_report['generator']}")
+                bits.append(t("check.c2pa_generator", loc, generator=c2pa_report["generator"]))
             if c2pa_report["agents"]:
-                bits.append("software: " + ", ".join(dict.fromkeys(c2pa_report["agents"])))
+                bits.append(t("check.c2pa_software", loc, names=", ".join(dict.fromkeys(c2pa_report["agents"]))))
             if sources:
-                bits.append("declared source: " + "; ".join(dict.fromkeys(sources)))
-            f.found.append(f"**Content Credentials (C2PA)**, state **{c2pa_report['state']}**: " + ", ".join(bits)
-                           + ".")
+                bits.append(t("check.c2pa_source", loc, sources="; ".join(dict.fromkeys(sources))))
+            f.found.append(t("check.c2pa_found", loc, state=c2pa_report["state"], details=", ".join(bits)))
             problems = c2pa_report["problems"]
             if "signingCredential.untrusted" in problems:
-                f.proves.append("The signature matches the file, but the signer is not on a trust list: it proves "
-                                "the file is unchanged since *someone* signed it, not who that was.")
+                f.proves.append(t("check.c2pa_untrusted", loc))
             elif problems:
-                f.proves.append("Validation reported problems (" + ", ".join(problems[:4]) + "): the file was "
-                                "changed after signing or the manifest is broken, so its claims cannot be trusted.")
+                f.proves.append(t("check.c2pa_problems", loc, problems=", ".join(problems[:4])))
             else:
-                f.proves.append("A valid signature from a trusted signer proves who signed this file and that it "
-                                "has not changed since; what it declares is that signer's word.")
+                f.proves.append(t("check.c2pa_valid", loc))
             f.strength = "strong" if not problems else "weak"
             if any("trainedalgorithmicmedia" in s.lower() for s in c2pa_report["sources"]):
-                f.title = "Content Credentials declare AI generation"
+                title = "check.title.c2pa_ai"
     if natty is not None:
-        f.found.append(f"**natty's own label**: made by natty with **{natty.model}** ({natty.task}, "
-                       f"{natty.created}" + (f", job `{natty.job_id}`" if natty.job_id else "") + ").")
+        job = t("check.natty_label_job", loc, id=natty.job_id) if natty.job_id else ""
+        f.found.append(t("check.natty_label", loc, model=natty.model, task=natty.task, created=natty.created, job=job))
         if natty_match:
             f.found.append(natty_match)
-            f.proves.append("The pixels match a result in this bot's own records: this file came out of natty.")
+            f.proves.append(t("check.natty_match_proves", loc))
             f.strength = "strong"
-            f.title = "Made by natty"
+            title = "check.title.natty"
         else:
-            f.proves.append("natty's label is plain metadata: easy to copy into any file, and not in this bot's "
-                            "records, so it is a claim only.")
+            f.proves.append(t("check.natty_claim_proves", loc))
             f.strength = max(f.strength, "weak", key=["none", "weak", "strong"].index)
-            f.title = "Labelled as made by natty"
+            title = "check.title.natty_label"
     if prov.get("generator_hints"):
-        f.found.append("Generator metadata points to: **" + ", ".join(prov["generator_hints"]) + "**.")
-        f.proves.append("Generator tags are ordinary metadata: editors keep, drop or rewrite them, and anyone can "
-                        "forge them.")
-        if f.title == "Nothing conclusive":
-            f.title = "Metadata names an AI generator"
+        f.found.append(t("check.generator_found", loc, names=", ".join(prov["generator_hints"])))
+        f.proves.append(t("check.generator_proves", loc))
+        if title == "check.title.none":
+            title = "check.title.generator"
             f.strength = "weak"
     software = prov.get("software")
     if software and not (natty and software.startswith("natty")):
-        f.found.append(f"Software tag: `{software[:100]}`.")
+        f.found.append(t("check.software", loc, software=software[:100]))
     if detector is not None:
         name, labels = detector
         score = detector_score(labels)
         top = ", ".join(f"{label} {s:.0%}" for label, s in labels[:3])
         if score is not None:
-            f.found.append(f"Detector **{name}**: {score:.0%} likely AI-generated ({top}).")
+            f.found.append(t("check.detector_score", loc, name=name, score=f"{score:.0%}", top=top))
         else:
-            f.found.append(f"Detector **{name}** answered {top}, labels that say nothing about AI.")
-        f.proves.append("Detector scores are statistical guesses: they miss new generators, and flag edited, "
-                        "compressed or unusual real photos. Never treat one as a verdict.")
+            f.found.append(t("check.detector_unclear", loc, name=name, top=top))
+        f.proves.append(t("check.detector_proves", loc))
     elif detector_note:
         f.found.append(detector_note)
     if not f.found:
-        f.found.append("No Content Credentials, no generator metadata and no natty label.")
+        f.found.append(t("check.nothing_found", loc))
     if f.strength == "none":
-        f.proves.append("Absence proves nothing: most sites and apps strip metadata on upload, so real and "
-                        "AI-made files alike usually arrive bare.")
+        f.proves.append(t("check.absence_proves", loc))
+    f.title = t(title, loc)
     return f
 
 
@@ -559,20 +572,18 @@ def same_pixels(a: bytes, b_path: str | Path) -> bool:
     return x.size == y.size and ImageChops.difference(x, y).getbbox() is None
 
 
-def assess_text(match: dict | None) -> Finding:
-    """What `/natty check` can say about a plain text: only whether natty itself produced exactly it."""
+def assess_text(match: dict | None, locale: str | None = None) -> Finding:
+    """What `/natty check` can say about a plain text, in `locale`: only whether natty itself produced exactly it."""
     f = Finding()
     if match:
-        f.title, f.strength = "Made by natty", "strong"
-        f.found.append(f"This exact text is the result of natty's job `{match['id']}` on this server "
-                       f"(**{match['model']}**, <t:{int(match['created_at'])}:f>).")
-        f.proves.append("It proves natty produced this text. It does not prove nobody else wrote the same words, "
-                        "and a person may have asked for it and posted it as their own.")
+        f.title, f.strength = t("check.title.natty", locale), "strong"
+        f.found.append(t("check.text_match", locale, id=match["id"], model=match["model"],
+                         when=f"<t:{int(match['created_at'])}:f>"))
+        f.proves.append(t("check.text_match_proves", locale))
     else:
-        f.found.append("No natty job on this server produced exactly this text.")
-        f.proves.append("Plain text carries no metadata, so nothing can be proven about who or what wrote it. "
-                        "AI-text detectors are unreliable (they often flag non-native writers), so natty does "
-                        "not guess.")
+        f.title = t("check.title.none", locale)
+        f.found.append(t("check.text_no_match", locale))
+        f.proves.append(t("check.text_no_match_proves", locale))
     return f
 
 
@@ -582,29 +593,32 @@ class GenerationFailed(Exception):
     """An item or a collab result could not be generated; the message is for users."""
 
 
-def pick_model(bot: Any, task: str, guild_settings: dict[str, Any], prefer: tuple[str, ...] = ()) -> Any:
-    """The catalog entry for a silent job: a preferred entry that can run, else the server's usual choice."""
+def pick_model(bot: Any, task: str, guild_settings: dict[str, Any], prefer: tuple[str, ...] = (),
+               locale: str | None = None) -> Any:
+    """The catalog entry for a silent job: a preferred entry that can run, else the server's usual choice
+    (GenerationFailed, worded in `locale`, when there is none)."""
     for name in prefer:
         entry = next((e for e in bot.models_for(task, guild_settings) if e.name == name), None)
         if entry is not None and bot.availability.get(name, (True, ""))[0]:
             return entry
-    entry, problem = bot.resolve_model(task, None, guild_settings)
+    entry, problem = bot.resolve_model(task, None, guild_settings, locale=locale)
     if entry is None:
-        raise GenerationFailed(problem or f"no model for {task}")
+        raise GenerationFailed(problem or t("game.fail_no_model", locale, task=task))
     return entry
 
 
 async def run_silent_job(bot: Any, *, user_id: int, guild_id: int | None, channel_id: int | None, task: str,
                          prompt: str = "", params: dict[str, Any] | None = None, prefer: tuple[str, ...] = (),
-                         image: bytes | None = None, model: str | None = None) -> Any:
+                         image: bytes | None = None, model: str | None = None, locale: str | None = None) -> Any:
     """Run one generation through the job engine and wait for it; the presenter posts nothing for it
-    (`silent`), so the caller shows the result its own way. Returns the finished Job or raises GenerationFailed."""
+    (`silent`), so the caller shows the result its own way (its notes in `locale`). Returns the finished Job or
+    raises GenerationFailed."""
     from bot.jobs import Job, JobState
 
     gs = await bot.guild_settings(guild_id)
-    entry = bot.catalog.get(model) if model else pick_model(bot, task, gs, prefer)
+    entry = bot.catalog.get(model) if model else pick_model(bot, task, gs, prefer, locale)
     job = Job(user_id=user_id, task=task, model=entry.name, prompt=prompt,
-              params={"silent": True, **(params or {})}, guild_id=guild_id, channel_id=channel_id)
+              params={"silent": True, **(params or {})}, guild_id=guild_id, channel_id=channel_id, locale=locale)
     if image is not None:
         folder = bot.settings.data_dir / "inputs" / job.id
         folder.mkdir(parents=True, exist_ok=True)
@@ -615,7 +629,7 @@ async def run_silent_job(bot: Any, *, user_id: int, guild_id: int | None, channe
     try:
         done = await bot.engine.wait(job.id, timeout=entry.timeout + 60)
     except TimeoutError as exc:
-        raise GenerationFailed(f"{entry.name} took too long") from exc
+        raise GenerationFailed(t("game.fail_too_long", locale, model=entry.name)) from exc
     if done.state is not JobState.DONE:
-        raise GenerationFailed(done.error or f"the job ended {done.state.value}")
+        raise GenerationFailed(done.error or t("game.fail_ended", locale, state=done.state.value))
     return done

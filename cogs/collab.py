@@ -3,6 +3,10 @@
 The session logic and the fusion rule live in bot/collab.py. Buttons carry the session id in their custom_id
 (`collab:ACTION:SESSION[:IDEA]`), and each open session has a timer task whose deadline is in the database,
 so sessions, buttons and timers all survive a restart.
+
+Languages: what a session posts for everyone (the start message, the thread's name, the panel, ideas, buttons,
+the result and its credit line) is in the server's language, kept in the session (`Session.locale`); replies
+to one person (the idea form, confirmations, refusals) are in that person's language.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from bot import collab as c
 from bot import delivery
 from bot import game as g
 from bot.i18n import t
-from bot.presenter import AI_LABEL
 
 log = logging.getLogger("natty.collab")
 
@@ -33,17 +36,22 @@ async def _loc(interaction: discord.Interaction) -> str:
     return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
 
 
+async def _server_loc(interaction: discord.Interaction) -> str:
+    """The language of messages the whole server sees (see NattyBot.guild_locale)."""
+    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)  # type: ignore[attr-defined]
+
+
 class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
                    template=r"collab:(?P<action>add|gen|vote|remix):(?P<sid>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"):
-    LOOKS = {"add": ("Add idea", "💡", discord.ButtonStyle.primary),
-             "gen": ("Generate", "✨", discord.ButtonStyle.success),
-             "vote": ("Vote", "👍", discord.ButtonStyle.secondary),
-             "remix": ("Remix together", "🧩", discord.ButtonStyle.secondary)}
+    LOOKS = {"add": ("collab.button_add", "💡", discord.ButtonStyle.primary),
+             "gen": ("collab.button_generate", "✨", discord.ButtonStyle.success),
+             "vote": ("collab.button_vote", "👍", discord.ButtonStyle.secondary),
+             "remix": ("collab.button_remix", "🧩", discord.ButtonStyle.secondary)}
 
-    def __init__(self, action: str, sid: str, arg: int | None = None, votes: int = 0) -> None:
-        label, emoji, style = self.LOOKS[action]
-        if action == "vote":
-            label = f"Vote ({votes})"
+    def __init__(self, action: str, sid: str, arg: int | None = None, votes: int = 0,
+                 locale: str | None = None) -> None:
+        key, emoji, style = self.LOOKS[action]
+        label = t(key, locale, n=votes) if action == "vote" else t(key, locale)
         custom_id = f"collab:{action}:{sid}" + (f":{arg}" if arg is not None else "")
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id))
         self.action, self.sid, self.arg = action, sid, arg
@@ -66,8 +74,8 @@ def panel_view(session: c.Session) -> discord.ui.View | None:
     if session.state != "open":
         return None
     view = discord.ui.View(timeout=None)
-    view.add_item(CollabButton("add", session.id))
-    view.add_item(CollabButton("gen", session.id))
+    view.add_item(CollabButton("add", session.id, locale=session.locale))
+    view.add_item(CollabButton("gen", session.id, locale=session.locale))
     return view
 
 
@@ -75,16 +83,18 @@ def idea_view(session: c.Session, index: int) -> discord.ui.View | None:
     if session.state != "open":
         return None
     view = discord.ui.View(timeout=None)
-    view.add_item(CollabButton("vote", session.id, index, votes=session.ideas[index].votes))
+    view.add_item(CollabButton("vote", session.id, index, votes=session.ideas[index].votes, locale=session.locale))
     return view
 
 
-class IdeaModal(discord.ui.Modal, title="Add an idea"):
-    def __init__(self, cog: Collab, sid: str) -> None:
-        super().__init__(timeout=900)
+class IdeaModal(discord.ui.Modal):
+    """The idea form: shown to one person, so in their language."""
+
+    def __init__(self, cog: Collab, sid: str, locale: str | None = None) -> None:
+        super().__init__(timeout=900, title=t("collab.modal_title", locale))
         self.cog, self.sid = cog, sid
-        self.idea = discord.ui.TextInput(label="Your idea", style=discord.TextStyle.paragraph, max_length=300,
-                                         placeholder="a detail, a style, a twist…")
+        self.idea = discord.ui.TextInput(label=t("collab.modal_label", locale), style=discord.TextStyle.paragraph,
+                                         max_length=300, placeholder=t("collab.modal_placeholder", locale))
         self.add_item(self.idea)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
@@ -143,11 +153,11 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         channel = interaction.channel
         s = c.Session(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
                       host_id=interaction.user.id, task=task, theme=" ".join(theme.split()),
-                      deadline=time.time() + minutes * 60, minutes=minutes)
+                      deadline=time.time() + minutes * 60, minutes=minutes, locale=await _server_loc(interaction))
         theme_md = discord.utils.escape_markdown(s.theme)
         await interaction.edit_original_response(
-            content=f"🧩 {interaction.user.mention} started a collab session: *{theme_md}*. Add ideas and vote in "
-                    f"the thread; it generates <t:{int(s.deadline) + 1}:R>.\n-# Session `{s.id}`",
+            content=t("collab.started", s.locale, user=interaction.user.mention, theme=theme_md,
+                      when=f"<t:{int(s.deadline) + 1}:R>", id=s.id),
             allowed_mentions=delivery.NO_MENTIONS)
         if isinstance(channel, discord.Thread):
             s.thread_id = channel.id
@@ -155,11 +165,11 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             message = await interaction.original_response()
             s.start_message_id = message.id
             try:
-                thread = await message.create_thread(name=f"Collab: {s.theme}"[:100], auto_archive_duration=1440)
+                thread = await message.create_thread(name=t("collab.thread_name", s.locale, theme=s.theme)[:100],
+                                                     auto_archive_duration=1440)
             except discord.HTTPException as exc:
                 await interaction.edit_original_response(
-                    content=f"⚠️ I could not open a thread here ({exc.status}): I need the Create Public Threads "
-                            "permission in this channel.")
+                    content=t("collab.no_thread", await _loc(interaction), status=exc.status))
                 return
             s.thread_id = thread.id
         await self._open(s)
@@ -178,7 +188,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         if s is None or s.state != "open":
             await interaction.response.send_message(t("collab.closed", await _loc(interaction)), ephemeral=True)
             return
-        await interaction.response.send_modal(IdeaModal(self, sid))
+        await interaction.response.send_modal(IdeaModal(self, sid, await _loc(interaction)))
 
     async def add_idea(self, interaction: discord.Interaction, sid: str, text: str) -> None:
         async with self._lock(sid):
@@ -189,13 +199,14 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             try:
                 idea = c.add_idea(s, interaction.user.id, text)
             except c.CollabError as exc:
-                await interaction.response.send_message(str(exc), ephemeral=True)
+                await interaction.response.send_message(exc.text(await _loc(interaction)), ephemeral=True)
                 return
             index = len(s.ideas) - 1
             await interaction.response.send_message(t("collab.idea_added", await _loc(interaction), n=index + 1),
                                                     ephemeral=True)
             message = await self._thread(s).send(
-                f"💡 **{discord.utils.escape_markdown(idea.text)}**\n-# idea {index + 1} by {interaction.user.mention}",
+                t("collab.idea_post", s.locale, text=discord.utils.escape_markdown(idea.text), n=index + 1,
+                  user=interaction.user.mention),
                 view=idea_view(s, index), allowed_mentions=delivery.NO_MENTIONS)
             idea.message_id = message.id
             await self._save(s)
@@ -210,7 +221,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             try:
                 voted = c.toggle_vote(s, arg or 0, interaction.user.id)
             except c.CollabError as exc:
-                await interaction.response.send_message(str(exc), ephemeral=True)
+                await interaction.response.send_message(exc.text(await _loc(interaction)), ephemeral=True)
                 return
             await self._save(s)
             # the press itself updates the count on the idea's button (acknowledges and edits in one call)
@@ -253,7 +264,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         s = c.Session(id=secrets.token_hex(5), guild_id=parent.guild_id, channel_id=parent.channel_id,
                       host_id=interaction.user.id, task=parent.task, theme=parent.prompt[:300],
                       deadline=time.time() + minutes * 60, minutes=minutes, thread_id=parent.thread_id,
-                      parent_id=parent.id)
+                      parent_id=parent.id, locale=await _server_loc(interaction))
         await interaction.response.send_message(t("collab.remix_started", await _loc(interaction),
                                                   thread=f"<#{s.thread_id}>"), ephemeral=True)
         await self._open(s)
@@ -295,7 +306,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                         if s is None or s.state != "open" or time.time() < s.deadline:
                             continue
                         if not s.ideas:
-                            s.state, s.error = "failed", "nobody added an idea before the time ran out"
+                            s.state, s.error = "failed", t("collab.error_no_ideas", s.locale)
                         else:
                             s.state = "generating"
                         await self._save(s)
@@ -312,7 +323,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             with contextlib.suppress(Exception):
                 s = await self._load(sid)
                 if s is not None:
-                    s.state, s.error = "failed", f"an internal error ({type(exc).__name__}); it was logged"
+                    s.state, s.error = "failed", t("collab.error_internal", s.locale, error=type(exc).__name__)
                     await self._save(s)
                     await self._refresh_panel(s)
 
@@ -353,13 +364,14 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         task = c.TASKS[s.task]
         try:
             job = await g.run_silent_job(self.bot, user_id=s.host_id, guild_id=s.guild_id, channel_id=s.thread_id,
-                                         task=task, prompt=s.prompt, params={"seed": secrets.randbelow(2**31)})
+                                         task=task, prompt=s.prompt, params={"seed": secrets.randbelow(2**31)},
+                                         locale=s.locale)
         except g.GenerationFailed as exc:
-            s.state, s.error = "failed", f"the generation failed: {exc}"
+            s.state, s.error = "failed", t("collab.error_generation", s.locale, error=exc)
             async with self._lock(s.id):
                 await self._save(s)
             await self._refresh_panel(s)
-            await self._thread(s).send(f"⚠️ The collab result could not be made: {exc}",
+            await self._thread(s).send(t("collab.result_failed", s.locale, error=exc),
                                        allowed_mentions=delivery.NO_MENTIONS)
             return
         s.job_id, s.state = job.id, "done"
@@ -371,27 +383,27 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
 
     async def _post_result(self, s: c.Session, job) -> None:  # noqa: ANN001
         presenter = self.bot.presenter  # type: ignore[attr-defined]
-        how = ("fused by natty's rule: the theme, then the top-voted ideas" if s.fused_by == "rule"
-               else f"fused by {s.fused_by}")
-        head = ["✨ **Collab result**" + (f" (remix of `{s.parent_id}`)" if s.parent_id else ""),
-                f"**Prompt:** {discord.utils.escape_markdown(s.prompt or '')}", f"-# {how}",
+        loc = s.locale
+        how = t("collab.fused_by_rule", loc) if s.fused_by == "rule" else t("collab.fused_by", loc, model=s.fused_by)
+        head = [t("collab.result_title", loc) + (t("collab.result_remix", loc, id=s.parent_id) if s.parent_id else ""),
+                t("collab.result_prompt", loc, prompt=discord.utils.escape_markdown(s.prompt or "")), f"-# {how}",
                 c.credit_line(s)]
         files: list[discord.File] = []
         notes: list[str] = []
         result = job.result or {}
         if result.get("kind") == "text":
-            text = result.get("text") or "(the model returned no text)"
+            text = result.get("text") or t("result.no_text", loc)
             room = delivery.MESSAGE_LIMIT - sum(len(x) + 1 for x in head) - 200
             if len(text) > room:
                 files.append(discord.File(io.BytesIO(text.encode()), "collab.txt"))
-                text = text[: max(0, room - 40)] + "… (the whole text is attached)"
+                text = text[: max(0, room - 40)] + t("collab.text_attached", loc)
             head.append(text)
         else:
             files, notes = await asyncio.to_thread(presenter.result_files, job, delivery.DEFAULT_FILE_LIMIT)
-        footer = f"-# `{job.id}` · {job.model} · {AI_LABEL} · session `{s.id}`"
+        footer = t("collab.result_footer", loc, job=job.id, model=job.model, label=t("result.ai_label", loc), id=s.id)
         content = "\n".join([*head, *(f"-# {n}" for n in notes), footer])[: delivery.MESSAGE_LIMIT]
         view = discord.ui.View(timeout=None)
-        view.add_item(CollabButton("remix", s.id))
+        view.add_item(CollabButton("remix", s.id, locale=loc))
         message = await self._thread(s).send(content, files=files, view=view, allowed_mentions=delivery.NO_MENTIONS)
         await self.bot.storage.link_message(message.id, job.id, message.channel.id)  # type: ignore[attr-defined]
 

@@ -4,6 +4,11 @@ The game's logic lives in bot/game.py; this cog posts rounds, takes votes (butto
 the game, round, item and choice, so they work after a restart) and runs one timer task per open game. The
 timer's deadline is in the database: on load the cog resumes every open game, and a round whose deadline
 passed while the bot was down is revealed at once.
+
+Languages: everything a game posts for the whole channel (the announcement, rounds, vote buttons, reveals,
+final scores) is in the server's language, kept in the game when it starts (`Game.locale`); the leaderboard is
+in the server's language too. Replies to one person (a vote's confirmation, a refusal, `/natty check`'s
+findings) are in that person's language.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from bot.provenance import read as read_provenance
 
 log = logging.getLogger("natty.game")
 
-KIND_NAMES = {"digits": "handwritten digits", "text": "short texts", "images": "images", "mixed": "a mix"}
 PIXELCNN = ("natty-pixelcnn",)
 DETECTOR = "ai-image-detector"
 STRENGTH_COLOURS = {"none": 0x99AAB5, "weak": 0xF1C40F, "strong": 0x2ECC71}
@@ -40,8 +44,18 @@ async def _loc(interaction: discord.Interaction) -> str:
     return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
 
 
-def _choice_label(n_items: int, item: int, choice: str) -> str:
-    word = "Natural" if choice == g.NATURAL else "AI"
+async def _server_loc(interaction: discord.Interaction) -> str:
+    """The language of messages the whole server sees (see NattyBot.guild_locale)."""
+    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)  # type: ignore[attr-defined]
+
+
+def kind_name(kind: str, locale: str | None) -> str:
+    """What a round's items are, in words ("handwritten digits")."""
+    return t(f"game.kind.{kind}", locale) if kind in g.KINDS else kind
+
+
+def _choice_label(n_items: int, item: int, choice: str, locale: str | None = None) -> str:
+    word = t("game.button_natural" if choice == g.NATURAL else "game.button_ai", locale)
     return word if n_items == 1 else f"{item + 1}: {word}"
 
 
@@ -49,13 +63,14 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"nn:(?P<ga
                                                                         r"(?P<item>[0-9]+):(?P<choice>natural|ai|end)"):
     """A vote on one item of one round, or the host's "End round"."""
 
-    def __init__(self, game_id: str, rnd: int, item: int, choice: str, n_items: int = 1) -> None:
+    def __init__(self, game_id: str, rnd: int, item: int, choice: str, n_items: int = 1,
+                 locale: str | None = None) -> None:
         if choice == "end":
-            button = discord.ui.Button(label="End round", style=discord.ButtonStyle.secondary, emoji="⏱️",
-                                       custom_id=f"nn:{game_id}:{rnd}:0:end")
+            button = discord.ui.Button(label=t("game.button_end", locale), style=discord.ButtonStyle.secondary,
+                                       emoji="⏱️", custom_id=f"nn:{game_id}:{rnd}:0:end")
         else:
             style = discord.ButtonStyle.success if choice == g.NATURAL else discord.ButtonStyle.primary
-            button = discord.ui.Button(label=_choice_label(n_items, item, choice), style=style,
+            button = discord.ui.Button(label=_choice_label(n_items, item, choice, locale), style=style,
                                        emoji="🌿" if choice == g.NATURAL else "🤖",
                                        custom_id=f"nn:{game_id}:{rnd}:{item}:{choice}")
         super().__init__(button)
@@ -81,8 +96,8 @@ def round_view(game: g.Game, rnd: g.Round) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for i in range(len(rnd.items)):
         for choice in g.CHOICES:
-            view.add_item(VoteButton(game.id, rnd.index, i, choice, len(rnd.items)))
-    view.add_item(VoteButton(game.id, rnd.index, 0, "end"))
+            view.add_item(VoteButton(game.id, rnd.index, i, choice, len(rnd.items), game.locale))
+    view.add_item(VoteButton(game.id, rnd.index, 0, "end", locale=game.locale))
     return view
 
 
@@ -132,25 +147,19 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         await interaction.response.defer(thinking=True)
         pool = await g.RealPool(self.storage).counts(interaction.guild_id or 0)
         if kind == "digits" and not g.digits_available():
-            await interaction.edit_original_response(
-                content="⚠️ Real handwritten digits come from scikit-learn, which is not installed on this bot "
-                        "(`pip install natty-bot[local]`). Play `kind: text` instead.")
+            await interaction.edit_original_response(content=t("game.no_digits", await _loc(interaction)))
             return
         if kind == "images" and not pool.get("image"):
-            await interaction.edit_original_response(
-                content="⚠️ This server has no real images in its pool yet, so there is nothing natural to show. "
-                        "An admin adds some with `/natty add-real image:`; until then play `kind: digits` or "
-                        "`kind: text`.")
+            await interaction.edit_original_response(content=t("game.no_images", await _loc(interaction)))
             return
         game = g.Game(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
                       host_id=interaction.user.id, kind=kind, rounds_total=rounds, seconds=float(seconds),
-                      seed=secrets.randbelow(2**31))
+                      seed=secrets.randbelow(2**31), locale=await _server_loc(interaction))
         await g.save_game(self.storage, game)
+        loc = game.locale
         await interaction.edit_original_response(
-            content=(f"🎮 **Natty or Not**: {rounds} round{'s' * (rounds != 1)} of {KIND_NAMES[kind]}, {seconds} s "
-                     f"each, hosted by {interaction.user.mention}.\nEach round shows one or two items: call each "
-                     "one **Natural** or **AI** with the buttons. One point per right call; scores count toward "
-                     "`/natty leaderboard`.\n-# Game `" + game.id + "`"),
+            content=t("game.intro", loc, rounds=g.count("game.n_rounds", rounds, loc), kind=kind_name(kind, loc),
+                      seconds=seconds, host=interaction.user.mention, id=game.id),
             allowed_mentions=delivery.NO_MENTIONS)
         log.info("game %s started by %s: %d rounds of %s", game.id, interaction.user.id, rounds, kind)
         self._spawn(game.id)
@@ -158,17 +167,19 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     @app_commands.command(name="leaderboard", description="This server's best Natty or Not players")
     async def leaderboard_cmd(self, interaction: discord.Interaction) -> None:
         rows = await g.leaderboard(self.storage, interaction.guild_id or 0)
+        loc = await _server_loc(interaction)  # a public post: the server's language
         if not rows:
-            await interaction.response.send_message(t("game.no_scores", await _loc(interaction)))
+            await interaction.response.send_message(t("game.no_scores", loc))
             return
         lines = []
         for rank, r in enumerate(rows):
             calls = r["correct"] + r["wrong"]
-            accuracy = f", {r['correct'] / calls:.0%} right" if calls else ""
-            lines.append(f"**{rank + 1}.** <@{r['user_id']}>: **{r['points']}** point{'s' * (r['points'] != 1)} "
-                         f"({r['correct']} right, {r['wrong']} wrong{accuracy}; {r['games']} "
-                         f"game{'s' * (r['games'] != 1)})")
-        embed = discord.Embed(title="🏆 Natty or Not leaderboard", description="\n".join(lines), colour=0xF1C40F)
+            accuracy = t("game.board_accuracy", loc, pct=f"{r['correct'] / calls:.0%}") if calls else ""
+            lines.append(t("game.board_line", loc, rank=rank + 1, user=f"<@{r['user_id']}>", points=r["points"],
+                           points_word=t("game.point_word.one" if r["points"] == 1 else "game.point_word.other", loc),
+                           right=r["correct"], wrong=r["wrong"], accuracy=accuracy,
+                           games=g.count("game.n_games", r["games"], loc)))
+        embed = discord.Embed(title=t("game.board_title", loc), description="\n".join(lines), colour=0xF1C40F)
         await interaction.response.send_message(embed=embed, allowed_mentions=delivery.NO_MENTIONS)
 
     @app_commands.command(name="add-real", description="Add a real image or text to this server's Natty or Not pool")
@@ -219,28 +230,30 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             await interaction.response.send_message(t("game.check_nothing", await _loc(interaction)), ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
+        loc = await _loc(interaction)  # the findings answer one person: their language
         if file is not None:
             data, problem = await self.bot.read_attachment(  # type: ignore[attr-defined]
                 interaction, file, ("image", "audio", "video"))
             if data is None:
                 await interaction.edit_original_response(content=f"⚠️ {problem}")
                 return
-            finding = await self._check_file(interaction, file, data)
-            subject = f"**{file.filename}**"
+            finding = await self._check_file(interaction, file, data, loc)
+            description = t("check.description_file", loc, filename=file.filename)
         else:
             match = await g.natty_text_job(self.storage, text or "", interaction.guild_id)
-            finding = g.assess_text(match)
-            subject = "that text"
+            finding = g.assess_text(match, loc)
+            description = t("check.description_text", loc)
         embed = discord.Embed(title=f"🔍 {finding.title}", colour=STRENGTH_COLOURS[finding.strength],
-                              description=f"What natty could read from {subject}, and what that is worth.")
-        embed.add_field(name="What I found", value="\n".join(f"• {x}" for x in finding.found), inline=False)
-        embed.add_field(name="How much that proves", value="\n".join(f"• {x}" for x in finding.proves),
+                              description=description)
+        embed.add_field(name=t("check.found", loc), value="\n".join(f"• {x}" for x in finding.found), inline=False)
+        embed.add_field(name=t("check.proves", loc), value="\n".join(f"• {x}" for x in finding.proves),
                         inline=False)
-        embed.set_footer(text="No verdict: metadata can be stripped or forged, and its absence proves nothing.")
+        embed.set_footer(text=t("check.footer", loc))
         await interaction.edit_original_response(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
                                                  allowed_mentions=delivery.NO_MENTIONS)
 
-    async def _check_file(self, interaction: discord.Interaction, file: discord.Attachment, data: bytes) -> g.Finding:
+    async def _check_file(self, interaction: discord.Interaction, file: discord.Attachment, data: bytes,
+                          loc: str) -> g.Finding:
         prov = read_provenance(data)
         mime = (file.content_type or mimetypes.guess_type(file.filename)[0] or "").split(";")[0]
         c2pa_report = await asyncio.to_thread(g.verify_c2pa, data, mime) if prov["c2pa"] else None
@@ -252,16 +265,16 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             if visible and job.state is JobState.DONE:
                 for item in (job.result or {}).get("files", []):
                     if await asyncio.to_thread(g.same_pixels, data, item["path"]):
-                        natty_match = (f"This bot's records hold job `{job.id}` (**{job.model}**, "
-                                       f"<t:{int(job.created_at)}:f>), and its result has exactly these pixels.")
+                        natty_match = t("check.pixels_match", loc, id=job.id, model=job.model,
+                                        when=f"<t:{int(job.created_at)}:f>")
                         break
         detector, note = None, None
         if mime.startswith("image/"):
-            detector, note = await self._detect(interaction, data)
-        return g.assess_file(prov, c2pa_report, natty_match, detector, note)
+            detector, note = await self._detect(interaction, data, loc)
+        return g.assess_file(prov, c2pa_report, natty_match, detector, note, loc)
 
-    async def _detect(self, interaction: discord.Interaction,
-                      data: bytes) -> tuple[tuple[str, list[tuple[str, float]]] | None, str | None]:
+    async def _detect(self, interaction: discord.Interaction, data: bytes,
+                      loc: str) -> tuple[tuple[str, list[tuple[str, float]]] | None, str | None]:
         """The AI-image detector's labels, when the catalog has one that can run here."""
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         entry = next((e for e in self.bot.models_for("image-classification", gs)  # type: ignore[attr-defined]
@@ -272,9 +285,9 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             png = await asyncio.to_thread(g.normalize_image, data, 1024)
             job = await g.run_silent_job(self.bot, user_id=interaction.user.id, guild_id=interaction.guild_id,
                                          channel_id=interaction.channel_id, task="image-classification",
-                                         model=entry.name, image=png)
+                                         model=entry.name, image=png, locale=loc)
         except (g.GenerationFailed, OSError, ValueError) as exc:
-            return None, f"The detector **{entry.name}** could not run: {exc}"
+            return None, t("check.detector_failed", loc, model=entry.name, error=exc)
         labels = [(str(label), float(score)) for label, score in (job.result or {}).get("labels", [])]
         return (entry.name, sorted(labels, key=lambda x: -x[1])), None
 
@@ -356,8 +369,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                 if game is not None:
                     game.state = "failed"
                     await g.save_game(self.storage, game)
-                    await self._channel(game).send("⚠️ This game of Natty or Not stopped on an error. It was "
-                                                   "logged; start a new one with `/natty play`.")
+                    await self._channel(game).send(t("game.stopped", game.locale))
 
     def _channel(self, game: g.Game) -> discord.PartialMessageable:
         return self.bot.get_partial_messageable(game.channel_id)
@@ -380,23 +392,24 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         except g.GenerationFailed as exc:
             log.warning("game %s round %d: AI item failed: %s", game.id, rnd.index, exc)
             rnd.items = await self._make_items(game, rnd, [g.NATURAL], rng)
-            rnd.note = f"The AI item could not be made this time ({str(exc)[:150]}), so there is only one item."
+            rnd.note = t("game.one_item_note", game.locale, error=str(exc)[:150])
         rnd.phase, rnd.deadline = "voting", time.time() + game.seconds
         async with self._lock(game.id):
             await g.save_game(self.storage, game)
-        files, content = [], [f"🎲 **Natty or Not · round {rnd.index + 1}/{game.rounds_total}** · "
-                               f"{KIND_NAMES[rnd.kind]}"]
+        loc = game.locale
+        files, content = [], [t("game.round_title", loc, n=rnd.index + 1, total=game.rounds_total,
+                                kind=kind_name(rnd.kind, loc))]
         for i, item in enumerate(rnd.items):
-            name = f"Item {i + 1}" if len(rnd.items) > 1 else "The item"
+            name = g.item_label(rnd, i, loc)
             if item.kind == "image":
                 files.append(discord.File(item.path or "", filename=f"item{i + 1}.png"))
-                content.append(f"**{name}**: image `item{i + 1}.png`")
+                content.append(t("game.item_image", loc, name=name, filename=f"item{i + 1}.png"))
             else:
                 quoted = "\n".join(f"> {line}" for line in (item.text or "").splitlines() or [""])
                 content.append(f"**{name}**:\n{discord.utils.escape_mentions(quoted)}")
         if rnd.note:
             content.append(f"-# {rnd.note}")
-        content.append(f"Natural or AI? Vote before the timer ends <t:{int(rnd.deadline) + 1}:R>.")
+        content.append(t("game.vote_prompt", loc, when=f"<t:{int(rnd.deadline) + 1}:R>"))
         message = await self._channel(game).send("\n".join(content)[: delivery.MESSAGE_LIMIT], files=files,
                                                  view=round_view(game, rnd), allowed_mentions=delivery.NO_MENTIONS)
         async with self._lock(game.id):
@@ -408,6 +421,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     async def _make_items(self, game: g.Game, rnd: g.Round, truths: list[str], rng) -> list[g.Item]:  # noqa: ANN001
         folder = self.storage.data_dir / "games" / game.id
         folder.mkdir(parents=True, exist_ok=True)
+        loc = game.locale  # the reveal shows each item's source in the game's language
         items: list[g.Item] = []
         real_row = None
         digit = rng.randrange(10)
@@ -416,28 +430,26 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             real_row = await g.RealPool(self.storage).pick(game.guild_id, "image", rng)
         elif rnd.kind == "text":
             row = await g.RealPool(self.storage).pick(game.guild_id, "text", rng)
-            real_text = (g.excerpt(row["text"]), "a text by a person, added to this server's pool by an admin") if row \
-                else (g.excerpt(rng.choice(g.hand_written_passages())),
-                      "a passage written by a person for natty's training corpus")
+            real_text = (g.excerpt(row["text"]), t("game.source_pool_text", loc)) if row \
+                else (g.excerpt(rng.choice(g.hand_written_passages())), t("game.source_corpus_text", loc))
         for n, truth in enumerate(truths):
             path = folder / f"r{rnd.index}_{n}.png"
             if rnd.kind == "digits":
                 if truth == g.NATURAL:
                     png, digit = await asyncio.to_thread(g.real_digit, rng, digit)
                     path.write_bytes(png)
-                    items.append(g.Item(truth, "image", f"a real handwritten {digit} from scikit-learn's copy of the "
-                                        "UCI digits", path=str(path)))
+                    items.append(g.Item(truth, "image", t("game.source_real_digit", loc, digit=digit), path=str(path)))
                 else:
                     job = await self._generate(game, "text-to-image", f"a handwritten digit {digit}, dark ink on white",
                                                prefer=PIXELCNN)
-                    path.write_bytes(await asyncio.to_thread(self._image_of, job))
-                    items.append(g.Item(truth, "image", f"drawn by **{job.model}** (job `{job.id}`)", path=str(path),
-                                        job_id=job.id))
+                    path.write_bytes(await asyncio.to_thread(self._image_of, job, None, loc))
+                    items.append(g.Item(truth, "image", t("game.source_drawn", loc, model=job.model, id=job.id),
+                                        path=str(path), job_id=job.id))
             elif rnd.kind == "images":
                 assert real_row is not None
                 if truth == g.NATURAL:
                     path.write_bytes(Path(real_row["path"]).read_bytes())
-                    items.append(g.Item(truth, "image", "a real image from this server's pool", path=str(path)))
+                    items.append(g.Item(truth, "image", t("game.source_real_image", loc), path=str(path)))
                 else:
                     caption_job = await self._generate(game, "image-to-text", "",
                                                        image=Path(real_row["path"]).read_bytes())
@@ -446,9 +458,9 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                     width, height = g.image_size(Path(real_row["path"]).read_bytes())
                     shape = {"width": 512, "height": max(64, round(512 * height / width / 64) * 64)}
                     job = await self._generate(game, "text-to-image", caption, shape=shape)
-                    path.write_bytes(await asyncio.to_thread(self._image_of, job, (width, height)))
-                    items.append(g.Item(truth, "image", f"made by **{job.model}** from the caption “{caption}” "
-                                        f"(job `{job.id}`)", path=str(path), job_id=job.id))
+                    path.write_bytes(await asyncio.to_thread(self._image_of, job, (width, height), loc))
+                    items.append(g.Item(truth, "image", t("game.source_caption", loc, model=job.model, caption=caption,
+                                                          id=job.id), path=str(path), job_id=job.id))
             else:
                 assert real_text is not None
                 if truth == g.NATURAL:
@@ -457,33 +469,33 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                     start = g.opening(real_text[0])
                     job = await self._generate_text(game, start)
                     text = g.clean_generated_text((job.result or {}).get("text") or "", start)
-                    items.append(g.Item(truth, "text", f"written by **{job.model}** from the opening “{start}” "
-                                        f"(job `{job.id}`)", text=text, job_id=job.id))
+                    items.append(g.Item(truth, "text", t("game.source_written", loc, model=job.model, start=start,
+                                                         id=job.id), text=text, job_id=job.id))
         return items
 
     @staticmethod
-    def _image_of(job, size: tuple[int, int] | None = None) -> bytes:  # noqa: ANN001
+    def _image_of(job, size: tuple[int, int] | None = None, locale: str | None = None) -> bytes:  # noqa: ANN001
         files = (job.result or {}).get("files") or []
         if not files:
-            raise g.GenerationFailed("the model returned no image")
+            raise g.GenerationFailed(t("game.fail_no_image", locale))
         return g.normalize_image(Path(files[0]["path"]).read_bytes(), size=size)
 
     async def _generate(self, game: g.Game, task: str, prompt: str, *, prefer: tuple[str, ...] = (),
                         image: bytes | None = None, shape: dict | None = None):  # noqa: ANN202
         gs = await self.bot.guild_settings(game.guild_id)  # type: ignore[attr-defined]
-        entry = g.pick_model(self.bot, task, gs, prefer)
+        entry = g.pick_model(self.bot, task, gs, prefer, game.locale)
         params: dict = {"seed": game.seed % 100_000 + len(game.rounds)}
         if task == "text-to-image":  # natty's PixelCNN takes a size; hosted models a width and height
             params["model_params"] = {"size": 128} if entry.model.startswith("natty:") else \
                 (shape or {"width": 512, "height": 512})
         return await g.run_silent_job(self.bot, user_id=game.host_id, guild_id=game.guild_id,
                                       channel_id=game.channel_id, task=task, prompt=prompt, params=params,
-                                      model=entry.name, image=image)
+                                      model=entry.name, image=image, locale=game.locale)
 
     async def _generate_text(self, game: g.Game, start: str):  # noqa: ANN202
         """A passage from the chat model: natty's char-RNN continues the opening; a language model is asked to."""
         gs = await self.bot.guild_settings(game.guild_id)  # type: ignore[attr-defined]
-        entry = g.pick_model(self.bot, "chat", gs)
+        entry = g.pick_model(self.bot, "chat", gs, locale=game.locale)
         if entry.backend == "local":
             prompt, params = start, {"model_params": {"max_new_tokens": 220}}
         else:
@@ -493,7 +505,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         params["seed"] = game.seed % 100_000
         return await g.run_silent_job(self.bot, user_id=game.host_id, guild_id=game.guild_id,
                                       channel_id=game.channel_id, task="chat", prompt=prompt, params=params,
-                                      model=entry.name)
+                                      model=entry.name, locale=game.locale)
 
     async def _reveal(self, game: g.Game, rnd: g.Round) -> None:
         """Close the round (called with the game's lock held): score it, keep the scores, tell everyone."""

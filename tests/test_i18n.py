@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.app_commands import TranslationContextLocation as Where
 
+from bot import game as g
 from bot import i18n
 from bot.client import EXTENSIONS, NattyBot
 from bot.config import Settings
@@ -262,3 +263,98 @@ async def test_the_server_language_speaks_to_users_whose_language_natty_lacks(tm
         alice = await (await n.server.slash(n.alice, n.general, "imagine", prompt=" ")).response()
         assert "The prompt is empty" in alice.content
         assert n.server.violations == []
+
+
+# --- public messages in the server's language -----------------------------------------------------------------
+
+
+async def test_a_game_speaks_the_servers_language_and_check_answers_in_the_users(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        joao = n.server.add_user("joao", locale="pt-BR", guilds=[n.guild])
+        await (await n.server.slash(n.mod, n.general, "settings language", language="pt-BR")).response()
+
+        # Alice reads English herself, but the game is the channel's: it speaks the server's language
+        intro = await (await n.server.slash(n.alice, n.general, "natty play", rounds=1, kind="digits",
+                                            seconds=60)).response()
+        assert "1 rodada de dígitos escritos à mão" in intro.content and "60 s cada" in intro.content
+        msg = await n.wait(lambda: next((m for m in n.general.messages
+                                         if "rodada 1 de 1**" in m.content and m.buttons), None))
+        assert "Natural ou IA? Vote antes de o tempo acabar" in msg.content and "dígitos escritos à mão" in msg.content
+        ids = await g.SessionStore(n.bot.storage, "game").open_ids()
+        game = await g.load_game(n.bot.storage, ids[0])
+        assert game is not None and game.locale == "pt-BR"
+        rnd = game.rounds[0]
+        words = {g.NATURAL: "Natural", g.AI: "IA"}
+        labels = [b.label for b in msg.buttons]
+        assert labels[-1] == "Encerrar rodada"
+        if len(rnd.items) == 1:
+            assert labels[:2] == ["Natural", "IA"]
+        else:
+            assert labels[:4] == ["1: Natural", "1: IA", "2: Natural", "2: IA"]
+        first = words[rnd.items[0].truth]
+        vote = await (await n.server.press(joao, msg, label=first if len(rnd.items) == 1 else f"1: {first}")).response()
+        assert vote.ephemeral and "Seu palpite" in vote.content
+        await (await n.server.press(n.alice, msg, label="Encerrar rodada")).response()
+        reveal = await n.wait(lambda: next((m for m in n.general.messages
+                                            if "Rodada 1 de 1: a revelação" in m.content), None))
+        assert f"Acertaram: <@{joao.id}>" in reveal.content
+        assert "era **natural**" in reveal.content or "era **gerado por IA**" in reveal.content
+        final = await n.wait(lambda: next((m for m in n.general.messages if "Fim do Natty or Not" in m.content), None))
+        assert "Placar final" in final.content and f"🥇 <@{joao.id}>: 1 ponto" in final.content
+        board = await (await n.server.slash(n.alice, n.general, "natty leaderboard")).response()
+        assert board.embeds[0]["title"] == "🏆 Ranking do Natty or Not"
+        assert f"<@{joao.id}>: **1** ponto (acertou 1, errou 0, 100% de acerto; 1 partida)" in \
+            board.embeds[0]["description"]
+
+        # /natty check answers one person: João reads Portuguese, Alice English, in the same server
+        pt = await (await n.server.slash(joao, n.general, "natty check", text="Eu mesmo escrevi isto.")).response()
+        (embed,) = pt.embeds
+        assert embed["title"] == "🔍 Nada conclusivo" and embed["description"] == \
+            "O que o natty conseguiu ler desse texto, e quanto isso vale."
+        fields = {f["name"]: f["value"] for f in embed["fields"]}
+        assert "Nenhum pedido do natty" in fields["O que encontrei"]
+        assert "nada pode ser provado" in fields["O quanto isso prova"]
+        assert embed["footer"]["text"].startswith("Sem veredito")
+        en = await (await n.server.slash(n.alice, n.general, "natty check", text="I wrote this myself.")).response()
+        assert en.embeds[0]["title"] == "🔍 Nothing conclusive"
+        assert {f["name"] for f in en.embeds[0]["fields"]} == {"What I found", "How much that proves"}
+        assert n.server.violations == []
+
+
+async def test_a_collab_session_speaks_the_servers_language_and_its_form_the_users(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        joao = n.server.add_user("joao", locale="pt-BR", guilds=[n.guild])
+        await (await n.server.slash(n.mod, n.general, "settings language", language="pt-BR")).response()
+        start = await (await n.server.slash(n.alice, n.general, "collab start", theme="um farol",
+                                            minutes=30.0)).response()
+        assert "abriu uma sessão colaborativa" in start.content
+        thread = await n.wait(lambda: start.thread)
+        assert thread.name == "Colab: um farol"
+        panel = await n.wait(lambda: next((m for m in thread.messages if "Sessão colaborativa" in m.content), None))
+        assert [b.label for b in panel.buttons] == ["Adicionar ideia", "Gerar"]
+
+        # the form is one person's: Alice's in English, João's in Portuguese
+        en_form = await (await n.server.press(n.alice, panel, label="Adicionar ideia")).wait_modal()
+        assert en_form.title == "Add an idea" and en_form.fields[0].label == "Your idea"
+        press = await n.server.press(joao, panel, label="Adicionar ideia")
+        form = await press.wait_modal()
+        assert form.title == "Adicionar uma ideia" and form.fields[0].label == "Sua ideia"
+        added = await (await n.server.submit_modal(joao, press, {form.fields[0].custom_id: "ao entardecer"})).response()
+        assert "Sua ideia foi adicionada" in added.content
+        idea = await n.wait(lambda: next((m for m in thread.messages if "ao entardecer" in m.content and m.buttons),
+                                         None))
+        assert f"ideia 1 de <@{joao.id}>" in idea.content and idea.buttons[0].label == "Votar (0)"
+        press = await n.server.press(joao, panel, label="Adicionar ideia")
+        form = await press.wait_modal()
+        again = await (await n.server.submit_modal(joao, press,
+                                                   {form.fields[0].custom_id: "Ao  entardecer"})).response()
+        assert again.ephemeral and "Essa ideia já está na lista" in again.content
+
+        await (await n.server.press(n.alice, panel, label="Gerar")).response()
+        result = await n.wait(lambda: next((m for m in thread.messages if "Resultado colaborativo" in m.content),
+                                           None), timeout=60)
+        assert "Feito em conjunto: anfitrião" in result.content and "Gerado por IA" in result.content
+        assert "sessão `" in result.content and [b.label for b in result.buttons] == ["Remixar juntos"]
+        await n.wait(lambda: "Pronto: o resultado está logo abaixo" in panel.content)
+        assert n.server.violations == []
+
