@@ -332,7 +332,7 @@ class JobEngine:
             await self._finish_released(key, job, JobState.FAILED, error=error_message(exc, entry.name, job.locale))
         else:
             self._durations[job.model].append(time.monotonic() - started)
-            job.result = self._save_result(job, result)
+            job.result = await asyncio.to_thread(self._save_result, job, result)  # file writes off the loop
             await self._finish_released(key, job, JobState.DONE)
             log.info("job %s done in %.2f s", job.id, time.monotonic() - started)
 

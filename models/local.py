@@ -8,6 +8,7 @@ folder), served by `models.pipelines`. Both import torch only when first used.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import os
@@ -17,8 +18,9 @@ from models.base import Backend, Request, Result, RunContext
 from models.catalog import ModelEntry
 
 
+@functools.lru_cache(maxsize=256)
 def is_own_model(model: str) -> bool:
-    """natty's own RNN, PixelCNN or WaveNet, rather than a transformers model."""
+    """natty's own RNN, PixelCNN or WaveNet, rather than a transformers model (cached: asked on every job)."""
     if model.startswith("natty:"):
         return True
     config = Path(model) / "config.json"
