@@ -441,6 +441,18 @@ def _carry_provenance(original: bytes, new: bytes, fmt: str) -> bytes:
         return new
 
 
+def _label_reserve(original: bytes) -> int:
+    """Room to keep for the natty label when an encoder searches for a size (audio, where it is costly to
+    check each try with the label on). The label's JSON appears at most twice in any format's tags."""
+    from bot import provenance
+
+    try:
+        found = provenance.read(original)["natty"]
+    except ValueError:
+        return 0
+    return 2 * len(found.to_json()) + 512 if found else 0
+
+
 # Image re-encoding ladder.
 _WEBP_QUALITIES = (90, 80, 70)
 _JPEG_QUALITIES = (85, 70, 50)
@@ -494,9 +506,8 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
     best: tuple[int, str, int] | None = None  # smallest (size, format, quality) seen at full size
     for fmt in formats:
         for quality in _WEBP_QUALITIES if fmt == "webp" else _JPEG_QUALITIES:
-            out = _encode_image(frames, fmt, quality, exif, duration)
-            if len(out) <= limit:
-                out = _carry_provenance(data, out, fmt)
+            out = _carry_provenance(data, _encode_image(frames, fmt, quality, exif, duration), fmt)
+            if len(out) <= limit:  # checked with the label on: it is part of what uploads
                 return _fitted(
                     out,
                     _rename(filename, fmt),
@@ -521,9 +532,8 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
         scale = max(scale * step, floor)
         size_to = (max(1, round(w * scale)), max(1, round(h * scale)))
         small = [f.resize(size_to, Image.Resampling.LANCZOS) for f in frames]
-        out = _encode_image(small, fmt, quality, exif, duration)
+        out = _carry_provenance(data, _encode_image(small, fmt, quality, exif, duration), fmt)
         if len(out) <= limit:
-            out = _carry_provenance(data, out, fmt)
             return _fitted(
                 out,
                 _rename(filename, fmt),
@@ -652,12 +662,13 @@ def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
     short = seconds <= _FULL_ENCODE_UNDER
     excerpt = whole if short else _Prepared(x[: int(_EXCERPT_SECONDS * sr)], sr)
     share = len(excerpt.x) / len(x)
-    for config in _audio_configs(_opus_available(), x.shape[1], limit * 8 / seconds):
+    budget = limit - _label_reserve(data)  # the label carried over must fit too
+    for config in _audio_configs(_opus_available(), x.shape[1], budget * 8 / seconds):
         try:
             # Headers weigh more in a short excerpt, so its share of the limit errs small.
-            found = _search_level(excerpt, config, limit * share, config[4])
+            found = _search_level(excerpt, config, budget * share, config[4])
             if found and not short:
-                found = _search_level(whole, config, limit, found[0])
+                found = _search_level(whole, config, budget, found[0])
             if not found:
                 continue
             _, out = found
@@ -665,6 +676,8 @@ def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
             continue  # this libsndfile lacks the encoder or the setting
         fmt = "ogg" if config[0] == "OGG" else "mp3"
         out = _carry_provenance(data, out, fmt)
+        if len(out) > limit:
+            continue
         rate = _encode_rate(config[1], config[0], config[3] or sr)
         channels = 1 if config[2] else x.shape[1]
         target = _describe_audio(config[1], len(out), seconds, rate, channels)

@@ -415,3 +415,19 @@ def test_no_mentions_pings_nobody() -> None:
 
 def test_requester_only_allows_just_that_user() -> None:
     assert requester_only(1234).to_dict() == {"parse": [], "users": [1234]}
+
+
+def test_a_labelled_file_fits_with_its_label_on_at_any_limit():
+    """The natty label carried onto a re-encoding counts against the limit (it uploads with the file)."""
+    from bot.provenance import Provenance, read, stamp
+
+    prov = Provenance.for_prompt("a noisy sky", model="m", backend="hf", task="text-to-image", seed=1, job_id="j")
+    rng = np.random.default_rng(7)
+    pixels = (rng.random((160, 160, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    labelled = stamp(buf.getvalue(), "png", prov)
+    for limit in range(12_000, 40_000, 613):
+        fitted = fit_file(labelled, "sky.png", limit)
+        assert len(fitted.data) <= limit, limit
+        assert read(fitted.data)["natty"] is not None
