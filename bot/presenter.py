@@ -116,6 +116,9 @@ class Presenter:
         self.bot = bot
         self.live: dict[str, LiveMessage] = {}
         self.custom_renderers: dict[str, Any] = {}  # task -> async (job) -> None, for combined creations
+        # task -> (job) -> the messages of a finished result, for tasks whose result is shown differently;
+        # used wherever a result is shown (delivery and /show), so both look the same
+        self.result_renderers: dict[str, Any] = {}
         # async (job) -> a refusal message or None, run on finished results before anything is posted
         self.output_checks: list[Any] = []
 
@@ -225,6 +228,8 @@ class Presenter:
             icon = "🚫" if job.state is JobState.CANCELLED else "⚠️"
             text = f"{icon} {job.error or t('result.unfinished', job.locale)}\n-# `{job.id}` · {job.model}"
             return [Render(self._with_prompt(job, text), final=True)], None
+        if job.task in self.result_renderers:
+            return self.result_renderers[job.task](job), None
         result = job.result or {}
         kind = result.get("kind")
         if kind == "text":

@@ -9,7 +9,8 @@ from discord.ext import commands
 from bot import delivery
 from bot.buttons import job_view
 from bot.i18n import t
-from bot.jobs import Job, JobState
+from bot.jobs import Job
+from bot.presenter import Render
 from cogs.common import model_autocomplete, new_seed
 
 STYLES = ("a detailed oil painting", "a cinematic photograph, golden hour", "a soft watercolour illustration")
@@ -25,7 +26,7 @@ class Describe(commands.Cog):
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
         bot.actions["imagine"] = self.on_imagine  # type: ignore[attr-defined]
-        bot.presenter.custom_renderers["image-to-text"] = self.render  # type: ignore[attr-defined]
+        bot.presenter.result_renderers["image-to-text"] = self.render  # type: ignore[attr-defined]
         self.menu = app_commands.ContextMenu(name="Describe", callback=self.describe_message)
         bot.tree.add_command(self.menu)
 
@@ -63,37 +64,18 @@ class Describe(commands.Cog):
         await bot.submit(interaction, "image-to-text", "", model=model, check_prompt=False,  # type: ignore[attr-defined]
                          inputs={"image": (image.filename, data)})
 
-    async def render(self, job: Job) -> None:
+    def render(self, job: Job) -> list[Render]:
         """The caption, the three suggestions, and an Imagine button for each."""
-        presenter = self.bot.presenter  # type: ignore[attr-defined]
-        if job.state is not JobState.DONE:
-            await presenter.deliver(job)
-            return
         caption = ((job.result or {}).get("text") or "").strip()
-        ideas = suggestions(caption)
         lines = [f"{t('describe.caption', job.locale)} {caption or t('describe.no_caption', job.locale)}", ""]
-        lines += [f"**{i + 1}.** {idea}" for i, idea in enumerate(ideas)]
-        job.result = {**(job.result or {}), "text": "\n".join(lines), "caption": caption}
-        extra = [("imagine", str(i), t("describe.imagine", job.locale, n=i + 1)) for i in range(len(ideas))]
-        view = job_view(job, extra=extra)
-        content = "\n".join(lines)[: delivery.MESSAGE_LIMIT - 200] + "\n" + presenter.footer(job)
-        from bot.presenter import Render
-
-        render = Render(content, view=view, final=True)
-        if job.token_valid(self.bot.settings.token_margin) and job.message_id:  # type: ignore[attr-defined]
-            await presenter.edit_job_message(job, render)
-            await self.bot.storage.link_message(job.message_id, job.id, job.channel_id)  # type: ignore[attr-defined]
-        else:
-            for message in await presenter._deliver_channel(job, [render], None):
-                await self.bot.storage.link_message(message.id, job.id, message.channel.id)  # type: ignore[attr-defined]
+        lines += [f"**{i + 1}.** {idea}" for i, idea in enumerate(suggestions(caption))]
+        extra = [("imagine", str(i), t("describe.imagine", job.locale, n=i + 1)) for i in range(len(STYLES))]
+        footer = self.bot.presenter.footer(job)  # type: ignore[attr-defined]
+        content = "\n".join(lines)[: delivery.MESSAGE_LIMIT - 200] + "\n" + footer
+        return [Render(content, view=job_view(job, extra=extra), final=True)]
 
     async def on_imagine(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        caption = ((job.result or {}).get("text") or "")
-        # the stored text is the rendered list; results since i18n keep the caption apart
-        first = (job.result or {}).get("caption")
-        if first is None:
-            first = caption.splitlines()[0].removeprefix("**Caption:** ") if caption else ""
-        ideas = suggestions(first)
+        ideas = suggestions(((job.result or {}).get("text") or "").strip())  # the stored result is the caption
         prompt = ideas[int(arg or 0) % len(ideas)]
         await self.bot.submit(interaction, "text-to-image", prompt, params={"seed": new_seed()},  # type: ignore[attr-defined]
                               parent_id=job.id)

@@ -63,6 +63,11 @@ async def test_describe_gives_a_caption_and_three_prompts_that_imagine_on_a_pres
         assert labels[-3:] == ["Imagine 1", "Imagine 2", "Imagine 3"]
         made = await n.final(await n.server.press(n.bob, msg, label="Imagine 2"))
         assert "cinematic photograph" in made.content and made.attachments
+        async with n.bot.storage.db.execute("SELECT id FROM jobs WHERE task = 'image-to-text'") as cur:
+            (job_id,) = await cur.fetchone()
+        shown = await (await n.server.slash(n.alice, n.general, "show", job=job_id)).response()
+        assert shown.content.split("\n")[:1] == msg.content.split("\n")[:1]  # /show renders it the same way
+        assert [b.label for b in shown.buttons][-3:] == ["Imagine 1", "Imagine 2", "Imagine 3"]
         assert n.server.violations == []
 
 
