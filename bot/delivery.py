@@ -21,7 +21,7 @@ import soundfile as sf
 from PIL import Image, ImageOps, ImageSequence
 
 from bot.i18n import t
-from models.media import detect_format
+from models.media import MAX_AUDIO_SECONDS, detect_format
 
 # Discord's limits (see shared/notes/discord.md).
 MESSAGE_LIMIT = 2000
@@ -492,7 +492,7 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
         # Re-encoding drops the orientation tag, so bake it in.
         frames = [ImageOps.exif_transpose(f.copy()) for f in ImageSequence.Iterator(im)]
     except Exception as e:
-        raise TooLarge(len(data), limit, filename, "and it could not be read as an image") from e
+        raise TooLarge(len(data), limit, filename, "unreadable_image") from e
     alpha = _has_alpha(frames[0])
     frames = [f.convert("RGBA" if alpha else "RGB") for f in frames]
     if 0x0112 in exif_obj:
@@ -639,6 +639,8 @@ def _opus_available() -> bool:
 
 
 def _decode_audio(data: bytes) -> tuple[np.ndarray, int]:
+    if audio_duration(data) > MAX_AUDIO_SECONDS:  # the header alone: never decode hours of samples
+        raise ValueError(f"longer than {MAX_AUDIO_SECONDS} seconds")
     x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return x, sr
 

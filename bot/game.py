@@ -11,6 +11,7 @@ when the game started; `/natty check` findings are in the requester's language.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import io
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.i18n import DEFAULT, t
+from bot.provenance import open_image
 from bot.storage import Storage
 
 NATURAL, AI = "natural", "ai"
@@ -331,9 +333,7 @@ def real_digit(rng: random.Random, digit: int | None = None) -> tuple[bytes, int
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data)).size
+    return open_image(data).size
 
 
 def normalize_image(data: bytes, side: int = ITEM_SIDE, size: tuple[int, int] | None = None) -> bytes:
@@ -343,7 +343,7 @@ def normalize_image(data: bytes, side: int = ITEM_SIDE, size: tuple[int, int] | 
     """
     from PIL import Image
 
-    img = Image.open(io.BytesIO(data))
+    img = open_image(data)  # refuses more than MAX_PIXELS before decoding any
     img.load()
     img = img.convert("RGB")
     if size is None:
@@ -548,15 +548,19 @@ def text_sha256(text: str) -> str:
 
 async def natty_text_job(storage: Storage, text: str, guild_id: int | None, limit: int = 5000) -> dict | None:
     """The natty job on this server whose result text is exactly `text`, if any (newest first)."""
-    wanted = text_sha256(text)
     async with storage.db.execute(
             "SELECT id, model, task, created_at, result FROM jobs WHERE state = 'done' AND guild_id IS ? "
             "AND ephemeral = 0 AND result IS NOT NULL ORDER BY seq DESC LIMIT ?", (guild_id, limit)) as cur:
-        rows = await cur.fetchall()
-    for row in rows:
-        result = json.loads(row["result"])
+        rows = [tuple(row) for row in await cur.fetchall()]
+    # Thousands of JSON documents: parse them in a thread so the bot keeps answering meanwhile.
+    return await asyncio.to_thread(_first_text_match, rows, text_sha256(text))
+
+
+def _first_text_match(rows: list[tuple[Any, ...]], wanted: str) -> dict | None:
+    for job_id, model, task, created_at, raw in rows:
+        result = json.loads(raw)
         if result.get("kind") == "text" and result.get("text") and text_sha256(result["text"]) == wanted:
-            return {"id": row["id"], "model": row["model"], "task": row["task"], "created_at": row["created_at"]}
+            return {"id": job_id, "model": model, "task": task, "created_at": created_at}
     return None
 
 
@@ -565,7 +569,7 @@ def same_pixels(a: bytes, b_path: str | Path) -> bool:
     from PIL import Image, ImageChops
 
     try:
-        x = Image.open(io.BytesIO(a)).convert("RGBA")
+        x = open_image(a).convert("RGBA")
         y = Image.open(b_path).convert("RGBA")
     except Exception:
         return False

@@ -26,12 +26,42 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, PngImagePlugin
 
 GENERATOR = "natty"
 PROVENANCE_KEY = "natty:provenance"
 VORBIS_KEY = "NATTY_PROVENANCE"
 STAMPABLE = frozenset({"png", "jpeg", "webp", "ogg", "flac", "wav", "mp3"})
+
+# Bounds on what reading a file may cost: uploads are hostile until read. A 300 KB zTXt chunk can inflate
+# to 300 MB, and a small PNG can declare a gigapixel canvas.
+MAX_TEXT_CHUNK = 1 << 20  # one decompressed PNG text chunk (Pillow's own default)
+MAX_TEXT_MEMORY = 4 << 20  # all PNG text of one file together
+MAX_HINT_TEXT = 1 << 20  # metadata text scanned for generator hints
+MAX_PIXELS = 50_000_000  # decoded pixels of one image (a 48 MP photo still fits)
+PngImagePlugin.MAX_TEXT_CHUNK = MAX_TEXT_CHUNK
+PngImagePlugin.MAX_TEXT_MEMORY = MAX_TEXT_MEMORY
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this and refuses above twice it
+
+
+class TooLargeToRead(ValueError):
+    """A file whose metadata or pixels exceed what natty reads (the bounds above)."""
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open an image without decoding it, refusing more than MAX_PIXELS or too much PNG text.
+
+    Raises TooLargeToRead for those, OSError/ValueError/SyntaxError for files Pillow cannot read."""
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise TooLargeToRead(f"the image has more than {MAX_PIXELS:,} pixels") from e
+    except ValueError as e:  # Pillow's MAX_TEXT_CHUNK / MAX_TEXT_MEMORY
+        raise TooLargeToRead(f"its metadata is larger than {MAX_TEXT_MEMORY >> 20} MiB of text") from e
+    if im.width * im.height > MAX_PIXELS:
+        raise TooLargeToRead(f"the image has more than {MAX_PIXELS:,} pixels")
+    return im
+
 
 # Metadata that betrays an AI generator: (label, metadata keys that only it writes, words to look for
 # in any metadata value, the software string, EXIF or a C2PA manifest). Words match case-insensitively
@@ -187,20 +217,11 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _png_text(kind: bytes, body: bytes) -> tuple[str, str] | None:
-    """(keyword, text) of a tEXt, zTXt or iTXt chunk."""
-    keyword, _, rest = body.partition(b"\0")
-    key = keyword.decode("latin-1")
-    if kind == b"tEXt":
-        return key, rest.decode("latin-1")
-    if kind == b"zTXt":
-        return key, zlib.decompress(rest[1:]).decode("latin-1")
-    if kind == b"iTXt":
-        compressed, rest = rest[0], rest[2:]
-        _lang, _, rest = rest.partition(b"\0")
-        _translated, _, text = rest.partition(b"\0")
-        return key, (zlib.decompress(text) if compressed else text).decode("utf-8", "replace")
-    return None
+def _png_keyword(kind: bytes, body: bytes) -> str | None:
+    """The keyword of a tEXt, zTXt or iTXt chunk (read without inflating anything)."""
+    if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+        return None
+    return body.partition(b"\0")[0].decode("latin-1")
 
 
 def _itxt(keyword: str, text: str) -> bytes:
@@ -211,7 +232,7 @@ def _stamp_png(data: bytes, prov: Provenance) -> bytes:
     ours = {"Software", "Description", PROVENANCE_KEY}
     out = [_PNG_SIGNATURE]
     for kind, body in _png_chunks(data):
-        if kind in (b"tEXt", b"zTXt", b"iTXt") and (_png_text(kind, body) or ("", ""))[0] in ours:
+        if _png_keyword(kind, body) in ours:
             continue
         out.append(_png_chunk(kind, body))
         if kind == b"IHDR":
@@ -682,9 +703,11 @@ _WRITERS = {
 # ----------------------------------------------------------------------------------------------- read
 
 
-def _exif_dict(data: bytes) -> dict[str, str]:
+def _exif_dict(data: bytes, im: Image.Image | None = None) -> dict[str, str]:
     try:
-        exif = Image.open(io.BytesIO(data)).getexif()
+        exif = (im or open_image(data)).getexif()
+    except TooLargeToRead:
+        raise
     except (OSError, ValueError, SyntaxError):
         return {}
     out: dict[str, str] = {}
@@ -714,6 +737,20 @@ def _user_comment(value: bytes) -> str:
     return text.decode("ascii" if code.startswith(b"ASCII") else "utf-8", "replace").rstrip("\0")
 
 
+def _png_texts(image: Image.Image) -> dict[str, str]:
+    """A PNG's tEXt, zTXt and iTXt chunks, as Pillow reads them within MAX_TEXT_CHUNK and MAX_TEXT_MEMORY.
+
+    Chunks after the pixels are only reachable by decoding them, which open_image has bounded."""
+    assert isinstance(image, PngImagePlugin.PngImageFile)
+    try:
+        found = image.text  # decodes the pixels to reach text chunks stored after them
+    except ValueError as e:
+        raise TooLargeToRead(f"its metadata is larger than {MAX_TEXT_MEMORY >> 20} MiB of text") from e
+    except (OSError, SyntaxError, EOFError):  # damaged pixels: the text before them still counts
+        found = {k: v for k, v in image.info.items() if isinstance(v, str)}
+    return {k: str(v) for k, v in found.items()}
+
+
 def _xmp_of(data: bytes) -> str | None:
     start = data.find(b"<x:xmpmeta")
     if start < 0:
@@ -739,16 +776,24 @@ def _c2pa(data: bytes, fmt: str | None) -> bytes | None:
     return None
 
 
+_HINT_WORDS = {w: label for label, _, words in GENERATOR_HINTS for w in words}
+_HINT_PATTERN = re.compile(
+    "(?<![a-z0-9])(" + "|".join(re.escape(w) for w in sorted(_HINT_WORDS, key=len, reverse=True)) + ")(?![a-z0-9])"
+)
+
+
 def _hints(text_chunks: dict[str, str], texts: list[str]) -> list[str]:
     keys = {k.lower() for k in text_chunks}
-    haystack = "\n".join(texts).lower()
-    found = []
-    for label, hint_keys, words in GENERATOR_HINTS:
-        if any(k in keys for k in hint_keys) or any(
-            re.search(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", haystack) for w in words
-        ):
-            found.append(label)
-    return found
+    # One pass of one pattern over at most MAX_HINT_TEXT characters, whatever the file holds.
+    haystack, budget = [], MAX_HINT_TEXT
+    for text in texts:
+        haystack.append(text[:budget])
+        budget -= len(haystack[-1])
+        if budget <= 0:
+            break
+    seen = {_HINT_WORDS[m.group(1)] for m in _HINT_PATTERN.finditer("\n".join(haystack).lower())}
+    return [label for label, hint_keys, _ in GENERATOR_HINTS
+            if label in seen or any(k in keys for k in hint_keys)]
 
 
 def read(data: bytes) -> dict[str, Any]:
@@ -756,7 +801,9 @@ def read(data: bytes) -> dict[str, Any]:
 
     Returns {"format", "natty" (Provenance or None), "software", "text_chunks" (PNG text, Vorbis
     comments, RIFF INFO, ID3 text frames, XMP), "exif", "c2pa" (a C2PA manifest is embedded; it is
-    not verified), "generator_hints" (labels from GENERATOR_HINTS)}. Never raises on odd input.
+    not verified), "generator_hints" (labels from GENERATOR_HINTS)}. Never raises on odd input, but raises
+    TooLargeToRead for a file beyond the bounds at the top of this module (a decompression bomb). The work
+    is bounded, yet CPU-bound: call it off the event loop.
     """
     fmt = sniff(data)
     text: dict[str, str] = {}
@@ -765,9 +812,9 @@ def read(data: bytes) -> dict[str, Any]:
     manifest: bytes | None = None
     try:
         if fmt == "png":
-            for kind, body in _png_chunks(data):
-                if found := _png_text(kind, body):
-                    text[found[0]] = found[1]
+            image = open_image(data)  # Pillow's reader, with its text bounds
+            text.update(_png_texts(image))
+            exif = _exif_dict(data, image)
         elif fmt == "wav":
             for kind, body in _riff_chunks(data, b"WAVE"):
                 if kind == b"LIST" and body[:4] == b"INFO":
@@ -786,15 +833,17 @@ def read(data: bytes) -> dict[str, Any]:
                 if marker == 0xFE:
                     text["JPEG comment"] = body.decode("utf-8", "replace")
         elif fmt == "gif":
-            comment = Image.open(io.BytesIO(data)).info.get("comment")
+            comment = open_image(data).info.get("comment")
             if comment:
                 text["GIF comment"] = comment.decode("utf-8", "replace")
-        if fmt in ("png", "jpeg", "webp"):
+        if fmt in ("jpeg", "webp"):
             exif = _exif_dict(data)
         xmp = _xmp_of(data[: 4 << 20]) if fmt in ("png", "jpeg", "webp", "gif", "mp4") else None
         if xmp and "XMP" not in text:
             text["XMP"] = xmp
         manifest = _c2pa(data, fmt)
+    except TooLargeToRead:
+        raise
     except (ValueError, OSError, SyntaxError, struct.error, IndexError, KeyError, zlib.error):
         pass  # a damaged file reports what was read before the damage
 

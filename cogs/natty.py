@@ -31,6 +31,7 @@ from bot import delivery
 from bot import game as g
 from bot.i18n import t
 from bot.jobs import JobState
+from bot.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
 from bot.provenance import read as read_provenance
 
 log = logging.getLogger("natty.game")
@@ -47,6 +48,11 @@ async def _loc(interaction: discord.Interaction) -> str:
 async def _server_loc(interaction: discord.Interaction) -> str:
     """The language of messages the whole server sees (see NattyBot.guild_locale)."""
     return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)  # type: ignore[attr-defined]
+
+
+def _too_large(filename: str, loc: str) -> str:
+    return t("check.too_large", loc, filename=filename, pixels=f"{MAX_PIXELS // 1_000_000}",
+             text=MAX_TEXT_MEMORY >> 20)
 
 
 def kind_name(kind: str, locale: str | None) -> str:
@@ -201,7 +207,11 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             if data is None:
                 await interaction.edit_original_response(content=f"⚠️ {problem}")
                 return
-            prov = read_provenance(data)
+            try:
+                prov = await asyncio.to_thread(read_provenance, data)  # bounded, but CPU work: off the loop
+            except TooLargeToRead:
+                await interaction.edit_original_response(content=_too_large(image.filename, loc))
+                return
             if prov["natty"] or prov["c2pa"] or prov["generator_hints"]:
                 await interaction.edit_original_response(
                     content=t("game.real_has_ai_metadata", loc, filename=image.filename))
@@ -237,7 +247,11 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             if data is None:
                 await interaction.edit_original_response(content=f"⚠️ {problem}")
                 return
-            finding = await self._check_file(interaction, file, data, loc)
+            try:
+                finding = await self._check_file(interaction, file, data, loc)
+            except TooLargeToRead:
+                await interaction.edit_original_response(content=_too_large(file.filename, loc))
+                return
             description = t("check.description_file", loc, filename=file.filename)
         else:
             match = await g.natty_text_job(self.storage, text or "", interaction.guild_id)
@@ -254,7 +268,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     async def _check_file(self, interaction: discord.Interaction, file: discord.Attachment, data: bytes,
                           loc: str) -> g.Finding:
-        prov = read_provenance(data)
+        prov = await asyncio.to_thread(read_provenance, data)  # bounded, but CPU work: off the loop
         mime = (file.content_type or mimetypes.guess_type(file.filename)[0] or "").split(";")[0]
         c2pa_report = await asyncio.to_thread(g.verify_c2pa, data, mime) if prov["c2pa"] else None
         natty_match = None

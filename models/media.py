@@ -4,6 +4,8 @@ from __future__ import annotations
 
 IMAGE_FORMATS = frozenset({"png", "jpeg", "webp", "gif"})
 AUDIO_FORMATS = frozenset({"wav", "flac", "ogg", "mp3", "mp4"})
+# The longest audio natty decodes: an hour of 48 kHz stereo float32 is 1.4 GB, from a 25 MB Opus upload.
+MAX_AUDIO_SECONDS = 30 * 60
 MIME_TYPES = {
     "png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif", "wav": "audio/wav",
     "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "mp4": "video/mp4", "webm": "video/webm",

@@ -541,10 +541,17 @@ def decode_audio(data: bytes | None, rate: int) -> Any:
 
     if not data:
         raise BackendError(ErrorKind.BAD_REQUEST, "no audio was given")
+    from models.media import MAX_AUDIO_SECONDS
+
     try:
-        audio, source_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        info = sf.info(io.BytesIO(data))  # the header only: refuse what would decode to gigabytes
+        too_long = info.samplerate > 0 and info.frames / info.samplerate > MAX_AUDIO_SECONDS
+        if not too_long:
+            audio, source_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises its own LibsndfileError and RuntimeError subclasses
         raise BackendError(ErrorKind.BAD_REQUEST, "the audio could not be read (use WAV, FLAC or OGG)") from exc
+    if too_long:
+        raise BackendError(ErrorKind.BAD_REQUEST, f"the audio is longer than {MAX_AUDIO_SECONDS // 60} minutes")
     mono = audio.mean(axis=1)
     if source_rate != rate and len(mono) > 1:
         n = max(1, round(len(mono) * rate / source_rate))

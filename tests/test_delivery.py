@@ -268,6 +268,17 @@ def test_image_that_cannot_fit_raises_too_large_with_a_clear_message() -> None:
     assert err.user_message.startswith(f"art.png is {human_size(len(data))}, over this server's 1000 B upload limit")
 
 
+@pytest.mark.parametrize("locale, words", [("en-US", "could not be read as an image"),
+                                           ("pt-BR", "não foi possível lê-lo como imagem")])
+def test_an_oversized_unreadable_image_is_too_large_with_a_reason_not_a_crash(locale: str, words: str) -> None:
+    broken = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20  # a PNG signature, then garbage
+    with pytest.raises(TooLarge) as caught:
+        fit_file(broken, "art.png", 1000)
+    assert caught.value.message(locale).startswith("art.png ") and words in caught.value.message(locale)
+    notes = fit_files([("art.png", broken)], 1000, locale=locale).skipped
+    assert len(notes) == 1 and words in notes[0]
+
+
 def test_video_and_unknown_files_are_never_reencoded() -> None:
     mp4 = b"\0\0\0\x18ftypisom" + b"\0" * 5000
     with pytest.raises(TooLarge, match="videos are not re-encoded"):

@@ -290,3 +290,22 @@ async def test_check_on_text_finds_natty_answers_and_proves_nothing_about_other_
         nothing = await (await n.server.slash(n.alice, n.general, "natty check")).response()
         assert nothing.ephemeral and "Attach a `file`" in nothing.content
         assert n.server.violations == []
+
+
+async def test_a_zip_bomb_png_gets_a_clear_refusal_and_nobody_waits_for_it(tmp_path):
+    from tests.hostile import ztxt_bomb_png
+
+    async with Natty.running(tmp_path) as n:
+        bomb = ztxt_bomb_png()  # about 300 KB whose zTXt chunk inflates to 300 MiB
+        checking = await n.server.slash(n.alice, n.general, "natty check", file=("bomb.png", bomb, "image/png"))
+        helping = await n.server.slash(n.bob, n.general, "help")  # another member, while the file is read
+        refusal = await n.final(checking)
+        assert "did not read **bomb.png**" in refusal.content and "Nothing was checked" in refusal.content
+        assert not refusal.embeds
+        answer = await helping.response()
+        assert answer.embeds or answer.content
+        added = await (await n.server.slash(n.mod, n.general, "natty add-real",
+                                            image=("bomb.png", bomb, "image/png"))).response()
+        assert "did not read **bomb.png**" in added.content
+        assert await g.RealPool(n.bot.storage).counts(n.guild.id) == {}
+        assert n.server.violations == []  # among them: every interaction acknowledged within 3 seconds

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -272,3 +274,65 @@ def test_read_never_raises_on_damaged_input(data: bytes) -> None:
 def test_truncated_stamped_png_still_reports_the_label() -> None:
     stamped = stamp(image_bytes("PNG"), "png", PROV)
     assert read(stamped[: stamped.index(b"IDAT") + 50])["natty"] == PROV
+
+
+# ------------------------------------------------------------------------------------- hostile files
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    """The most memory Python held while `fn` ran (imports warmed up by a first call)."""
+    import tracemalloc
+
+    with contextlib.suppress(Exception):
+        fn()
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(Exception):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_ztxt_bomb_is_refused_without_inflating_it() -> None:
+    from bot.provenance import MAX_TEXT_MEMORY, TooLargeToRead
+    from tests.hostile import ztxt_bomb_png
+
+    bomb = ztxt_bomb_png()  # about 300 KB on disk, 300 MiB of text inflated
+    assert len(bomb) < 1 << 20
+    with pytest.raises(TooLargeToRead):
+        read(bomb)
+    # bounded by natty's limits, not by what the chunk inflates to
+    assert peak_memory(lambda: read(bomb)) < 4 * MAX_TEXT_MEMORY
+
+
+def test_stamping_a_png_with_a_ztxt_bomb_does_not_inflate_it() -> None:
+    from tests.hostile import ztxt_bomb_png
+
+    bomb = ztxt_bomb_png()
+    stamped = stamp(bomb, "png", PROV)
+    assert b"zTXt" in stamped and PROV.to_json().encode() in stamped  # the foreign chunk is kept as it was
+    assert peak_memory(lambda: stamp(bomb, "png", PROV)) < 16 * len(bomb)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_gigapixel_canvas_is_refused_before_any_pixel_is_decoded() -> None:
+    from bot.game import normalize_image
+    from bot.provenance import TooLargeToRead, open_image
+    from tests.hostile import huge_canvas_png
+
+    with pytest.raises(TooLargeToRead):
+        read(huge_canvas_png())
+    with pytest.raises(TooLargeToRead):
+        open_image(huge_canvas_png(8_000))  # 64 MP: under Pillow's own bomb limit, over natty's
+    with pytest.raises(TooLargeToRead):
+        normalize_image(huge_canvas_png(8_000))
+
+
+def test_text_after_the_pixels_is_still_read() -> None:
+    png = image_bytes("PNG")
+    end = png.rindex(b"IEND") - 4
+    body = b"Software\0ComfyUI"
+    late = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    found = read(png[:end] + late + png[end:])
+    assert found["software"] == "ComfyUI" and "ComfyUI" in found["generator_hints"]
