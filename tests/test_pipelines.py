@@ -143,22 +143,28 @@ async def test_cancel_stops_generation(backend: PipelinesBackend, folders: dict[
 async def test_event_loop_keeps_ticking_during_load_and_generation(
     backend: PipelinesBackend, folders: dict[str, str]
 ) -> None:
-    ticks = 0
+    # If the pipeline ran on the loop, the ticker would stall for the whole run in one gap.
+    ticks: list[float] = []
     done = asyncio.Event()
 
     async def ticker() -> None:
-        nonlocal ticks
         while not done.is_set():
-            ticks += 1
+            ticks.append(time.perf_counter())
             await asyncio.sleep(0)
 
     task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start = time.perf_counter()
     try:
         await backend.run(entry("chat", folders["chat"]), greedy("hello", 64), RunContext())
     finally:
+        end = time.perf_counter()
         done.set()
         await task
-    assert ticks > 0
+    during = [start, *(t for t in ticks if start <= t <= end), end]
+    largest_gap = max(b - a for a, b in zip(during, during[1:], strict=False))
+    assert len(during) > 3
+    assert largest_gap < (end - start) / 2, f"the loop stalled {largest_gap:.3f}s of a {end - start:.3f}s run"
 
 
 # ---- the pipeline tasks ----
@@ -177,7 +183,7 @@ async def test_text_to_speech_returns_wav(backend: PipelinesBackend, folders: di
 async def test_image_to_text_captions(backend: PipelinesBackend, folders: dict[str, str]) -> None:
     result = await backend.run(entry("image-to-text", folders["captioner"], max_new_tokens=6),
                                Request(task="image-to-text", image=png()), RunContext())
-    assert isinstance(result, TextResult) and isinstance(result.text, str)
+    assert isinstance(result, TextResult) and isinstance(result.text, str) and result.text.strip()
 
 
 async def test_speech_to_text_resamples_and_transcribes(backend: PipelinesBackend, folders: dict[str, str]) -> None:
@@ -205,6 +211,16 @@ async def test_bad_inputs_are_bad_requests(backend: PipelinesBackend, folders: d
         await backend.run(entry("speech-to-text", folders["whisper"]),
                           Request(task="speech-to-text", audio=b"not audio"), RunContext())
     assert info.value.kind is ErrorKind.BAD_REQUEST
+
+
+def test_decode_audio_refuses_audio_longer_than_the_bound_before_decoding_it(monkeypatch) -> None:
+    import models.media
+
+    monkeypatch.setattr(models.media, "MAX_AUDIO_SECONDS", 2)
+    with pytest.raises(BackendError, match="longer than") as info:
+        decode_audio(wav(3.0, 8000), 16000)
+    assert info.value.kind is ErrorKind.BAD_REQUEST
+    assert len(decode_audio(wav(1.5, 8000), 8000)) == 12000
 
 
 def test_decode_audio_resamples_to_mono() -> None:
