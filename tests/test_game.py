@@ -206,3 +206,30 @@ def test_fused_answers_are_cleaned_and_everyone_is_credited():
     messages = c.fusion_messages("image", "t", ["a", "b"])
     assert "image generation model" in messages[0]["content"] and "- a\n- b" in messages[1]["content"]
     assert "Collab session" in c.panel_text(s) and "**1.** b · 1 vote" in c.panel_text(s)
+
+
+async def test_natty_check_text_matches_results_off_the_event_loop(tmp_path, monkeypatch):
+    import threading
+
+    from bot.jobs import Job, JobState
+
+    storage = Storage(tmp_path / "db.sqlite", tmp_path / "data")
+    await storage.open()
+    try:
+        for i in range(30):
+            await storage.insert_job(Job(user_id=1, guild_id=5, task="chat", model="m", state=JobState.DONE,
+                                         result={"kind": "text", "text": f"answer number {i}"}))
+        hashed_in: set[int] = set()
+        real = g.text_sha256
+
+        def spy(text: str) -> str:
+            hashed_in.add(threading.get_ident())
+            return real(text)
+
+        monkeypatch.setattr(g, "text_sha256", spy)
+        found = await g.natty_text_job(storage, "answer  number 3", 5)
+        assert found is not None and found["model"] == "m"
+        assert await g.natty_text_job(storage, "answer number 3", 6) is None  # another server's records
+        assert hashed_in - {threading.get_ident()}, "the result JSONs were parsed on the event loop"
+    finally:
+        await storage.close()
