@@ -1,9 +1,9 @@
 """Safety policy for prompts and generated images, free of Discord so it can be unit-tested.
 
 Prompts for images and video are matched against a built-in list of clearly sexual terms and the server's own
-block list. Matching is by whole words after normalisation (case, accents, leetspeak digits, letters spaced out
-with separators, stretched letters), so "n.u.d.e", "p0rn" and "NUUUDE" match while "analysis", "Essex" or
-"cocktail" do not. The rules:
+block list. Matching is by whole words after normalisation (case, accents, look-alike letters of other scripts,
+leetspeak digits, letters spaced out with separators, stretched letters), so "n.u.d.e", "p0rn", "NUUUDE" and
+"nudе" with a Cyrillic "е" match while "analysis", "Essex" or "cocktail" do not. The rules:
 
 - sexual terms next to words for children, and a few terms that exist only for sexualised minors: always
   blocked, in every channel, whatever the server's policy;
@@ -93,10 +93,44 @@ RULE_LABELS = {  # for logs; the audit channel gets the catalogs' "safety.rule.<
 # --- matching -------------------------------------------------------------------------------------------------
 
 
+def _latin_lookalikes() -> dict[int, str]:
+    """Each non-ASCII character that Unicode's confusables data (UTS #39) lists as looking like an ASCII letter
+    or digit, mapped to it: Cyrillic "е" and "а", Greek "ο", mathematical "𝐞", Cherokee "Ꭺ"...
+
+    A lower-case letter is preferred where a character looks like several ("ǀ" like "l", "I" and "1").
+    """
+    from confusable_homoglyphs.confusables import confusables_data
+
+    def rank(c: str) -> tuple[int, str]:
+        return (0 if c.islower() else 1 if c.isalpha() else 2), c
+
+    table: dict[int, str] = {}
+    for char, glyphs in confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        ascii_twins = [g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalnum()]
+        if ascii_twins:
+            table[ord(char)] = min(ascii_twins, key=rank).lower()
+    return table
+
+
+_LOOKALIKES = _latin_lookalikes()
+
+
+def _as_latin(word: str) -> str:
+    """A word that looks Latin, read as Latin: "nudе" with a Cyrillic "е" becomes "nude". A word with letters
+    that look like no Latin letter ("привет") is a word of its own script and stays as it is."""
+    if word.isascii() or not all(c.isascii() or ord(c) in _LOOKALIKES or not c.isalpha() for c in word):
+        return word
+    return word.translate(_LOOKALIKES).lower()
+
+
 def _fold(text: str) -> str:
-    """Lower case without accents, apostrophes or compatibility forms (full-width letters, ligatures)."""
+    """Lower case without accents, apostrophes, compatibility forms (full-width letters, ligatures) or look-alike
+    letters of other scripts (their UTS #39 confusables, where a whole word looks Latin)."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’`")
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’`")
+    return " ".join(_as_latin(word) for word in bare.split())
 
 
 def tokens(text: str) -> list[str]:

@@ -27,6 +27,31 @@ def test_innocent_prompts_pass(prompt):
     assert check_prompt(prompt, age_restricted=False) is None, prompt
 
 
+@pytest.mark.parametrize("prompt", [
+    "a nud\u0435 portrait",  # Cyrillic е
+    "\u0440\u043erno star",  # Cyrillic р and о
+    "a n\u0430ked man",  # Cyrillic а
+    "\u0455ex scene",  # Cyrillic dze, which looks like s
+    "p\u03bfrn",  # Greek ο
+    "\U0001d427\U0001d42e\U0001d41d\U0001d41e",  # mathematical bold "nude"
+    "\u01c0ewd art",  # Latin dental click, which looks like l
+    "h\u0435nt\u0430i",
+])
+def test_look_alike_letters_of_other_scripts_are_read_as_the_latin_letters_they_mimic(prompt):
+    block = check_prompt(prompt, age_restricted=False)
+    assert block is not None and block.rule == "builtin", prompt
+
+
+@pytest.mark.parametrize("prompt", [
+    "\u041f\u0440\u0438\u0432\u0435\u0442, \u043a\u0440\u0430\u0441\u0438\u0432\u044b\u0439 "
+    "\u043f\u0435\u0439\u0437\u0430\u0436",  # Russian: "hello, a beautiful landscape"
+    "\u03ba\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1",  # Greek: "good morning"
+    "S\u00e3o Paulo \u00e0 noite, caf\u00e9 e a\u00e7\u00e3o",  # Portuguese accents are just letters
+])
+def test_words_of_other_scripts_are_not_misread_as_english(prompt):
+    assert check_prompt(prompt, age_restricted=False) is None, prompt
+
+
 def test_age_restricted_channels_allow_adult_prompts_unless_the_policy_is_never():
     assert check_prompt("a nude study", age_restricted=True) is None
     assert check_prompt("a nude study", age_restricted=True, policy="never") == Block("builtin-never", "nude")
