@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 
 from bot import delivery
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from bot.client import NattyBot
 
 log = logging.getLogger("natty.presenter")
+
+# What a failed send looks like: Discord refusing, or the connection to it failing or timing out.
+SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 CURSOR = " ▌"
 AI_LABEL = "AI-generated"  # the en-US "result.ai_label"
@@ -55,6 +59,12 @@ class Render:
     files: list[discord.File] = field(default_factory=list)
     view: discord.ui.View | None = None
     final: bool = False
+
+
+def _rewind(renders: list[Render], attachment: discord.File | None) -> None:
+    """Make every file of a send readable from its start again, for another try."""
+    for f in [*(f for r in renders for f in r.files), *([attachment] if attachment else [])]:
+        f.reset(seek=True)
 
 
 class LiveMessage:
@@ -91,8 +101,8 @@ class LiveMessage:
             self.last_edit = time.monotonic()
             try:
                 await self.presenter.edit_job_message(self.job, render)
-            except discord.HTTPException as exc:
-                log.warning("job %s: progress edit failed: %s", self.job.id, exc)
+            except SEND_ERRORS as exc:
+                log.warning("job %s: progress edit failed: %s", self.job.id, exc or type(exc).__name__)
 
     async def close(self) -> None:
         """Stop progress edits; the caller then renders the final state itself."""
@@ -285,11 +295,17 @@ class Presenter:
                 sent = await self._deliver_interaction(job, renders, attachment)
             else:
                 sent = await self._deliver_channel(job, renders, attachment)
-        except discord.HTTPException as exc:
-            log.warning("job %s: delivery through %s failed (%s); trying the channel", job.id,
-                        "the interaction" if via_interaction else "the channel", exc)
+        except SEND_ERRORS as exc:
+            log.warning("job %s: delivery through %s failed (%s); %s", job.id,
+                        "the interaction" if via_interaction else "the channel", exc or type(exc).__name__,
+                        "trying the channel" if via_interaction else "giving up")
             if via_interaction:
-                sent = await self._deliver_channel(job, renders, attachment)
+                _rewind(renders, attachment)  # the failed upload read the files to their end
+                try:
+                    sent = await self._deliver_channel(job, renders, attachment)
+                except SEND_ERRORS as again:
+                    log.warning("job %s: delivery through the channel failed too (%s)", job.id,
+                                again or type(again).__name__)
         for message in sent:
             await self.bot.storage.link_message(message.id, job.id, message.channel.id)
         log.info("job %s delivered (%s) in %d message(s)", job.id, job.state, len(sent))

@@ -50,8 +50,30 @@ async def test_video_that_outlives_the_interaction_token_is_posted_in_the_channe
         posted = await n.wait(lambda: next((m for m in n.general.messages
                                             if m.attachments and m.interaction is None), None), timeout=30)
         assert posted.content.startswith(f"<@{n.alice.id}>")
-        assert posted.pings == [f"user:{n.alice.id}"] or posted.would_ping
-        assert posted.attachments[0].filename.endswith(".mp4")
+        assert posted.pings == [f"user:{n.alice.id}"]  # the requester, and nobody else
+        (att,) = posted.attachments
+        assert att.filename.endswith(".mp4") and att.data  # not the 0-byte file of the failed webhook upload
+        with av.open(io.BytesIO(att.data)) as container:
+            assert len(list(container.decode(video=0))) == 6
+        # the only refusals are the bot trying its expired token before falling back to the channel
+        assert {v.kind for v in n.server.violations} <= {"expired_token"}
+
+
+async def test_an_image_that_outlives_the_token_is_posted_in_the_channel_as_a_whole_png(tmp_path):
+    async with Natty.running(tmp_path, token_margin=0.0) as n:
+        n.server.token_lifetime = 1.0
+        n.hf.loading(estimated_time=1.5, path="text-to-image")
+        ix = await n.server.slash(n.alice, n.general, "imagine", prompt="a lighthouse, @everyone")
+        await ix.acked()
+        posted = await n.wait(lambda: next((m for m in n.general.messages
+                                            if m.attachments and m.interaction is None), None), timeout=30)
+        assert posted.pings == [f"user:{n.alice.id}"]
+        (att,) = posted.attachments
+        assert att.filename.endswith(".png") and att.size > 0
+        image = Image.open(io.BytesIO(att.data))
+        image.load()  # every byte is there
+        assert image.size[0] > 0 and read_provenance(att.data)["natty"] is not None
+        assert {v.kind for v in n.server.violations} <= {"expired_token"}
 
 
 async def test_describe_gives_a_caption_and_three_prompts_that_imagine_on_a_press(tmp_path):
