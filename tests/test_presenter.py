@@ -1,0 +1,82 @@
+"""The presenter's sends when the connection to Discord fails: a logged fallback, never an escaped exception."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+
+from bot.jobs import Job, JobState
+from bot.presenter import LiveMessage, Presenter, Render
+
+
+class FakeStorage:
+    def __init__(self) -> None:
+        self.links: list[tuple[int, str]] = []
+
+    async def link_message(self, message_id: int, job_id: str, channel_id: int | None) -> None:
+        self.links.append((message_id, job_id))
+
+
+def presenter() -> Presenter:
+    bot = SimpleNamespace(settings=SimpleNamespace(edit_interval=0.0, token_margin=60.0), storage=FakeStorage())
+    return Presenter(bot)  # type: ignore[arg-type]
+
+
+def job() -> Job:
+    return Job(user_id=1, task="chat", model="m", channel_id=5, state=JobState.DONE, application_id=9,
+               interaction_token="tok", token_expires_at=time.time() + 900, message_id=77,
+               result={"kind": "text", "text": "hello"})
+
+
+@pytest.mark.parametrize("error", [aiohttp.ClientConnectionError("reset by peer"), TimeoutError(),
+                                   ConnectionResetError(104, "reset")])
+async def test_a_progress_edit_that_loses_the_connection_is_logged_not_raised(error, caplog):
+    p = presenter()
+
+    async def edit(job: Job, render: Render) -> None:
+        raise error
+
+    p.edit_job_message = edit  # type: ignore[method-assign]
+    live = LiveMessage(p, job(), 0.0)
+    live.pending = Render("50%")
+    with caplog.at_level(logging.WARNING, "natty.presenter"):
+        await live._flush()
+    assert "progress edit failed" in caplog.text
+
+
+@pytest.mark.parametrize("error", [aiohttp.ClientConnectionError("reset by peer"), TimeoutError()])
+async def test_a_delivery_that_loses_the_connection_falls_back_to_the_channel(error, caplog):
+    p = presenter()
+    posted: list[str] = []
+
+    async def interaction(job, renders, attachment):  # noqa: ANN001, ANN202
+        raise error
+
+    async def channel(job, renders, attachment):  # noqa: ANN001, ANN202
+        posted.extend(r.content for r in renders)
+        return [SimpleNamespace(id=123, channel=SimpleNamespace(id=5))]
+
+    p._deliver_interaction = interaction  # type: ignore[method-assign]
+    p._deliver_channel = channel  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, "natty.presenter"):
+        await p.deliver(job())
+    assert posted and "hello" in posted[0]
+    assert [message for message, _ in p.bot.storage.links] == [123]
+    assert "trying the channel" in caplog.text
+
+
+async def test_a_delivery_whose_fallback_fails_too_is_logged_not_raised(caplog):
+    p = presenter()
+
+    async def broken(job, renders, attachment):  # noqa: ANN001, ANN202
+        raise aiohttp.ServerDisconnectedError()
+
+    p._deliver_interaction = broken  # type: ignore[method-assign]
+    p._deliver_channel = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, "natty.presenter"):
+        await p.deliver(job())
+    assert "through the channel failed too" in caplog.text
