@@ -36,6 +36,7 @@ SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError,
 
 CURSOR = " ▌"
 AI_LABEL = "AI-generated"  # the en-US "result.ai_label"
+TOKEN_SWEEP_INTERVAL = 60.0  # seconds between two clearings of expired interaction tokens
 
 
 def _eta_text(eta: float | None, locale: str | None = None) -> str:
@@ -131,6 +132,7 @@ class Presenter:
         self.result_renderers: dict[str, Any] = {}
         # async (job) -> a refusal message or None, run on finished results before anything is posted
         self.output_checks: list[Any] = []
+        self._tokens_swept = 0.0  # monotonic time of the last clear_expired_tokens
 
     def _live(self, job: Job) -> LiveMessage:
         live = self.live.get(job.id)
@@ -172,6 +174,7 @@ class Presenter:
         live = self.live.pop(job.id, None)
         if live is not None:
             await live.close()
+        await self._sweep_tokens()
         if job.state is JobState.DONE:
             for check in self.output_checks:
                 refusal = await check(job)
@@ -186,6 +189,19 @@ class Presenter:
             await renderer(job)
             return
         await self.deliver(job)
+
+    async def _sweep_tokens(self) -> None:
+        """Clear expired interaction tokens from the jobs table, at most once a minute (the first finished job
+        after a start sweeps what earlier runs left)."""
+        now = time.monotonic()
+        if self._tokens_swept and now - self._tokens_swept < TOKEN_SWEEP_INTERVAL:
+            return
+        self._tokens_swept = now
+        try:
+            if cleared := await self.bot.storage.clear_expired_tokens():
+                log.info("cleared %d expired interaction token(s)", cleared)
+        except Exception:  # housekeeping: never let it stop a result from being delivered
+            log.exception("clearing expired interaction tokens failed")
 
     # --- rendering ------------------------------------------------------------------------------------
 

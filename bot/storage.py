@@ -182,6 +182,15 @@ class Storage:
                                    (user_id, limit)) as cur:
             return [_row_to_job(r) for r in await cur.fetchall()]
 
+    async def clear_expired_tokens(self, now: float | None = None) -> int:
+        """Forget interaction tokens past their expiry (a token is a credential: keep none longer than it
+        works). Returns how many were cleared."""
+        cur = await self.db.execute(
+            "UPDATE jobs SET interaction_token = NULL WHERE interaction_token IS NOT NULL AND token_expires_at < ?",
+            (time.time() if now is None else now,))
+        await self.db.commit()
+        return cur.rowcount
+
     async def link_message(self, message_id: int, job_id: str, channel_id: int | None) -> None:
         await self.db.execute("INSERT OR REPLACE INTO job_messages VALUES (?, ?, ?)", (message_id, job_id, channel_id))
         await self.db.commit()

@@ -80,3 +80,30 @@ async def test_a_delivery_whose_fallback_fails_too_is_logged_not_raised(caplog):
     with caplog.at_level(logging.WARNING, "natty.presenter"):
         await p.deliver(job())
     assert "through the channel failed too" in caplog.text
+
+
+async def test_finishing_a_job_clears_interaction_tokens_that_have_expired(tmp_path):
+    from bot.storage import Storage
+
+    storage = Storage(tmp_path / "db.sqlite", tmp_path / "data")
+    await storage.open()
+    try:
+        now = time.time()
+        old = Job(user_id=1, task="chat", model="m", state=JobState.DONE, interaction_token="old-secret",
+                  token_expires_at=now - 1)
+        fresh = Job(user_id=1, task="chat", model="m", state=JobState.RUNNING, interaction_token="fresh-secret",
+                    token_expires_at=now + 600)
+        for j in (old, fresh):
+            await storage.insert_job(j)
+        p = presenter()
+        p.bot.storage = storage
+        done = job()
+        done.params["silent"] = True  # nothing to post: only the housekeeping runs
+        await p.job_finished(done)
+        assert (await storage.get_job(old.id)).interaction_token is None
+        assert (await storage.get_job(fresh.id)).interaction_token == "fresh-secret"
+        async with storage.db.execute("SELECT COUNT(*) FROM jobs WHERE interaction_token IS NOT NULL "
+                                      "AND token_expires_at < ?", (now,)) as cur:
+            assert (await cur.fetchone())[0] == 0
+    finally:
+        await storage.close()
