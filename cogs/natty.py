@@ -137,6 +137,19 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     def _lock(self, game_id: str) -> asyncio.Lock:
         return self.locks.setdefault(game_id, asyncio.Lock())
 
+    def _prune(self, game_id: str) -> None:
+        """Forget a game's lock, wakeup and task once nothing drives it any more (it ended, failed or was
+        stopped), so the dicts hold running games only. A press on an old round's button lands here too."""
+        task = self.tasks.get(game_id)
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            return
+        lock = self.locks.get(game_id)
+        if lock is not None and lock.locked():
+            return
+        self.tasks.pop(game_id, None)
+        self.locks.pop(game_id, None)
+        self.wakeups.pop(game_id, None)
+
     # --- commands -------------------------------------------------------------------------------------------
 
     @app_commands.command(name="play", description="Natural or AI? Vote on each item before the timer ends")
@@ -309,6 +322,13 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     async def on_vote(self, interaction: discord.Interaction, game_id: str, index: int, item: int,
                       choice: str) -> None:
+        try:
+            await self._vote(interaction, game_id, index, item, choice)
+        finally:
+            self._prune(game_id)
+
+    async def _vote(self, interaction: discord.Interaction, game_id: str, index: int, item: int,
+                    choice: str) -> None:
         async with self._lock(game_id):
             game = await g.load_game(self.storage, game_id)
             rnd = game.rounds[index] if game and index < len(game.rounds) else None
@@ -330,6 +350,12 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             ephemeral=True)
 
     async def on_end_round(self, interaction: discord.Interaction, game_id: str, index: int) -> None:
+        try:
+            await self._end_round(interaction, game_id, index)
+        finally:
+            self._prune(game_id)
+
+    async def _end_round(self, interaction: discord.Interaction, game_id: str, index: int) -> None:
         async with self._lock(game_id):
             game = await g.load_game(self.storage, game_id)
             if game is None or index >= len(game.rounds) or game.rounds[index].phase != "voting":
@@ -343,7 +369,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             game.rounds[index].deadline = time.time()
             await g.save_game(self.storage, game)
         await interaction.response.send_message(t("game.ending", await _loc(interaction)), ephemeral=True)
-        self.wakeups.setdefault(game_id, asyncio.Event()).set()
+        if (wakeup := self.wakeups.get(game_id)) is not None:
+            wakeup.set()
 
     # --- the game's timer task ---------------------------------------------------------------------------------
 
@@ -384,6 +411,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                     game.state = "failed"
                     await g.save_game(self.storage, game)
                     await self._channel(game).send(t("game.stopped", game.locale))
+        finally:
+            self._prune(game_id)
 
     def _channel(self, game: g.Game) -> discord.PartialMessageable:
         return self.bot.get_partial_messageable(game.channel_id)

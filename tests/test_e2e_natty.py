@@ -39,10 +39,11 @@ async def current_round(n: Natty, number: int) -> g.Round:
         rnd = game.rounds[number - 1] if len(game.rounds) >= number else None
         return rnd if rnd and rnd.message_id else None
 
-    rnd = await ready()
-    while rnd is None:
-        await asyncio.sleep(0.02)
+    async with asyncio.timeout(30):  # a round that never opens fails the test instead of hanging it
         rnd = await ready()
+        while rnd is None:
+            await asyncio.sleep(0.02)
+            rnd = await ready()
     return rnd
 
 
@@ -309,3 +310,19 @@ async def test_a_zip_bomb_png_gets_a_clear_refusal_and_nobody_waits_for_it(tmp_p
         assert "did not read **bomb.png**" in added.content
         assert await g.RealPool(n.bot.storage).counts(n.guild.id) == {}
         assert n.server.violations == []  # among them: every interaction acknowledged within 3 seconds
+
+
+async def test_a_finished_game_leaves_no_lock_wakeup_or_task_behind(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        cog = n.bot.get_cog("NattyGame")
+        await n.server.slash(n.alice, n.general, "natty play", rounds=1, kind="digits", seconds=300)
+        msg = await round_message(n, 1, 1)
+        await current_round(n, 1)
+        assert cog.tasks and cog.locks  # a running game has its timer task and lock
+        await (await n.server.press(n.alice, msg, label="End round")).response()
+        await n.wait(lambda: next((m for m in n.general.messages if "Natty or Not is over" in m.content), None))
+        async with asyncio.timeout(30):
+            while cog.tasks or cog.locks or cog.wakeups:
+                await asyncio.sleep(0.02)
+        assert (cog.tasks, cog.locks, cog.wakeups) == ({}, {}, {})
+        assert n.server.violations == []
