@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import hashlib
 import json
 import mimetypes
 import re
@@ -87,6 +89,7 @@ __all__ = [
     "FakeUser",
     "GatewaySession",
     "ModalField",
+    "RateLimitHit",
     "RequestRecord",
     "Violation",
     "perms",
@@ -99,8 +102,19 @@ DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions)
 ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4
 MANAGE_GUILD = 1 << 5
+ADD_REACTIONS = 1 << 6
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
 MANAGE_MESSAGES = 1 << 13
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+MANAGE_THREADS = 1 << 34
+CREATE_PUBLIC_THREADS = 1 << 35
+CREATE_PRIVATE_THREADS = 1 << 36
+SEND_MESSAGES_IN_THREADS = 1 << 38
 ALL_PERMISSIONS = (1 << 51) - 1
 DEFAULT_MEMBER_PERMISSIONS = (
     (1 << 6)  # add reactions
@@ -131,7 +145,28 @@ INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_DM_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 
+# Per-route buckets, (requests, seconds) per top-level resource (channel, or webhook id + token). Discord
+# publishes none of them ("parse the headers"); these are the values bots see in X-RateLimit-* headers:
+# message create and edit 5 per 5 s per channel, delete 5 per 1 s, reactions 1 per 0.25 s, interaction
+# webhooks (followups and @original edits) 5 per 2 s per token. Every other route gets "default".
+# Interaction callbacks carry no bucket, and neither they nor the interaction webhooks (no bot token)
+# count against the global limit of 50 requests per second per bot token.
+RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "message_create": (5, 5.0),
+    "message_edit": (5, 5.0),
+    "message_delete": (5, 1.0),
+    "reaction": (1, 0.25),
+    "webhook": (5, 2.0),
+    "default": (50, 1.0),
+}
+GLOBAL_RATE_LIMIT = (50, 1.0)
+OLD_MESSAGE_AGE = 3600.0  # edits of bot messages older than this answer 30046
+
 _T = TypeVar("_T")
+# Every server made in this process, newest last: tests/conftest.py checks them after each test
+SERVERS: list[FakeDiscord] = []
+# (method, path) of the request being handled, for violations recorded deep inside a handler
+_CURRENT_REQUEST: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("_CURRENT_REQUEST")
 
 
 def perms(*, admin: bool = False, manage_messages: bool = False, manage_guild: bool = False) -> int:
@@ -161,12 +196,13 @@ def _iso(ts: float | None) -> str | None:
 class _Snowflakes:
     """Snowflake generator; every id gets its own millisecond so ``id >> 22`` picks shards predictably."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._last = 0
+        self._clock = clock
 
     def next(self, *, shard: tuple[int, int] | None = None) -> int:
-        """A fresh id; with ``shard=(k, n)`` one whose ``(id >> 22) % n == k``."""
-        ms = max(int(time.time() * 1000) - DISCORD_EPOCH_MS, self._last + 1)
+        """A fresh id (timestamped by the server's clock); with ``shard=(k, n)`` one whose ``(id >> 22) % n == k``."""
+        ms = max(int(self._clock() * 1000) - DISCORD_EPOCH_MS, self._last + 1)
         if shard is not None:
             k, n = shard
             while ms % n != k:
@@ -286,11 +322,20 @@ class FakeChannel:
     threads: list[FakeChannel] = field(default_factory=list)
     position: int = 0
     created_at: float = field(default_factory=time.time)
+    # permission overwrites: target id -> (type 0 role / 1 member, allow, deny)
+    overwrites: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    archived: bool = False
+    locked: bool = False
 
     @property
     def is_thread(self) -> bool:
         """True for thread channels (types 10, 11, 12)."""
         return self.type in (10, 11, 12)
+
+    @property
+    def is_forum(self) -> bool:
+        """True for forum (15) and media (16) channels: only threads with a starter message go there."""
+        return self.type in (15, 16)
 
     def __repr__(self) -> str:
         return f"<FakeChannel {self.id} {self.name!r} type={self.type}>"
@@ -392,6 +437,7 @@ class FakeMessage:
     sticker_ids: list[str] = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     edited_at: float | None = None
+    reported_pings: set[str] = field(default_factory=set)
 
     @property
     def channel_id(self) -> int:
@@ -527,6 +573,17 @@ class Violation:
     def __str__(self) -> str:
         extra = f" {json.dumps(self.errors)}" if self.errors else ""
         return f"{self.kind}: {self.status}/{self.code} {self.message} ({self.method} {self.path}){extra}"
+
+
+@dataclass
+class RateLimitHit:
+    """A 429 the bot earned by exceeding a bucket (not an injected one)."""
+
+    scope: str  # "user" (a per-route bucket) or "global"
+    bucket: str
+    method: str
+    path: str
+    retry_after: float
 
 
 @dataclass
@@ -763,7 +820,10 @@ class FakeDiscord:
         bot_name: str = "natty",
         timeout: float = 10.0,
         enforce_intents: bool = True,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        self.clock: Callable[[], float] = clock or time.time
+        self._clock_offset = 0.0
         self.token = token
         self.shards = shards
         self.ack_deadline = ack_deadline
@@ -772,7 +832,7 @@ class FakeDiscord:
         self.attachment_size_limit = attachment_size_limit
         self.timeout = timeout
         self.enforce_intents = enforce_intents
-        self._ids = _Snowflakes()
+        self._ids = _Snowflakes(self.now)
         self.application_id = self._ids.next()
         self.bot_user = FakeUser(self._ids.next(), bot_name, bot=True)
         self.owner = FakeUser(self._ids.next(), "owner")
@@ -793,6 +853,13 @@ class FakeDiscord:
         self.requests: list[RequestRecord] = []
         self.unknown_requests: list[RequestRecord] = []
         self.rate_limited: list[RequestRecord] = []
+        self.rate_limit_hits: list[RateLimitHit] = []
+        self.rate_limits: dict[str, tuple[int, float]] = dict(RATE_LIMITS)
+        self.global_rate_limit: tuple[int, float] | None = GLOBAL_RATE_LIMIT
+        self._windows: dict[tuple[str, str], list[float]] = {}  # (bucket, major) -> [reset_at, used]
+        self.old_message_age = OLD_MESSAGE_AGE
+        self.expected_pings: set[str] = set()
+        self.tolerated: set[str] = set()
         self._injections: list[_Injection] = []
         self.sessions: list[GatewaySession] = []
         self.identify_count = 0
@@ -800,8 +867,9 @@ class FakeDiscord:
         self._background: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
-        self._routes: list[tuple[str, re.Pattern[str], _Handler, bool]] = []
+        self._routes: list[tuple[str, re.Pattern[str], _Handler, bool, str | None]] = []
         self._register_routes()
+        SERVERS.append(self)
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -856,6 +924,41 @@ class FakeDiscord:
     def loop_time() -> float:
         """The monotonic clock used for deadlines and edit times."""
         return asyncio.get_running_loop().time()
+
+    def now(self) -> float:
+        """The server's wall clock (``clock()`` plus ``advance_clock`` offsets): message ages, ids, rate windows."""
+        return self.clock() + self._clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the server's wall clock forward, e.g. past the hour after which old messages cannot be edited."""
+        self._clock_offset += seconds
+
+    # ---- what the test expects ----------------------------------------------------------------------
+
+    def expect_ping(self, *targets: FakeUser | FakeRole | FakeGuild | str) -> None:
+        """Let bot messages ping these: a user (mention or reply), a role, a guild (@everyone/@here) or "@here"."""
+        for t in targets:
+            if isinstance(t, FakeUser):
+                self.expected_pings |= {f"user:{t.id}", f"reply:{t.id}"}
+            elif isinstance(t, FakeRole):
+                self.expected_pings.add(f"role:{t.id}")
+            elif isinstance(t, FakeGuild):
+                self.expected_pings |= {"@everyone", "@here"}
+            else:
+                self.expected_pings.add(t)
+
+    def tolerate(self, *kinds: str) -> None:
+        """Violation kinds this test provokes on purpose; ``unexpected_violations`` leaves them out."""
+        self.tolerated.update(kinds)
+
+    @property
+    def unexpected_violations(self) -> list[Violation]:
+        """Violations of kinds the test did not ``tolerate``: what the central teardown check asserts empty."""
+        return [v for v in self.violations if v.kind not in self.tolerated]
+
+    def _violation(self, kind: str, message: str, *, status: int = 200, code: int = 0) -> None:
+        method, path = _CURRENT_REQUEST.get(("", ""))
+        self.violations.append(Violation(kind, status, code, message, method, path))
 
     # ---- waiting ----------------------------------------------------------------------------------
 
@@ -938,12 +1041,158 @@ class FakeDiscord:
             topic=topic,
             attachment_size_limit=attachment_size_limit,
             position=len(guild.channels),
+            created_at=self.now(),
         )
         guild.channels.append(chan)
         self.channels[chan.id] = chan
         if any(s.open for s in self.sessions):
             self._spawn(self._dispatch("CHANNEL_CREATE", self._channel_payload(chan), guild.id))
         return chan
+
+    def add_forum(self, guild: FakeGuild, name: str = "forum", *, nsfw: bool = False) -> FakeChannel:
+        """Add a forum channel (type 15): messages go only into its threads, each opened with a starter message."""
+        chan = FakeChannel(self._ids.next(), name, 15, guild, nsfw=nsfw, position=len(guild.channels),
+                           created_at=self.now())
+        guild.channels.append(chan)
+        self.channels[chan.id] = chan
+        if any(s.open for s in self.sessions):
+            self._spawn(self._dispatch("CHANNEL_CREATE", self._channel_payload(chan), guild.id))
+        return chan
+
+    def add_thread(
+        self,
+        parent: FakeChannel,
+        name: str = "thread",
+        *,
+        owner: FakeUser | None = None,
+        archived: bool = False,
+        locked: bool = False,
+        private: bool = False,
+    ) -> FakeChannel:
+        """Add a thread someone (default: the guild owner) opened in ``parent``."""
+        assert parent.guild is not None and not parent.is_thread
+        thread = FakeChannel(
+            self._ids.next(), name, 12 if private else 11, parent.guild, nsfw=parent.nsfw, parent_id=parent.id,
+            owner_id=(owner or self.owner).id, attachment_size_limit=parent.attachment_size_limit,
+            created_at=self.now(), archived=archived, locked=locked,
+        )
+        parent.threads.append(thread)
+        self.channels[thread.id] = thread
+        if any(s.open for s in self.sessions):
+            self._spawn(self._dispatch("THREAD_CREATE", self._channel_payload(thread), parent.guild.id))
+        return thread
+
+    def set_thread_state(
+        self, thread: FakeChannel, *, archived: bool | None = None, locked: bool | None = None
+    ) -> None:
+        """Archive, unarchive, lock or unlock a thread (as a moderator or Discord's auto-archive would)."""
+        assert thread.is_thread and thread.guild is not None
+        if archived is not None:
+            thread.archived = archived
+        if locked is not None:
+            thread.locked = locked
+        if any(s.open for s in self.sessions):
+            self._spawn(self._dispatch("THREAD_UPDATE", self._channel_payload(thread), thread.guild.id))
+
+    # ---- permissions ------------------------------------------------------------------------------
+
+    @staticmethod
+    def everyone_role(guild: FakeGuild) -> FakeRole:
+        """The guild's @everyone role (its id is the guild's)."""
+        return next(r for r in guild.roles if r.id == guild.id)
+
+    def bot_role(self, guild: FakeGuild) -> FakeRole:
+        """The bot's managed role."""
+        return next(r for r in guild.roles if r.managed and r.bot_id == self.bot_user.id)
+
+    def set_bot_permissions(self, guild: FakeGuild, permissions: int, *, everyone: int | None = None) -> None:
+        """Set the bot role's permissions (and optionally @everyone's); the bot's guild permissions are their union."""
+        guild.app_permissions = permissions
+        changed = [self.bot_role(guild)]
+        changed[0].permissions = permissions
+        if everyone is not None:
+            self.everyone_role(guild).permissions = everyone
+            changed.append(self.everyone_role(guild))
+        if any(s.open for s in self.sessions):
+            for role in changed:
+                self._spawn(self._dispatch("GUILD_ROLE_UPDATE", {"guild_id": str(guild.id), "role": role.payload()},
+                                           guild.id))
+
+    def set_overwrite(
+        self, channel: FakeChannel, target: FakeUser | FakeRole | FakeGuild, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """A permission overwrite on a channel (threads follow their parent's) for a member, a role or @everyone."""
+        assert channel.guild is not None and not channel.is_thread
+        if isinstance(target, FakeUser):
+            channel.overwrites[target.id] = (1, allow, deny)
+        else:
+            channel.overwrites[target.id] = (0, allow, deny)
+        if any(s.open for s in self.sessions):
+            self._spawn(self._dispatch("CHANNEL_UPDATE", self._channel_payload(channel), channel.guild.id))
+
+    def permissions_for(self, channel: FakeChannel, user: FakeUser) -> int:
+        """``user``'s permissions in ``channel`` the way Discord computes them (overwrites of a thread's parent).
+
+        The bot's guild permissions are @everyone's plus its role's; a simulated user's are ``user.permissions``.
+        """
+        guild = channel.guild
+        if guild is None:
+            return DEFAULT_BOT_PERMISSIONS if user is self.bot_user else DEFAULT_MEMBER_PERMISSIONS
+        if user is self.bot_user:
+            role_ids = {self.bot_role(guild).id}
+            base = self.everyone_role(guild).permissions | self.bot_role(guild).permissions
+        else:
+            role = self._role_for(guild, user)
+            role_ids = {role.id} if role else set()
+            base = user.permissions
+        if base & ADMINISTRATOR or user.id == guild.owner_id:
+            return ALL_PERMISSIONS
+        source = self.channels.get(channel.parent_id or 0) if channel.is_thread else channel
+        overwrites = source.overwrites if source is not None else {}
+        if guild.id in overwrites:
+            _, allow, deny = overwrites[guild.id]
+            base = (base & ~deny) | allow
+        allow = deny = 0
+        for tid, (otype, a, d) in overwrites.items():
+            if otype == 0 and tid in role_ids:
+                allow, deny = allow | a, deny | d
+        base = (base & ~deny) | allow
+        if user.id in overwrites:
+            _, a, d = overwrites[user.id]
+            base = (base & ~d) | a
+        return base if base & VIEW_CHANNEL else 0
+
+    def bot_permissions(self, channel: FakeChannel) -> int:
+        """The bot's permissions in ``channel`` (what interactions carry as ``app_permissions``)."""
+        return self.permissions_for(channel, self.bot_user)
+
+    def _require(self, channel: FakeChannel, *needed: int) -> None:
+        """403 Missing Access (50001) without View Channel, Missing Permissions (50013) without the others."""
+        have = self.bot_permissions(channel)
+        if not have & VIEW_CHANNEL:
+            raise _ApiError(403, 50001, "Missing Access", kind="missing_access")
+        for bit in needed:
+            if not have & bit:
+                raise _ApiError(403, 50013, "Missing Permissions", kind="missing_permissions")
+
+    def _require_send(self, channel: FakeChannel, data: Mapping[str, Any], files: Sequence[Any]) -> None:
+        """What posting ``data`` into ``channel`` with the bot token needs: the thread's state, then permissions."""
+        if channel.is_forum:
+            raise _ApiError(400, 50008, "Cannot send messages in a non-text channel", kind="forum_message")
+        if channel.is_thread:
+            if channel.archived:
+                raise _ApiError(400, 50083, "Thread is archived", kind="archived_thread")
+            self._require(channel, SEND_MESSAGES_IN_THREADS, *([MANAGE_THREADS] if channel.locked else []))
+        else:
+            self._require(channel, SEND_MESSAGES)
+        if files:
+            self._require(channel, ATTACH_FILES)
+        if data.get("embeds"):
+            self._require(channel, EMBED_LINKS)
+
+    def _require_unarchived(self, channel: FakeChannel) -> None:
+        if channel.is_thread and channel.archived:
+            raise _ApiError(400, 50083, "Thread is archived", kind="archived_thread")
 
     def add_user(
         self,
@@ -1042,7 +1291,10 @@ class FakeDiscord:
             position=chan.position,
             parent_id=str(chan.parent_id) if chan.parent_id else None,
             rate_limit_per_user=0,
-            permission_overwrites=[],
+            permission_overwrites=[
+                {"id": str(tid), "type": otype, "allow": str(allow), "deny": str(deny)}
+                for tid, (otype, allow, deny) in chan.overwrites.items()
+            ],
         )
         if chan.is_thread:
             data.update(
@@ -1051,18 +1303,30 @@ class FakeDiscord:
                 member_count=1,
                 total_message_sent=len(chan.messages),
                 thread_metadata={
-                    "archived": False,
+                    "archived": chan.archived,
                     "auto_archive_duration": 1440,
                     "archive_timestamp": _iso(chan.created_at),
-                    "locked": False,
+                    "locked": chan.locked,
                     "create_timestamp": _iso(chan.created_at),
                 },
             )
         else:
             data.update(topic=chan.topic, default_auto_archive_duration=1440)
+        if chan.is_forum:
+            data.update(available_tags=[], default_reaction_emoji=None, default_sort_order=None,
+                        default_forum_layout=0, default_thread_rate_limit_per_user=0)
         if viewer is not None:
-            data["permissions"] = str(_effective(viewer.permissions))
+            data["permissions"] = str(self._viewer_permissions(chan, viewer))
         return data
+
+    def _viewer_permissions(self, chan: FakeChannel, viewer: FakeUser) -> int:
+        """A simulated member's permissions as interactions carry them: their own, with the channel's overwrites."""
+        if chan.guild is None or viewer is self.bot_user:
+            return _effective(viewer.permissions)
+        source = self.channels.get(chan.parent_id or 0) if chan.is_thread else chan
+        if source is None or not source.overwrites:
+            return _effective(viewer.permissions)
+        return _effective(self.permissions_for(chan, viewer))
 
     def _guild_create(self, guild: FakeGuild) -> dict[str, Any]:
         return {
@@ -1334,30 +1598,85 @@ class FakeDiscord:
         cmds = r"/applications/(?P<app>\d+)(?:/guilds/(?P<guild>\d+))?/commands"
         r("PUT", cmds, self._h_put_commands, auth=True)
         r("GET", cmds, self._h_get_commands, auth=True)
-        r("POST", r"/interactions/(?P<id>\d+)/(?P<token>[^/]+)/callback", self._h_callback, auth=False)
+        r("POST", r"/interactions/(?P<id>\d+)/(?P<token>[^/]+)/callback", self._h_callback, auth=False, bucket=None)
         hook = r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)"
-        r("POST", hook, self._h_followup, auth=False)
+        r("POST", hook, self._h_followup, auth=False, bucket="webhook")
         msg = hook + r"/messages/(?P<mid>@original|\d+)"
-        r("GET", msg, self._h_hook_get, auth=False)
-        r("PATCH", msg, self._h_hook_edit, auth=False)
-        r("DELETE", msg, self._h_hook_delete, auth=False)
+        r("GET", msg, self._h_hook_get, auth=False, bucket="webhook")
+        r("PATCH", msg, self._h_hook_edit, auth=False, bucket="webhook")
+        r("DELETE", msg, self._h_hook_delete, auth=False, bucket="webhook")
         ch = r"/channels/(?P<cid>\d+)"
         r("GET", ch, self._h_get_channel, auth=True)
-        r("POST", ch + r"/messages", self._h_post_message, auth=True)
+        r("PATCH", ch, self._h_edit_channel, auth=True)
+        r("POST", ch + r"/messages", self._h_post_message, auth=True, bucket="message_create")
         r("GET", ch + r"/messages", self._h_history, auth=True)
         r("GET", ch + r"/messages/(?P<mid>\d+)", self._h_get_message, auth=True)
-        r("PATCH", ch + r"/messages/(?P<mid>\d+)", self._h_edit_message, auth=True)
-        r("DELETE", ch + r"/messages/(?P<mid>\d+)", self._h_delete_message, auth=True)
+        r("PATCH", ch + r"/messages/(?P<mid>\d+)", self._h_edit_message, auth=True, bucket="message_edit")
+        r("DELETE", ch + r"/messages/(?P<mid>\d+)", self._h_delete_message, auth=True, bucket="message_delete")
         r("POST", ch + r"/messages/(?P<mid>\d+)/threads", self._h_thread_from_message, auth=True)
         r("POST", ch + r"/threads", self._h_thread, auth=True)
         r("POST", ch + r"/typing", self._h_typing, auth=True)
         react = ch + r"/messages/(?P<mid>\d+)/reactions/(?P<emoji>[^/]+)/@me"
-        r("PUT", react, self._h_react, auth=True)
-        r("DELETE", react, self._h_unreact, auth=True)
+        r("PUT", react, self._h_react, auth=True, bucket="reaction")
+        r("DELETE", react, self._h_unreact, auth=True, bucket="reaction")
         r("GET", r"/guilds/(?P<gid>\d+)/members/(?P<uid>\d+)", self._h_member, auth=True)
 
-    def _route(self, method: str, pattern: str, handler: _Handler, *, auth: bool) -> None:
-        self._routes.append((method, re.compile(f"^{pattern}$"), handler, auth))
+    def _route(
+        self, method: str, pattern: str, handler: _Handler, *, auth: bool, bucket: str | None = "default"
+    ) -> None:
+        self._routes.append((method, re.compile(f"^{pattern}$"), handler, auth, bucket))
+
+    def _rate_limit(
+        self, method: str, rx: re.Pattern[str], m: re.Match[str], auth: bool, bucket: str | None, record: RequestRecord
+    ) -> tuple[web.Response | None, dict[str, str]]:
+        """Count the request in its bucket and the global window; a 429 answer if either is spent, else the headers."""
+        now = self.now()
+
+        def window(key: tuple[str, str], per: float) -> list[float]:
+            w = self._windows.get(key)
+            if w is None or now >= w[0]:
+                w = self._windows[key] = [now + per, 0]
+            return w
+
+        def after(reset_at: float) -> float:
+            return max(int((reset_at - now) * 1000 + 0.999) / 1000, 0.001)  # rounded up to the millisecond
+
+        def limited(scope: str, name: str, retry: float, headers: dict[str, str]) -> web.Response:
+            self.rate_limited.append(record)
+            self.rate_limit_hits.append(RateLimitHit(scope, name, method, record.path, retry))
+            body = {"message": "You are being rate limited.", "retry_after": retry, "global": scope == "global"}
+            return self._json(body, 429, {"Via": "1.1 google", "Retry-After": str(max(1, int(retry + 0.999))),
+                                          "X-RateLimit-Scope": scope, **headers})
+
+        gw = None
+        if auth and self.global_rate_limit is not None:
+            glimit, gper = self.global_rate_limit
+            gw = window(("global", ""), gper)
+            if gw[1] >= glimit:
+                return limited("global", "global", after(gw[0]), {"X-RateLimit-Global": "true"}), {}
+        headers: dict[str, str] = {}
+        if bucket is not None:
+            limit, per = self.rate_limits.get(bucket, self.rate_limits["default"])
+            name = bucket if bucket != "default" else f"{method} {rx.pattern}"
+            groups = m.groupdict()
+            major = groups.get("cid") or groups.get("gid") or "+".join(
+                str(groups[k]) for k in ("app", "token") if groups.get(k)
+            )
+            w = window((name, major), per)
+            bucket_hash = hashlib.sha1(name.encode()).hexdigest()[:32]
+            headers = {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(max(limit - int(w[1]) - 1, 0)),
+                "X-RateLimit-Reset": f"{w[0]:.3f}",
+                "X-RateLimit-Reset-After": f"{after(w[0]):.3f}",
+                "X-RateLimit-Bucket": bucket_hash,
+            }
+            if w[1] >= limit:
+                return limited("user", name, after(w[0]), {**headers, "X-RateLimit-Remaining": "0"}), {}
+            w[1] += 1
+        if gw is not None:
+            gw[1] += 1
+        return None, headers
 
     @staticmethod
     def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -1444,20 +1763,27 @@ class FakeDiscord:
         if api is not None:
             sub = api.group(1)
             req = _Request(request.method, sub, request.query, request.headers, body, files)
-            for method, rx, handler, auth in self._routes:
+            for method, rx, handler, auth, bucket in self._routes:
                 m = rx.match(sub)
                 if m is None or method != request.method:
                     continue
+                _CURRENT_REQUEST.set((request.method, path))
+                headers: dict[str, str] = {}
                 try:
                     if auth and request.headers.get("Authorization") != f"Bot {self.token}":
                         raise _ApiError(401, 0, "401: Unauthorized", kind="unauthorized")
-                    return await handler(req, m)
+                    refusal, headers = self._rate_limit(method, rx, m, auth, bucket, record)
+                    if refusal is not None:
+                        return refusal
+                    response = await handler(req, m)
                 except _ApiError as e:
                     if e.kind is not None:
                         self.violations.append(
                             Violation(e.kind, e.status, e.code, e.message, request.method, path, e.errors)
                         )
-                    return self._json(e.body(), e.status)
+                    response = self._json(e.body(), e.status)
+                response.headers.update(headers)
+                return response
         self.unknown_requests.append(record)
         return self._json({"message": "404: Not Found", "code": 0}, 404)
 
@@ -1696,17 +2022,10 @@ class FakeDiscord:
             ix.original = msg
         elif rtype == 8:
             choices = data.get("choices") or []
-            if len(choices) > 25:
-                errors = _Errors()
-                errors.add(
-                    ["data", "choices"],
-                    "BASE_TYPE_MAX_LENGTH",
-                    "Must be 25 or fewer in length.",
-                    "too_many_choices",
-                )
-                errors.raise_if_any()
+            _validate_choices(choices)
             ix.choices = choices
         elif rtype == 9:
+            _validate_modal(data)
             ix.modal = _parse_modal(data)
         ix.ack_type = int(rtype)
         ix.acked_at = now
@@ -1797,11 +2116,41 @@ class FakeDiscord:
     # ---- REST: channels ---------------------------------------------------------------------------
 
     async def _h_get_channel(self, req: _Request, m: re.Match[str]) -> web.Response:
-        return self._json(self._channel_payload(self._channel(m["cid"])))
+        chan = self._channel(m["cid"])
+        self._require(chan)
+        return self._json(self._channel_payload(chan))
+
+    async def _h_edit_channel(self, req: _Request, m: re.Match[str]) -> web.Response:
+        """Only what bots do to threads: (un)archive, (un)lock, rename."""
+        chan = self._channel(m["cid"])
+        body = req.json if isinstance(req.json, dict) else {}
+        if not chan.is_thread:
+            self._require(chan, MANAGE_CHANNELS)
+        else:
+            unarchive = chan.archived and body.get("archived") is False
+            if chan.locked and unarchive or "locked" in body or (
+                chan.owner_id != self.bot_user.id and ("name" in body or body.get("archived"))
+            ):
+                self._require(chan, MANAGE_THREADS)
+            elif unarchive:
+                self._require(chan, SEND_MESSAGES_IN_THREADS)
+            elif chan.archived:
+                raise _ApiError(400, 50083, "Thread is archived", kind="archived_thread")
+            if "archived" in body:
+                chan.archived = bool(body["archived"])
+            if "locked" in body:
+                chan.locked = bool(body["locked"])
+        if "name" in body:
+            chan.name = str(body["name"])
+        assert chan.guild is not None
+        await self._dispatch("THREAD_UPDATE" if chan.is_thread else "CHANNEL_UPDATE", self._channel_payload(chan),
+                             chan.guild.id)
+        return self._json(self._channel_payload(chan))
 
     async def _h_post_message(self, req: _Request, m: re.Match[str]) -> web.Response:
         chan = self._channel(m["cid"])
         data = req.json if isinstance(req.json, dict) else {}
+        self._require_send(chan, data, req.files)
         _validate_message(data, req.files, chan.attachment_size_limit, creating=True, files_ok=True)
         ref: FakeMessage | None = None
         mref = data.get("message_reference")
@@ -1837,6 +2186,9 @@ class FakeDiscord:
 
     async def _h_history(self, req: _Request, m: re.Match[str]) -> web.Response:
         chan = self._channel(m["cid"])
+        self._require(chan)
+        if not self.bot_permissions(chan) & READ_MESSAGE_HISTORY:
+            return self._json([])  # Discord answers an empty history, not an error
         limit = max(1, min(int(req.query.get("limit", "50")), 100))
         msgs = list(reversed(chan.messages))  # newest first
         if "before" in req.query:
@@ -1848,6 +2200,7 @@ class FakeDiscord:
 
     async def _h_get_message(self, req: _Request, m: re.Match[str]) -> web.Response:
         chan = self._channel(m["cid"])
+        self._require(chan, READ_MESSAGE_HISTORY)
         return self._json(self._message_payload(self._message(chan, m["mid"])))
 
     async def _h_edit_message(self, req: _Request, m: re.Match[str]) -> web.Response:
@@ -1857,18 +2210,28 @@ class FakeDiscord:
             raise _ApiError(
                 403, 50005, "Cannot edit a message authored by another user", kind="edit_foreign_message"
             )
+        self._require(chan)
+        self._require_unarchived(chan)
         data = req.json if isinstance(req.json, dict) else {}
+        if data.get("embeds"):
+            self._require(chan, EMBED_LINKS)
         _validate_message(data, req.files, chan.attachment_size_limit, creating=False, files_ok=True)
         await self._edit_message(msg, data, req.files)
         return self._json(self._message_payload(msg))
 
     async def _h_delete_message(self, req: _Request, m: re.Match[str]) -> web.Response:
         chan = self._channel(m["cid"])
-        await self._delete_message(self._message(chan, m["mid"]))
+        self._require(chan)
+        msg = self._message(chan, m["mid"])
+        self._require_unarchived(chan)
+        if msg.author is not self.bot_user:
+            self._require(chan, MANAGE_MESSAGES)
+        await self._delete_message(msg)
         return web.Response(status=204)
 
     async def _h_thread_from_message(self, req: _Request, m: re.Match[str]) -> web.Response:
         chan = self._channel(m["cid"])
+        self._require(chan, CREATE_PUBLIC_THREADS, READ_MESSAGE_HISTORY)
         msg = self._message(chan, m["mid"])
         if msg.thread is not None:
             raise _ApiError(
@@ -1882,8 +2245,29 @@ class FakeDiscord:
     async def _h_thread(self, req: _Request, m: re.Match[str]) -> web.Response:
         chan = self._channel(m["cid"])
         body = req.json if isinstance(req.json, dict) else {}
-        thread = await self._create_thread(chan, str(body.get("name", "")), int(body.get("type", 12)), None)
+        if chan.is_forum:
+            return await self._forum_post(chan, body, req.files)
+        ttype = int(body.get("type", 12))
+        self._require(chan, CREATE_PRIVATE_THREADS if ttype == 12 else CREATE_PUBLIC_THREADS)
+        thread = await self._create_thread(chan, str(body.get("name", "")), ttype, None)
         return self._json(self._channel_payload(thread))
+
+    async def _forum_post(
+        self, forum: FakeChannel, body: Mapping[str, Any], files: list[tuple[int, str, str, bytes]]
+    ) -> web.Response:
+        """A forum post: a public thread whose starter message (same id) comes in the same request."""
+        self._require(forum, SEND_MESSAGES, *([ATTACH_FILES] if files else []))
+        starter = body.get("message")
+        if not isinstance(starter, Mapping):
+            errors = _Errors()
+            errors.add(["message"], "BASE_TYPE_REQUIRED", "This field is required", "forum_thread_without_message")
+            errors.raise_if_any()
+        assert isinstance(starter, Mapping)
+        _validate_message(starter, files, forum.attachment_size_limit, creating=True, files_ok=True)
+        thread = await self._create_thread(forum, str(body.get("name", "")), 11, None)
+        msg = self._new_message(thread, self.bot_user, starter, files, via="bot", mid=thread.id)
+        await self._announce(msg, "MESSAGE_CREATE")
+        return self._json({**self._channel_payload(thread), "message": self._message_payload(msg)})
 
     async def _create_thread(
         self, parent: FakeChannel, name: str, ttype: int, tid: int | None
@@ -1907,6 +2291,7 @@ class FakeDiscord:
             parent_id=parent.id,
             owner_id=self.bot_user.id,
             attachment_size_limit=parent.attachment_size_limit,
+            created_at=self.now(),
         )
         parent.threads.append(thread)
         self.channels[thread.id] = thread
@@ -1916,18 +2301,26 @@ class FakeDiscord:
         return thread
 
     async def _h_typing(self, req: _Request, m: re.Match[str]) -> web.Response:
-        self._channel(m["cid"])
+        chan = self._channel(m["cid"])
+        self._require(chan, SEND_MESSAGES_IN_THREADS if chan.is_thread else SEND_MESSAGES)
         return web.Response(status=204)
 
     async def _h_react(self, req: _Request, m: re.Match[str]) -> web.Response:
-        msg = self._message(self._channel(m["cid"]), m["mid"])
+        chan = self._channel(m["cid"])
+        self._require(chan, READ_MESSAGE_HISTORY)
+        msg = self._message(chan, m["mid"])
+        self._require_unarchived(chan)
         emoji = m["emoji"]
+        if emoji not in msg.reactions:
+            self._require(chan, ADD_REACTIONS)
         if emoji not in msg.reactions:
             msg.reactions.append(emoji)
         return web.Response(status=204)
 
     async def _h_unreact(self, req: _Request, m: re.Match[str]) -> web.Response:
-        msg = self._message(self._channel(m["cid"]), m["mid"])
+        chan = self._channel(m["cid"])
+        self._require(chan)
+        msg = self._message(chan, m["mid"])
         if m["emoji"] in msg.reactions:
             msg.reactions.remove(m["emoji"])
         return web.Response(status=204)
@@ -1963,6 +2356,7 @@ class FakeDiscord:
         *,
         via: str,
         ix: FakeInteraction | None = None,
+        mid: int | None = None,
     ) -> FakeMessage:
         flags = int(data.get("flags") or 0)
         if via != "interaction":
@@ -1971,9 +2365,10 @@ class FakeDiscord:
             chan, files, list(data.get("attachments") or []), bool(flags & FLAG_EPHEMERAL)
         )
         msg = FakeMessage(
-            id=self._ids.next(),
+            id=mid or self._ids.next(),
             channel=chan,
             author=author,
+            created_at=self.now(),
             content=str(data.get("content") or ""),
             embeds=list(data.get("embeds") or []),
             attachments=[new[k] for k in sorted(new)],
@@ -1988,11 +2383,31 @@ class FakeDiscord:
         )
         chan.all_messages.append(msg)
         self.messages[msg.id] = msg
+        self._check_pings(msg)
         return msg
+
+    def _check_pings(self, msg: FakeMessage) -> None:
+        """Each ping of a bot message that the test did not ``expect_ping`` is a violation (once per message)."""
+        if msg.author is not self.bot_user or msg.ephemeral:
+            return
+        for ping in msg.pings:
+            if ping in self.expected_pings or ping in msg.reported_pings:
+                continue
+            msg.reported_pings.add(ping)
+            self._violation(
+                "unexpected_ping",
+                f"message {msg.id} in #{msg.channel.name} pings {ping} (allowed_mentions={msg.allowed_mentions}): "
+                f"{msg.content[:100]!r}",
+            )
 
     async def _edit_message(
         self, msg: FakeMessage, data: Mapping[str, Any], files: list[tuple[int, str, str, bytes]]
     ) -> None:
+        if not msg.loading and self.now() - msg.created_at > self.old_message_age:
+            raise _ApiError(
+                400, 30046, "Maximum number of edits to messages older than 1 hour reached. Try again later.",
+                kind="old_message_edit",
+            )
         meta = list(data.get("attachments") or [])
         kept = len(meta) if "attachments" in data else len(msg.attachments) + len(files)
         if kept > 10:
@@ -2005,7 +2420,7 @@ class FakeDiscord:
             )
             errors.raise_if_any()
         msg.edits.append((self.loop_time(), json.loads(json.dumps(data))))
-        msg.edited_at = time.time()
+        msg.edited_at = self.now()
         if "content" in data:
             msg.content = str(data["content"] or "")
         if "embeds" in data:
@@ -2034,6 +2449,7 @@ class FakeDiscord:
             msg.attachments = msg.attachments + [new[k] for k in sorted(new)]
         was_loading = msg.loading
         msg.flags &= ~FLAG_LOADING
+        self._check_pings(msg)
         self._notify()
         await self._announce(msg, "MESSAGE_CREATE" if was_loading else "MESSAGE_UPDATE")
 
@@ -2083,7 +2499,7 @@ class FakeDiscord:
                 guild_id=str(guild.id),
                 guild={"id": str(guild.id), "locale": guild.locale, "features": guild.features},
                 guild_locale=guild.locale,
-                app_permissions=str(_effective(guild.app_permissions)),
+                app_permissions=str(self.bot_permissions(chan)),
                 authorizing_integration_owners={"0": str(guild.id)},
                 context=0,
                 channel=self._channel_payload(chan, viewer=user),
@@ -2379,6 +2795,7 @@ class FakeDiscord:
             id=self._ids.next(),
             channel=channel,
             author=user,
+            created_at=self.now(),
             content=content,
             embeds=list(embeds),
             attachments=atts,
@@ -2632,7 +3049,12 @@ def _validate_message(
                     "The specified component exceeds the maximum width",
                     "bad_components",
                 )
+    _validate_custom_ids(components, errors)
     for c in _walk_components(components):
+        if c.get("type") == 2:
+            _validate_button(c, errors)
+        if c.get("type") in (3, 5, 6, 7, 8):
+            _validate_select(c, errors)
         if c.get("type") == 2 and len(str(c.get("label") or "")) > 80:
             errors.add(
                 ["components"],
@@ -2665,6 +3087,143 @@ def _validate_message(
         or data.get("poll")
     ):
         raise _ApiError(400, 50006, "Cannot send an empty message", kind="empty_message")
+
+
+def _validate_custom_ids(components: Sequence[Mapping[str, Any]], errors: _Errors) -> None:
+    seen: set[str] = set()
+    for c in _walk_components(components):
+        cid = c.get("custom_id")
+        if cid is None:
+            continue
+        if cid in seen:
+            errors.add(
+                ["components"],
+                "COMPONENT_CUSTOM_ID_DUPLICATED",
+                f"Component custom id cannot be duplicated: {cid!r}",
+                "duplicate_custom_id",
+            )
+        seen.add(cid)
+
+
+def _validate_button(c: Mapping[str, Any], errors: _Errors) -> None:
+    """Link buttons (style 5) carry a url and no custom_id; premium ones (6) a sku_id; the rest a custom_id."""
+    style = int(c.get("style") or 0)
+    problem = None
+    if style == 5:
+        if not c.get("url"):
+            problem = "A link button needs a url"
+        elif c.get("custom_id") is not None:
+            problem = "A link button cannot have a custom_id"
+    elif style == 6:
+        if not c.get("sku_id") or c.get("custom_id") is not None or c.get("url"):
+            problem = "A premium button needs a sku_id and no custom_id or url"
+    elif style in (1, 2, 3, 4):
+        if not c.get("custom_id"):
+            problem = "A non-link button needs a custom_id"
+        elif c.get("url"):
+            problem = "Only link buttons can have a url"
+    else:
+        problem = f"Invalid button style {style}"
+    if problem:
+        errors.add(["components"], "BUTTON_COMPONENT_INVALID", problem, "bad_button")
+
+
+def _validate_select(c: Mapping[str, Any], errors: _Errors) -> None:
+    """Select menus: options (string selects, 1-25) with label and value 1-100, description 100, placeholder 150."""
+    if len(str(c.get("placeholder") or "")) > 150:
+        errors.add(["components"], "BASE_TYPE_MAX_LENGTH", "placeholder must be 150 or fewer in length.", "bad_select")
+    if c.get("type") == 3 and not c.get("options"):
+        errors.add(["components"], "BASE_TYPE_MIN_LENGTH", "Select options must be 1 or more.", "bad_select")
+    for key in ("min_values", "max_values"):
+        if key in c and c[key] is not None and not 0 <= int(c[key]) <= 25:
+            errors.add(["components"], "NUMBER_TYPE_MAX", f"{key} must be between 0 and 25.", "bad_select")
+    for opt in c.get("options") or []:
+        for key, lo in (("label", 1), ("value", 1), ("description", 0)):
+            if key not in opt and key == "description":
+                continue
+            if not lo <= len(str(opt.get(key) or "")) <= 100:
+                errors.add(
+                    ["components"],
+                    "BASE_TYPE_BAD_LENGTH",
+                    f"Select option {key} must be between {lo} and 100 in length.",
+                    "bad_select",
+                )
+
+
+def _validate_choices(choices: Any) -> None:
+    """Autocomplete answers: at most 25 choices, each name 1-100 characters and a string value 1-100."""
+    errors = _Errors()
+    if not isinstance(choices, list):
+        choices = []
+    if len(choices) > 25:
+        errors.add(["data", "choices"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.", "too_many_choices")
+    for i, ch in enumerate(choices):
+        if not 1 <= len(str(ch.get("name") or "")) <= 100:
+            errors.add(["data", "choices", i, "name"], "BASE_TYPE_BAD_LENGTH",
+                       "Must be between 1 and 100 in length.", "bad_choice")
+        value = ch.get("value")
+        if isinstance(value, str) and not 1 <= len(value) <= 100:
+            errors.add(["data", "choices", i, "value"], "BASE_TYPE_BAD_LENGTH",
+                       "Must be between 1 and 100 in length.", "bad_choice")
+    errors.raise_if_any()
+
+
+def _validate_modal(data: Mapping[str, Any]) -> None:
+    """Modals: title 1-45, custom_id 1-100, 1-5 rows or labels; text inputs with label 45, placeholder 100,
+    value 4000, min 0-4000, max 1-4000; no duplicated custom_ids."""
+    errors = _Errors()
+
+    def bad(path: list[str | int], message: str, code: str = "BASE_TYPE_BAD_LENGTH") -> None:
+        errors.add(["data", *path], code, message, "bad_modal")
+
+    if not 1 <= len(str(data.get("title") or "")) <= 45:
+        bad(["title"], "Must be between 1 and 45 in length.")
+    if not 1 <= len(str(data.get("custom_id") or "")) <= 100:
+        bad(["custom_id"], "Must be between 1 and 100 in length.")
+    comps = list(data.get("components") or [])
+    if not 1 <= len(comps) <= 5:
+        bad(["components"], "Must be between 1 and 5 in length.")
+    _validate_custom_ids(comps, errors)
+    for i, comp in enumerate(comps):
+        if comp.get("type") == 1:
+            children = list(comp.get("components") or [])
+            if len(children) != 1:
+                bad(["components", i, "components"], "A modal row holds exactly one text input.")
+            label = None
+        elif comp.get("type") == 18:
+            children = [comp["component"]] if isinstance(comp.get("component"), Mapping) else []
+            label = comp.get("label")
+            if not 1 <= len(str(label or "")) <= 45:
+                bad(["components", i, "label"], "Must be between 1 and 45 in length.")
+            if len(str(comp.get("description") or "")) > 100:
+                bad(["components", i, "description"], "Must be 100 or fewer in length.")
+        elif comp.get("type") == 10:  # a text display
+            continue
+        else:
+            bad(["components", i, "type"], "Modals take action rows, labels and text displays.",
+                "COMPONENT_LAYOUT_INVALID")
+            continue
+        for child in children:
+            path: list[str | int] = ["components", i, "component"]
+            if not 1 <= len(str(child.get("custom_id") or "")) <= 100:
+                bad([*path, "custom_id"], "Must be between 1 and 100 in length.")
+            if child.get("type") != 4:
+                if child.get("type") in (3, 5, 6, 7, 8):
+                    _validate_select(child, errors)
+                continue
+            if label is None and not 1 <= len(str(child.get("label") or "")) <= 45:
+                bad([*path, "label"], "Must be between 1 and 45 in length.")
+            if len(str(child.get("placeholder") or "")) > 100:
+                bad([*path, "placeholder"], "Must be 100 or fewer in length.")
+            if len(str(child.get("value") or "")) > 4000:
+                bad([*path, "value"], "Must be 4000 or fewer in length.")
+            if child.get("min_length") is not None and not 0 <= int(child["min_length"]) <= 4000:
+                bad([*path, "min_length"], "Must be between 0 and 4000.", "NUMBER_TYPE_MAX")
+            if child.get("max_length") is not None and not 1 <= int(child["max_length"]) <= 4000:
+                bad([*path, "max_length"], "Must be between 1 and 4000.", "NUMBER_TYPE_MAX")
+            if child.get("style") not in (None, 1, 2):
+                bad([*path, "style"], "Text input style is 1 or 2.", "BASE_TYPE_CHOICES")
+    errors.raise_if_any()
 
 
 def _parse_modal(data: Mapping[str, Any]) -> FakeModal:

@@ -6,6 +6,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -280,6 +281,7 @@ async def test_reconnect_resumes(world: World) -> None:
     assert (await ix.response()).content == "still here"
 
 
+@pytest.mark.discord_violations
 async def test_late_ack_is_rejected(world: World) -> None:
     server = world.server
     server.ack_deadline = 0.2
@@ -293,6 +295,7 @@ async def test_late_ack_is_rejected(world: World) -> None:
     assert isinstance(world.bot.errors[0], discord.NotFound)
 
 
+@pytest.mark.discord_violations
 async def test_double_ack_is_rejected(world: World) -> None:
     server = world.server
     ix = await server.slash(world.alice, world.chan, "double")
@@ -301,6 +304,7 @@ async def test_double_ack_is_rejected(world: World) -> None:
     assert [(v.kind, v.code) for v in server.violations] == [("double_ack", 40060)]
 
 
+@pytest.mark.discord_violations
 async def test_limits(world: World) -> None:
     server, alice, chan = world.server, world.alice, world.chan
     await server.slash(alice, chan, "say", text="x" * 2001)
@@ -319,6 +323,7 @@ async def test_limits(world: World) -> None:
     assert isinstance(world.bot.errors[1], discord.HTTPException) and world.bot.errors[1].status == 413
 
 
+@pytest.mark.discord_violations
 async def test_expired_token(world: World) -> None:
     server = world.server
     server.token_lifetime = 0.3
@@ -379,6 +384,7 @@ async def test_sharded_bot_gets_its_guilds() -> None:
             assert got[0].content == ""  # no message_content intent: Discord blanks it
 
 
+@pytest.mark.discord_violations
 async def test_bad_token_is_login_failure() -> None:
     async with FakeDiscord(token=TOKEN) as server:
         client = discord.Client(intents=discord.Intents.none())
@@ -410,3 +416,439 @@ async def test_dm_slash_and_thread(world: World) -> None:
     assert thread.parent_id == chan.id and thread.messages[0].content == "inside"
     assert bot.get_channel(thread.id) is not None
     assert not server.violations
+
+
+# --------------------------------------------------------------------------------------------------
+# The server as strict as Discord: each rule, broken by a raw request, answers Discord's error.
+
+
+class Clock:
+    """A wall clock the test moves by hand, so rate windows and message ages never depend on timing."""
+
+    def __init__(self) -> None:
+        self.t = 1_750_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Raw:
+    server: FakeDiscord
+    http: Any  # aiohttp.ClientSession
+    clock: Clock
+    guild: FakeGuild
+    chan: FakeChannel
+    alice: FakeUser
+
+    async def call(self, method: str, path: str, body: Any = None, *, bot: bool = True) -> tuple[int, Any, Any]:
+        """(status, json body, headers) of one request; ``bot=False`` sends no Authorization (interaction routes)."""
+        headers = {"Authorization": f"Bot {TOKEN}"} if bot else {}
+        async with self.http.request(method, self.server.api_base + path, json=body, headers=headers) as r:
+            data = await r.json(content_type=None) if r.status != 204 else None
+            return r.status, data, r.headers
+
+    def interaction(self, itype: int = 2, data: dict[str, Any] | None = None) -> Any:
+        """An interaction the server knows (as if dispatched now) without a gateway to send it on."""
+        server = self.server
+        ix = server._base_interaction(self.alice, self.chan, itype, data or {"name": "x", "type": 1})
+        server.interactions.append(ix)
+        server._ix_by_id[ix.id] = ix
+        server._ix_by_token[ix.token] = ix
+        ix.dispatched_at = server.loop_time()
+        return ix
+
+    def callback_path(self, ix: Any) -> str:
+        return f"/interactions/{ix.id}/{ix.token}/callback"
+
+    def hook_path(self, ix: Any) -> str:
+        return f"/webhooks/{self.server.application_id}/{ix.token}"
+
+
+@pytest.fixture
+async def raw(request: pytest.FixtureRequest) -> AsyncIterator[Raw]:
+    """A bare server (no bot) and an HTTP client: raw requests break the rules on purpose and look at the answer."""
+    import aiohttp
+
+    request.node.add_marker(pytest.mark.discord_violations)
+
+    clock = Clock()
+    async with FakeDiscord(token=TOKEN, clock=clock) as server, aiohttp.ClientSession() as http:
+        guild = server.add_guild(name="Strict")
+        chan = server.add_channel(guild, name="general")
+        alice = server.add_user("alice", guilds=[guild])
+        yield Raw(server, http, clock, guild, chan, alice)
+
+
+def kinds(server: FakeDiscord) -> list[str]:
+    return [v.kind for v in server.violations]
+
+
+async def test_a_channel_allows_five_messages_per_five_seconds_then_429s_with_discords_headers(raw: Raw) -> None:
+    path = f"/channels/{raw.chan.id}/messages"
+    seen = []
+    for i in range(5):
+        status, _, h = await raw.call("POST", path, {"content": f"m{i}"})
+        assert status == 200
+        seen.append((h["X-RateLimit-Limit"], h["X-RateLimit-Remaining"], h["X-RateLimit-Bucket"]))
+    assert [s[:2] for s in seen] == [("5", str(4 - i)) for i in range(5)]
+    assert len({s[2] for s in seen}) == 1 and float(h["X-RateLimit-Reset-After"]) == pytest.approx(5.0)
+    assert float(h["X-RateLimit-Reset"]) == pytest.approx(raw.clock.t + 5.0)
+
+    status, body, h = await raw.call("POST", path, {"content": "one too many"})
+    assert status == 429 and body["global"] is False and body["retry_after"] == pytest.approx(5.0)
+    assert h["X-RateLimit-Scope"] == "user" and h["Via"] and h["X-RateLimit-Remaining"] == "0"
+    assert [(x.scope, x.bucket) for x in raw.server.rate_limit_hits] == [("user", "message_create")]
+    assert [m.content for m in raw.chan.messages] == [f"m{i}" for i in range(5)]
+
+    other = raw.server.add_channel(raw.guild, name="other")  # buckets are per channel
+    assert (await raw.call("POST", f"/channels/{other.id}/messages", {"content": "elsewhere"}))[0] == 200
+    raw.clock.t += 5.0  # the window is over
+    assert (await raw.call("POST", path, {"content": "later"}))[0] == 200
+    assert raw.server.violations == []  # a 429 is counted, not a violation
+
+
+async def test_the_global_limit_counts_bot_token_requests_and_not_interaction_webhooks(raw: Raw) -> None:
+    raw.server.global_rate_limit = (3, 1.0)
+    ix = raw.interaction()
+    assert (await raw.call("POST", raw.callback_path(ix), {"type": 5}, bot=False))[0] == 204
+    for path in ("/users/@me", f"/channels/{raw.chan.id}", "/gateway/bot"):
+        assert (await raw.call("GET", path))[0] == 200
+    status, body, h = await raw.call("GET", "/users/@me")
+    assert status == 429 and body["global"] is True
+    assert h["X-RateLimit-Global"] == "true" and h["X-RateLimit-Scope"] == "global"
+    # the interaction's own routes are not bound to the global limit
+    status, _, _ = await raw.call("PATCH", raw.hook_path(ix) + "/messages/@original", {"content": "done"}, bot=False)
+    assert status == 200 and ix.original.content == "done"
+    raw.clock.t += 1.0
+    assert (await raw.call("GET", "/users/@me"))[0] == 200
+    assert [x.scope for x in raw.server.rate_limit_hits] == ["global"]
+
+
+async def test_interaction_webhooks_share_five_requests_per_two_seconds_per_token(raw: Raw) -> None:
+    ix = raw.interaction()
+    await raw.call("POST", raw.callback_path(ix), {"type": 5}, bot=False)
+    statuses = [(await raw.call("POST", raw.hook_path(ix), {"content": f"f{i}"}, bot=False))[0] for i in range(5)]
+    status, _, h = await raw.call("PATCH", raw.hook_path(ix) + "/messages/@original", {"content": "x"}, bot=False)
+    assert statuses == [204] * 5 and status == 429 and h["X-RateLimit-Limit"] == "5"
+    other = raw.interaction()  # another token has its own bucket
+    await raw.call("POST", raw.callback_path(other), {"type": 5}, bot=False)
+    assert (await raw.call("POST", raw.hook_path(other), {"content": "mine"}, bot=False))[0] == 204
+
+
+async def test_discord_py_honours_the_headers_and_never_earns_a_429(world: World) -> None:
+    server = world.server
+    server.rate_limits["message_create"] = (3, 0.3)  # short windows keep the test quick
+    channel = world.bot.get_channel(world.chan.id)
+    assert isinstance(channel, discord.TextChannel)
+    await asyncio.gather(*(channel.send(f"burst {i}", allowed_mentions=discord.AllowedMentions.none())
+                           for i in range(10)))
+    assert sorted(m.content for m in world.chan.messages) == sorted(f"burst {i}" for i in range(10))
+    posts = [r for r in server.requests if r.method == "POST" and r.path.endswith("/messages")]
+    assert len(posts) == 10 and server.rate_limit_hits == [] and not server.violations
+
+
+async def test_the_bot_lacking_permissions_gets_50013_and_50001(raw: Raw) -> None:
+    from tests.fakediscord import ATTACH_FILES, EMBED_LINKS, SEND_MESSAGES, VIEW_CHANNEL
+
+    server, chan, bot = raw.server, raw.chan, raw.server.bot_user
+    path = f"/channels/{chan.id}/messages"
+    ix = raw.interaction()
+    assert int(ix.payload["app_permissions"]) & SEND_MESSAGES
+    server.set_overwrite(chan, bot, deny=SEND_MESSAGES | ATTACH_FILES | EMBED_LINKS)
+    status, body, _ = await raw.call("POST", path, {"content": "hi"})
+    assert (status, body["code"]) == (403, 50013)
+    # the interaction carries what the bot may do here, and its own responses still work
+    ix = raw.interaction()
+    assert not int(ix.payload["app_permissions"]) & SEND_MESSAGES
+    status, _, _ = await raw.call("POST", raw.callback_path(ix), {"type": 4, "data": {"content": "answer"}}, bot=False)
+    assert status == 204 and ix.original.content == "answer"
+
+    server.set_overwrite(chan, bot, deny=ATTACH_FILES | EMBED_LINKS)  # may send, but no files or embeds
+    assert (await raw.call("POST", path, {"content": "plain"}))[0] == 200
+    status, body, _ = await raw.call("POST", path, {"embeds": [{"title": "t"}]})
+    assert (status, body["code"]) == (403, 50013)
+    form = aiohttp_form({"content": "file"}, [("a.png", b"\x89PNG")])
+    async with raw.http.post(server.api_base + path, data=form, headers={"Authorization": f"Bot {TOKEN}"}) as r:
+        assert (r.status, (await r.json())["code"]) == (403, 50013)
+
+    server.set_overwrite(chan, server.everyone_role(raw.guild), deny=VIEW_CHANNEL)  # hidden from @everyone
+    server.set_overwrite(chan, bot, allow=0)
+    assert server.bot_permissions(chan) == 0
+    status, body, _ = await raw.call("POST", path, {"content": "hi"})
+    assert (status, body["code"]) == (403, 50001)
+    assert (await raw.call("GET", f"/channels/{chan.id}"))[1]["code"] == 50001
+    assert kinds(server).count("missing_permissions") == 3 and kinds(server)[-2:] == ["missing_access"] * 2
+
+
+async def test_deleting_anothers_message_or_opening_a_thread_needs_the_permission(raw: Raw) -> None:
+    from tests.fakediscord import CREATE_PUBLIC_THREADS, MANAGE_MESSAGES
+
+    server, chan = raw.server, raw.chan
+    theirs = await server.send_message(raw.alice, chan, "mine")
+    status, body, _ = await raw.call("DELETE", f"/channels/{chan.id}/messages/{theirs.id}")
+    assert (status, body["code"]) == (403, 50013) and not theirs.deleted
+    _, own, _ = await raw.call("POST", f"/channels/{chan.id}/messages", {"content": "bot's"})
+    assert (await raw.call("DELETE", f"/channels/{chan.id}/messages/{own['id']}"))[0] == 204
+    server.set_bot_permissions(raw.guild, server.bot_role(raw.guild).permissions | MANAGE_MESSAGES)
+    assert (await raw.call("DELETE", f"/channels/{chan.id}/messages/{theirs.id}"))[0] == 204
+
+    server.set_overwrite(chan, server.bot_role(raw.guild), deny=CREATE_PUBLIC_THREADS)
+    status, body, _ = await raw.call("POST", f"/channels/{chan.id}/messages/{own['id']}/threads", {"name": "t"})
+    assert (status, body["code"]) == (403, 50013)
+    status, body, _ = await raw.call("POST", f"/channels/{chan.id}/threads", {"name": "t", "type": 11})
+    assert (status, body["code"]) == (403, 50013)
+    assert (await raw.call("POST", f"/channels/{chan.id}/threads", {"name": "private", "type": 12}))[0] == 200
+
+
+async def test_discord_py_sees_the_same_permissions_the_server_enforces(world: World) -> None:
+    from tests.fakediscord import SEND_MESSAGES
+
+    server = world.server
+    server.set_overwrite(world.chan, server.bot_user, deny=SEND_MESSAGES)
+    channel = world.bot.get_channel(world.chan.id)
+    assert isinstance(channel, discord.TextChannel)
+    await server.wait_for(lambda: channel.overwrites)
+    assert not channel.permissions_for(channel.guild.me).send_messages
+    with pytest.raises(discord.Forbidden) as err:
+        await channel.send("no")
+    assert err.value.code == 50013
+    server.tolerate("missing_permissions")
+
+
+async def test_a_ping_the_test_did_not_expect_is_a_violation_wherever_it_is_sent(raw: Raw) -> None:
+    server, chan, alice = raw.server, raw.chan, raw.alice
+    path = f"/channels/{chan.id}/messages"
+    await raw.call("POST", path, {"content": "quiet @everyone", "allowed_mentions": {"parse": []}})
+    assert server.violations == []
+    await raw.call("POST", path, {"content": "loud @everyone"})  # bot token, no allowed_mentions: parses all
+    assert kinds(server) == ["unexpected_ping"] and "@everyone" in server.violations[0].message
+
+    ix = raw.interaction()
+    await raw.call("POST", raw.callback_path(ix), {"type": 5}, bot=False)
+    await raw.call("PATCH", raw.hook_path(ix) + "/messages/@original", {"content": f"for <@{alice.id}>"}, bot=False)
+    assert kinds(server) == ["unexpected_ping"] * 2  # a webhook message parses users by default
+    await raw.call("POST", raw.hook_path(ix), {"content": f"<@&{raw.guild.id + 1}>",
+                                               "allowed_mentions": {"parse": ["roles"]}}, bot=False)
+    assert kinds(server) == ["unexpected_ping"] * 3
+
+    server.expect_ping(alice)
+    _, sent, _ = await raw.call("POST", path, {"content": f"hi <@{alice.id}>"})
+    assert len(server.violations) == 3  # expected
+    await raw.call("PATCH", f"{path}/{sent['id']}", {"content": "now @here"})  # an edit that adds a ping
+    assert kinds(server) == ["unexpected_ping"] * 4 and "@here" in server.violations[-1].message
+    assert [v.method for v in server.violations] == ["POST", "PATCH", "POST", "PATCH"]
+
+
+async def test_editing_a_message_older_than_an_hour_is_refused_with_30046(raw: Raw) -> None:
+    path = f"/channels/{raw.chan.id}/messages"
+    _, sent, _ = await raw.call("POST", path, {"content": "fresh"})
+    raw.clock.t += 3599
+    assert (await raw.call("PATCH", f"{path}/{sent['id']}", {"content": "still fresh"}))[0] == 200
+    raw.clock.t += 2
+    status, body, _ = await raw.call("PATCH", f"{path}/{sent['id']}", {"content": "too late"})
+    assert (status, body["code"]) == (400, 30046) and raw.server.messages[int(sent["id"])].content == "still fresh"
+    assert kinds(raw.server) == ["old_message_edit"]
+
+
+def modal(**over: Any) -> dict[str, Any]:
+    field = {"type": 4, "custom_id": "prompt", "label": "Prompt", "style": 1, **over.pop("field", {})}
+    return {"type": 9, "data": {"custom_id": "m", "title": "Remix", "components": [
+        {"type": 1, "components": [field]}], **over}}
+
+
+@pytest.mark.parametrize(("name", "body"), [
+    ("title", modal(title="t" * 46)),
+    ("custom_id", modal(custom_id="c" * 101)),
+    ("six rows", modal(components=[{"type": 1, "components": [{"type": 4, "custom_id": f"f{i}", "label": "L",
+                                                                "style": 1}]} for i in range(6)])),
+    ("label", modal(field={"label": "l" * 46})),
+    ("placeholder", modal(field={"placeholder": "p" * 101})),
+    ("value", modal(field={"value": "v" * 4001})),
+    ("max_length", modal(field={"max_length": 4001})),
+    ("field custom_id", modal(field={"custom_id": "c" * 101})),
+    ("label component", modal(components=[{"type": 18, "label": "l" * 46,
+                                           "component": {"type": 4, "custom_id": "a", "style": 1}}])),
+    ("duplicate ids", modal(components=[{"type": 1, "components": [{"type": 4, "custom_id": "same", "label": "L",
+                                                                     "style": 1}]}] * 2)),
+])
+async def test_a_modal_over_discords_limits_is_refused(raw: Raw, name: str, body: dict[str, Any]) -> None:
+    ix = raw.interaction(3, {"custom_id": "remix", "component_type": 2})
+    status, err, _ = await raw.call("POST", raw.callback_path(ix), body, bot=False)
+    assert (status, err["code"]) == (400, 50035) and ix.modal is None and ix.rejections == [50035]
+    assert kinds(raw.server)[-1] in ("bad_modal", "duplicate_custom_id")
+
+
+async def test_a_modal_at_discords_limits_is_accepted(raw: Raw) -> None:
+    ix = raw.interaction(3, {"custom_id": "remix", "component_type": 2})
+    body = modal(title="t" * 45, components=[
+        {"type": 1, "components": [{"type": 4, "custom_id": f"f{i}" + "c" * 97, "label": "l" * 45, "style": 2,
+                                    "placeholder": "p" * 100, "value": "v" * 4000, "max_length": 4000}]}
+        for i in range(5)])
+    assert (await raw.call("POST", raw.callback_path(ix), body, bot=False))[0] == 204
+    assert ix.modal is not None and len(ix.modal.fields) == 5 and raw.server.violations == []
+
+
+@pytest.mark.parametrize(("choices", "kind"), [
+    ([{"name": f"c{i}", "value": f"c{i}"} for i in range(26)], "too_many_choices"),
+    ([{"name": "", "value": "x"}], "bad_choice"),
+    ([{"name": "n" * 101, "value": "x"}], "bad_choice"),
+    ([{"name": "ok", "value": "v" * 101}], "bad_choice"),
+    ([{"name": "ok", "value": ""}], "bad_choice"),
+])
+async def test_autocomplete_choices_over_the_limits_are_refused(
+    raw: Raw, choices: list[dict[str, Any]], kind: str
+) -> None:
+    ix = raw.interaction(4)
+    status, err, _ = await raw.call("POST", raw.callback_path(ix), {"type": 8, "data": {"choices": choices}}, bot=False)
+    assert (status, err["code"]) == (400, 50035) and kinds(raw.server) == [kind] and ix.choices is None
+
+
+def row(*components: dict[str, Any]) -> dict[str, Any]:
+    return {"type": 1, "components": list(components)}
+
+
+@pytest.mark.parametrize(("components", "kind"), [
+    ([row({"type": 2, "style": 1, "label": "a", "custom_id": "x"}),
+      row({"type": 2, "style": 1, "label": "b", "custom_id": "x"})], "duplicate_custom_id"),
+    ([row({"type": 2, "style": 5, "label": "site"})], "bad_button"),
+    ([row({"type": 2, "style": 5, "label": "site", "url": "https://example.org", "custom_id": "x"})], "bad_button"),
+    ([row({"type": 2, "style": 1, "label": "no id"})], "bad_button"),
+    ([row({"type": 2, "style": 2, "label": "both", "custom_id": "x", "url": "https://example.org"})], "bad_button"),
+    ([row({"type": 3, "custom_id": "s", "options": [{"label": "l" * 101, "value": "v"}]})], "bad_select"),
+    ([row({"type": 3, "custom_id": "s", "options": [{"label": "l", "value": "v" * 101}]})], "bad_select"),
+    ([row({"type": 3, "custom_id": "s", "options": [{"label": "l", "value": "v", "description": "d" * 101}]})],
+     "bad_select"),
+    ([row({"type": 3, "custom_id": "s", "options": []})], "bad_select"),
+])
+async def test_components_breaking_discords_rules_are_refused(
+    raw: Raw, components: list[dict[str, Any]], kind: str
+) -> None:
+    status, err, _ = await raw.call("POST", f"/channels/{raw.chan.id}/messages", {"content": "c",
+                                                                                 "components": components})
+    assert (status, err["code"]) == (400, 50035) and kinds(raw.server) == [kind] and not raw.chan.messages
+
+
+async def test_a_link_button_and_a_select_within_the_rules_are_accepted(raw: Raw) -> None:
+    components = [row({"type": 2, "style": 5, "label": "site", "url": "https://example.org"},
+                      {"type": 2, "style": 1, "label": "go", "custom_id": "go"}),
+                  row({"type": 3, "custom_id": "s", "options": [{"label": "l" * 100, "value": "v" * 100}]})]
+    assert (await raw.call("POST", f"/channels/{raw.chan.id}/messages", {"content": "c",
+                                                                        "components": components}))[0] == 200
+
+
+async def test_archived_and_locked_threads_refuse_the_bot(raw: Raw) -> None:
+    from tests.fakediscord import MANAGE_THREADS
+
+    server = raw.server
+    thread = server.add_thread(raw.chan, "old talk", archived=True)
+    status, body, _ = await raw.call("POST", f"/channels/{thread.id}/messages", {"content": "hello?"})
+    assert (status, body["code"]) == (400, 50083) and not thread.messages
+    assert (await raw.call("PATCH", f"/channels/{thread.id}", {"archived": False}))[0] == 200  # unarchive, then send
+    assert (await raw.call("POST", f"/channels/{thread.id}/messages", {"content": "back"}))[0] == 200
+
+    server.set_thread_state(thread, locked=True)
+    status, body, _ = await raw.call("POST", f"/channels/{thread.id}/messages", {"content": "locked"})
+    assert (status, body["code"]) == (403, 50013)
+    server.set_thread_state(thread, archived=True)
+    status, body, _ = await raw.call("PATCH", f"/channels/{thread.id}", {"archived": False})
+    assert (status, body["code"]) == (403, 50013) and thread.archived  # only Manage Threads reopens a locked one
+    server.set_bot_permissions(raw.guild, server.bot_role(raw.guild).permissions | MANAGE_THREADS)
+    assert (await raw.call("PATCH", f"/channels/{thread.id}", {"archived": False}))[0] == 200
+    assert kinds(server) == ["archived_thread", "missing_permissions", "missing_permissions"]
+
+
+async def test_a_forum_takes_threads_with_a_starter_message_and_no_plain_messages(raw: Raw) -> None:
+    forum = raw.server.add_forum(raw.guild, "gallery")
+    status, body, _ = await raw.call("POST", f"/channels/{forum.id}/messages", {"content": "direct"})
+    assert (status, body["code"]) == (400, 50008)
+    status, body, _ = await raw.call("POST", f"/channels/{forum.id}/threads", {"name": "empty post"})
+    assert (status, body["code"]) == (400, 50035) and "message" in body["errors"]
+    status, post, _ = await raw.call("POST", f"/channels/{forum.id}/threads",
+                                     {"name": "a cat", "message": {"content": "look"}})
+    assert status == 200 and post["message"]["id"] == post["id"] and post["parent_id"] == str(forum.id)
+    (thread,) = forum.threads
+    assert [m.content for m in thread.messages] == ["look"]
+    assert kinds(raw.server) == ["forum_message", "forum_thread_without_message"]
+
+
+async def test_discord_py_posts_in_a_forum_through_create_thread(world: World) -> None:
+    forum = world.server.add_forum(world.guild, "gallery")
+    channel = await world.server.wait_for(lambda: world.bot.get_channel(forum.id))
+    assert isinstance(channel, discord.ForumChannel)
+    made = await channel.create_thread(name="a cat", content="look", allowed_mentions=discord.AllowedMentions.none())
+    assert made.thread.parent_id == forum.id and made.message.content == "look"
+    assert [m.content for m in forum.threads[0].messages] == ["look"] and not world.server.violations
+
+
+def aiohttp_form(payload: dict[str, Any], files: list[tuple[str, bytes]]) -> Any:
+    import json
+
+    import aiohttp
+
+    form = aiohttp.FormData(quote_fields=False)
+    form.add_field("payload_json", json.dumps(payload), content_type="application/json")
+    for i, (name, data) in enumerate(files):
+        form.add_field(f"files[{i}]", data, filename=name, content_type="application/octet-stream")
+    return form
+
+
+# --------------------------------------------------------------------------------------------------
+# The two rules tests/conftest.py adds to every run
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = Path(__file__).with_name("conftest.py")
+
+
+@pytest.mark.discord_violations  # the inner run leaves its servers in the shared registry
+def test_a_passing_test_whose_server_saw_a_violation_fails(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_inner="""
+        import pytest
+        from tests.fakediscord import FakeDiscord, Violation
+
+        def broken(kind):
+            server = FakeDiscord()
+            server.violations.append(Violation(kind, 400, 50035, "x", "POST", "/x"))
+            return server
+
+        def test_forgets_to_look():
+            broken("content_too_long")
+
+        def test_tolerates_what_it_provokes():
+            broken("late_ack").tolerate("late_ack")
+
+        @pytest.mark.discord_violations
+        def test_inspects_them_itself():
+            assert broken("double_ack").violations
+    """)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: the bot broke Discord's rules*", "*content_too_long: 400/50035*"])
+
+
+@pytest.mark.parametrize(("ci", "code"), [("true", 1), ("", 0)])
+def test_a_skip_fails_the_run_under_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                       ci: str, code: int) -> None:
+    monkeypatch.setenv("CI", ci)
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_inner="""
+        import pytest
+
+        def test_runs():
+            pass
+
+        def test_skips():
+            pytest.skip("no GPU here")
+
+        @pytest.mark.xfail(strict=True, reason="a known defect")
+        def test_known_defect():
+            assert False
+    """)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=1, skipped=1, xfailed=1)
+    assert result.ret == code
+    result.stdout.fnmatch_lines(["*SKIPPED*no GPU here*"])
