@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.config import ConfigError, Settings, load_settings, secrets_of
 from bot.logs import setup_logging
-from models.catalog import Catalog, CatalogError, load_catalog
+from models.catalog import Catalog, CatalogError, load_catalog, use_key_source
 
 log = logging.getLogger("natty")
 
@@ -24,6 +24,7 @@ def _fail(problems: list[str]) -> int:
 def _load(require_token: bool) -> tuple[Settings, Catalog]:
     settings = load_settings(require_token=require_token)
     catalog = load_catalog(settings.models_file)
+    use_key_source(settings.key)  # keys named by the catalog come from the environment and .env alike
     return settings, catalog
 
 
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings, catalog = _load(require_token=True)
     except (ConfigError, CatalogError) as exc:
         return _fail(exc.problems)
-    setup_logging(settings.log_level, secrets_of(settings))
+    setup_logging(settings.log_level, secrets_of(settings, catalog))
     try:
         return asyncio.run(_run_bot(settings, catalog))
     except KeyboardInterrupt:
@@ -83,7 +84,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         settings, catalog = _load(require_token=True)
     except (ConfigError, CatalogError) as exc:
         return _fail(exc.problems)
-    setup_logging(settings.log_level, secrets_of(settings))
+    setup_logging(settings.log_level, secrets_of(settings, catalog))
     return asyncio.run(_run_bot(settings, catalog, sync_only=True, guild=args.guild))
 
 
@@ -117,7 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         settings, catalog = _load(require_token=False)
     except (ConfigError, CatalogError) as exc:
         return _fail(exc.problems)
-    setup_logging("WARNING" if not args.verbose else "INFO", secrets_of(settings))
+    setup_logging("WARNING" if not args.verbose else "INFO", secrets_of(settings, catalog))
     from bot.generate import generate_once
 
     return asyncio.run(generate_once(settings, catalog, args.task, args.prompt, model=args.model, out=args.out,

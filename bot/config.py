@@ -9,6 +9,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from models.catalog import Catalog
+
 
 class ConfigError(Exception):
     """Every problem found in the settings, one per line, for start-up to print without a traceback."""
@@ -39,6 +41,13 @@ class Settings:
     guild_ready_timeout: float = 2.0
     token_margin: float = 60.0  # deliver through the channel when the interaction token has less than this left
     extra: dict[str, str] = field(default_factory=dict)
+    # Where keys named by the catalog (`api_key_env`) come from: `environ` (os.environ unless given) over `.env`.
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
+    dotenv: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def key(self, name: str) -> str | None:
+        """The value of the variable `name`, from the environment, else `.env`; None when unset or blank."""
+        return (self.environ.get(name) or "").strip() or (self.dotenv.get(name) or "").strip() or None
 
     @property
     def database_path(self) -> Path:
@@ -84,10 +93,10 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], problems: 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None = ".env",
                   require_token: bool = True) -> Settings:
     """Read settings from `environ` (default: os.environ) over the `.env` file. Raises ConfigError."""
-    env: dict[str, str] = {}
+    from_file: dict[str, str] = {}
     if env_file and Path(env_file).is_file():
-        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    env.update(os.environ if environ is None else environ)
+        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    env = {**from_file, **(os.environ if environ is None else environ)}
     problems: list[str] = []
 
     token = env.get("DISCORD_TOKEN", "").strip() or None
@@ -138,16 +147,23 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
         edit_interval=_float(env, "NATTY_EDIT_INTERVAL", 1.0, problems),
         guild_ready_timeout=_float(env, "NATTY_GUILD_READY_TIMEOUT", 2.0, problems),
         token_margin=_float(env, "NATTY_TOKEN_MARGIN", 60.0, problems),
+        environ=os.environ if environ is None else environ,
+        dotenv=from_file,
     )
     if problems:
         raise ConfigError(problems)
     return settings
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value the logs must never show: the Discord token and every *_TOKEN / *_KEY variable."""
+def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
+    """Every secret value the logs must never show: the Discord token, every *_TOKEN / *_KEY / *_SECRET variable
+    of the environment and `.env`, and the key of every catalog entry (whatever its `api_key_env` is called)."""
     values = {settings.discord_token, settings.hf_token}
-    for name, value in os.environ.items():
-        if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value) >= 8:
+    for source in (settings.environ, settings.dotenv):
+        for name, value in source.items():
+            if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value.strip()) >= 8:
+                values.add(value.strip())
+    for entry in (catalog.entries.values() if catalog else ()):
+        if entry.api_key_env and (value := settings.key(entry.api_key_env)):
             values.add(value)
     return sorted(v for v in values if v)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,17 @@ class CatalogError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+# Where `api_key_env` names are looked up. `natty` installs its settings' lookup (bot/cli.py), so keys in `.env`
+# reach the models; until then, the environment alone.
+_key_source: Callable[[str], str | None] = os.environ.get
+
+
+def use_key_source(lookup: Callable[[str], str | None] | None) -> None:
+    """Read every entry's key through `lookup` (a variable name -> its value); None: the environment again."""
+    global _key_source
+    _key_source = lookup or os.environ.get
 
 
 @dataclass
@@ -53,8 +65,9 @@ class ModelEntry:
 
     @property
     def api_key(self) -> str | None:
-        """The key for this entry's endpoint, read at call time so it is never stored in the catalog."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """The key for this entry's endpoint, read at call time so it is never stored in the catalog: from the
+        bot's settings (the environment over `.env`, see `use_key_source`), else the environment."""
+        return (_key_source(self.api_key_env) or None) if self.api_key_env else None
 
     @property
     def backend_key(self) -> str:

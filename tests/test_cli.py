@@ -99,3 +99,39 @@ async def test_sync_to_one_server_registers_the_commands_there(tmp_path):
         assert f"to guild {guild.id}" in out
         names = {c["name"] for c in server.commands[guild.id]}
         assert {"imagine", "chat", "help"} <= names
+
+
+async def test_keys_in_dotenv_reach_the_models_and_never_the_logs(tmp_path):
+    hf_key, custom_key = "hf_dotenvkey" + "a" * 24, "acme-credential-0123456789abcdef"
+    (tmp_path / ".env").write_text(f"HF_TOKEN={hf_key}\nACME_CREDENTIAL={custom_key}\n")
+    async with HFTestServer() as hf:
+        (tmp_path / "models.toml").write_text(catalog_for(hf, f"""
+[[model]]
+name = "keyed-image"
+task = "text-to-image"
+backend = "hf"
+model = "{hf.endpoint('text-to-image')}"
+api_key_env = "ACME_CREDENTIAL"
+
+[[model]]
+name = "keyed-chat"
+task = "chat"
+backend = "hf"
+model = "{hf.url}"
+api_key_env = "HF_TOKEN"
+"""))
+        hf.bad_request(f"Input validation error: nothing good about {custom_key}", path="text-to-image", times=1)
+        env = {"NATTY_MODELS": str(tmp_path / "models.toml"), "NATTY_DATA_DIR": str(tmp_path / "data"),
+               "DATABASE_URL": f"sqlite:///{tmp_path}/natty.db"}
+        failed = await natty("generate", "text-to-image", "a kite", "--model", "keyed-image", "-v",
+                             "--out", str(tmp_path / "kite.png"), cwd=tmp_path, env=env)
+        made = await natty("generate", "text-to-image", "a kite", "--model", "keyed-image", "-v",
+                           "--out", str(tmp_path / "kite.png"), cwd=tmp_path, env=env)
+        chat = await natty("generate", "chat", "hello", "--model", "keyed-chat", "-v", cwd=tmp_path, env=env)
+        assert made[0] == 0 and chat[0] == 0, made[2] + chat[2]
+        images = hf.requests_to("text-to-image")
+        assert images and all(r.authorization == f"Bearer {custom_key}" for r in images)
+        chats = [r for r in hf.requests if r.path.rstrip("/").endswith("chat") or "chat" in r.path]
+        assert chats and all(r.authorization == f"Bearer {hf_key}" for r in chats)
+    for _, out, err in (failed, made, chat):
+        assert custom_key not in out + err and hf_key not in out + err

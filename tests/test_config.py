@@ -104,3 +104,40 @@ api_key = "hf_abcdefghijklmnopqrstuvwxyz"
     assert "model #2 (b): an openai entry needs url" in text
     assert "model #3 (c): keys never go in the catalog" in text
     assert "hf_abcdefghijklmnopqrstuvwxyz" not in text
+
+
+def test_every_key_the_catalog_names_is_redacted_from_logs_wherever_it_was_set(tmp_path):
+    import logging
+
+    from bot.config import secrets_of
+    from bot.logs import RedactingFormatter
+
+    (tmp_path / ".env").write_text(f"DISCORD_TOKEN={GOOD_TOKEN}\nACME_CREDENTIAL=acme-secret-from-dotenv\n"
+                                   "OPENAI_API_KEY=sk-from-dotenv-1234567890\n")
+    (tmp_path / "models.toml").write_text("""
+[[model]]
+name = "acme"
+task = "chat"
+backend = "openai"
+url = "http://127.0.0.1:9/v1"
+model = "acme-1"
+api_key_env = "ACME_CREDENTIAL"
+
+[[model]]
+name = "other"
+task = "chat"
+backend = "openai"
+url = "http://127.0.0.1:9/v1"
+model = "other-1"
+api_key_env = "OTHER_PASSPHRASE"
+""")
+    settings = load_settings({"OTHER_PASSPHRASE": "other-secret-from-environment"}, env_file=str(tmp_path / ".env"))
+    catalog = load_catalog(tmp_path / "models.toml")
+    assert settings.key("ACME_CREDENTIAL") == "acme-secret-from-dotenv"
+    assert settings.key("OTHER_PASSPHRASE") == "other-secret-from-environment"
+    secrets = secrets_of(settings, catalog)
+    formatter = RedactingFormatter("%(message)s", secrets)
+    for value in ("acme-secret-from-dotenv", "other-secret-from-environment", "sk-from-dotenv-1234567890",
+                  GOOD_TOKEN):
+        record = logging.LogRecord("natty", logging.INFO, __file__, 1, "calling with %s", (value,), None)
+        assert value not in formatter.format(record), value
