@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
+from models.errors import redact_credentials
+
 # Interaction and webhook tokens travel in URLs; discord.py logs those URLs at DEBUG.
 _URL_TOKENS = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.\-]{20,}")
 _BEARER = re.compile(r"((?:Bot|Bearer)\s+)[A-Za-z0-9_.\-]{20,}")
@@ -27,7 +29,7 @@ def redact(text: str, secrets: list[str]) -> str:
         text = text.replace(secret, "[redacted]")
     text = _URL_TOKENS.sub(r"\1[redacted]", text)
     text = _BEARER.sub(r"\1[redacted]", text)
-    return _HF_KEY.sub("hf_[redacted]", text)
+    return redact_credentials(_HF_KEY.sub("hf_[redacted]", text))
 
 
 def setup_logging(level: str, secrets: list[str]) -> None:

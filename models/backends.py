@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from models.base import Backend, Request, Result, RunContext
 from models.catalog import ModelEntry
+from models.errors import redact_credentials
 
 
 def _create(kind: str) -> Backend:
@@ -37,10 +38,14 @@ class Backends:
         return await self.for_entry(entry).run(entry, request, ctx)
 
     async def check(self, entry: ModelEntry) -> tuple[bool, str]:
+        """Whether the entry can run now, and why; the reason is shown to members, so it carries no credentials."""
         try:
-            return await self.for_entry(entry).check(entry)
+            ok, reason = await self.for_entry(entry).check(entry)
         except ImportError as exc:  # e.g. the `local` extra is not installed
             return False, f"needs the local extra (pip install 'natty-bot[local]'): {exc.name} is missing"
+        except Exception as exc:  # noqa: BLE001 - a check that crashes says the entry cannot run, and why
+            ok, reason = False, f"check failed: {exc}"
+        return ok, redact_credentials(reason)
 
     async def aclose(self) -> None:
         for backend in self._by_kind.values():

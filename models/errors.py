@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 
 class ErrorKind(enum.StrEnum):
@@ -78,8 +79,20 @@ def _seconds(s: float | None, templates: dict[ErrorKind | str, str]) -> str:
     return templates["seconds"].format(n=s) if s < 120 else templates["minutes"].format(n=round(s / 60))
 
 
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]+@")  # up to the last @ of the authority
+_SECRET_PARAMS = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|sig|signature)=)"
+                            r"[^&\s#]+")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the credentials of every URL in it hidden: `https://user:pass@host/v1` becomes
+    `https://***@host/v1`, and `?api_key=...` or `&token=...` lose their values. The one place that does this:
+    every reason, error or URL rendered to users (and logs) passes through it."""
+    return _SECRET_PARAMS.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", text))
+
+
 def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
+    text = " ".join(redact_credentials(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

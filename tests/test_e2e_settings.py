@@ -205,3 +205,39 @@ async def _jobs(n: Natty):
     async with n.bot.storage.db.execute("SELECT id FROM jobs ORDER BY seq") as cur:
         ids = [r[0] for r in await cur.fetchall()]
     return [await n.bot.storage.get_job(i) for i in ids]
+
+
+PASSWORD_IN_URL = """
+[[model]]
+name = "creds-chat"
+task = "chat"
+backend = "openai"
+url = "http://natty:hunter2-secret@127.0.0.1:9/v1"
+model = "llama"
+
+[[model]]
+name = "nsfw-detector"
+task = "image-classification"
+backend = "openai"
+url = "https://natty:hunter2-secret@127.0.0.1:9/v1?api_key=hunter3-secret"
+model = "detector"
+"""
+
+
+def everything(reply) -> str:
+    return "\n".join([reply.content, *(summary(reply) for _ in reply.embeds[:1])])
+
+
+async def test_endpoint_passwords_never_reach_members(tmp_path):
+    async with Natty.running(tmp_path, catalog_extra=PASSWORD_IN_URL) as n:
+        ok, reason = n.bot.availability["creds-chat"]
+        assert not ok and "http://***@127.0.0.1:9/v1" in reason  # the reason still says where
+        refused = await n.final(await n.server.slash(n.alice, n.general, "chat", prompt="hi", model="creds-chat"))
+        shown = everything(await admin(n, "show"))
+        chosen = everything(await admin(n, "model", task="chat", model="creds-chat"))
+        helped = everything(await (await n.server.slash(n.bob, n.general, "help")).response())
+        assert "creds-chat" in refused.content and "127.0.0.1:9" in refused.content
+        assert "nsfw-detector" in shown and "127.0.0.1:9" in shown
+        for text in (refused.content, shown, chosen, helped):
+            assert "hunter2" not in text and "hunter3" not in text, text
+        assert n.server.violations == []
