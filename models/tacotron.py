@@ -39,7 +39,9 @@ def hub_dir() -> Path:
 def cached() -> bool:
     """Whether the hub repo and both checkpoints are already on disk, so loading needs no network."""
     root = hub_dir()
-    ckpts = [p.name.lower() for p in (root / "checkpoints").glob("*")] if (root / "checkpoints").is_dir() else []
+    # an empty file is an interrupted download, not a checkpoint
+    ckpts = [p.name.lower() for p in (root / "checkpoints").glob("*")
+             if p.is_file() and p.stat().st_size > 0] if (root / "checkpoints").is_dir() else []
     return (root / REPO_DIR).is_dir() and any("tacotron2" in n for n in ckpts) and any("waveglow" in n for n in ckpts)
 
 

@@ -180,8 +180,13 @@ async def test_tacotron_is_unavailable_offline_with_a_reason(backend, catalog, o
 async def test_tacotron_is_available_from_the_cache_without_network(backend, catalog, offline):
     (offline / tacotron.REPO_DIR).mkdir(parents=True)
     (offline / "checkpoints").mkdir()
-    for name in ("nvidia_tacotron2pyt_fp32_20190427", "nvidia_waveglowpyt_fp32_20190427"):
+    names = ("nvidia_tacotron2pyt_fp32_20190427", "nvidia_waveglowpyt_fp32_20190427")
+    for name in names:  # what an interrupted download leaves behind
         (offline / "checkpoints" / name).write_bytes(b"")
+    ok, why = await backend.check(catalog.get("tacotron2"))
+    assert not ok and "not in the cache" in why
+    for name in names:
+        (offline / "checkpoints" / name).write_bytes(b"PK\x03\x04" + b"\0" * 1024)  # a (fake) saved checkpoint
     ok, why = await backend.check(catalog.get("tacotron2"))
     assert ok and "cache" in why
 
