@@ -241,3 +241,16 @@ async def test_endpoint_passwords_never_reach_members(tmp_path):
         for text in (refused.content, shown, chosen, helped):
             assert "hunter2" not in text and "hunter3" not in text, text
         assert n.server.violations == []
+
+
+async def test_manage_messages_alone_does_not_open_the_settings(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        helper = n.server.add_user("helper", guilds=[n.guild], manage_messages=True)  # a moderator, not an admin
+        for command, options in (("settings show", {}), ("settings language", {"language": "pt-BR"}),
+                                 ("settings limits", {"per_user": 1})):
+            refused = await (await n.server.slash(helper, n.general, command, options=options)).response()
+            assert refused.ephemeral and "Manage Server" in refused.content, command
+        assert await n.bot.guild_settings(n.guild.id) == {}
+        allowed = await admin(n, "show")  # the moderator of the harness also has Manage Server
+        assert allowed.embeds
+        assert n.server.violations == []
