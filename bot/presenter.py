@@ -364,13 +364,21 @@ class Presenter:
             renders = renders[1:]
             if not renders and attachment:
                 sent.append(await target.send(file=attachment, allowed_mentions=delivery.NO_MENTIONS))
+        if renders and not job.ephemeral and not job.params.get("channel_message"):
+            # The mention goes in front of the first message; a chunk already near the limit is split again
+            # (one splitter for all text) instead of losing its end.
+            mention = f"<@{job.user_id}> "
+            first, *others = renders
+            parts = delivery.split_text(first.content, delivery.MESSAGE_LIMIT - len(mention)) or [""]
+            if len(parts) > 1:
+                renders = [Render(parts[0], final=first.final), *(Render(p, final=first.final) for p in parts[1:-1]),
+                           Render(parts[-1], files=first.files, view=first.view, final=first.final), *others]
         for i, render in enumerate(renders):
             content = render.content
             mentions = delivery.NO_MENTIONS
             if i == 0 and not job.ephemeral and not job.params.get("channel_message"):
                 content = f"<@{job.user_id}> {content}"
                 mentions = delivery.requester_only(job.user_id)
-                content = content[: delivery.MESSAGE_LIMIT]
             extra = [attachment] if attachment and i == len(renders) - 1 else []
             kwargs: dict[str, Any] = dict(content=content, files=render.files + extra, allowed_mentions=mentions)
             if render.view is not None:

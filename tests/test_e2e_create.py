@@ -217,3 +217,23 @@ async def test_story_posts_each_scene_in_a_thread_with_picture_and_narration(tmp
         assert any("scene 2/3: illustrating" in c for c in shown)
         assert any("narrating" in c for c in shown)
         assert n.server.violations == []
+
+
+async def test_a_near_limit_answer_that_outlives_the_token_arrives_whole_in_the_channel(tmp_path):
+    async with Natty.running(tmp_path, token_margin=0.0) as n:
+        n.server.token_lifetime = 1.0
+        n.hf.loading(estimated_time=1.5, path="chat")
+        words = ("lighthouse keeper " * 200).split()
+        prompt = " ".join(words)[: 1990 - len("You said: ")].rstrip()  # the answer is one chunk of ~1,990 chars
+        ix = await n.server.slash(n.alice, n.general, "chat", prompt=prompt)
+        await ix.acked()
+        footer = await n.wait(lambda: next((m for m in n.general.messages
+                                            if m.interaction is None and "AI-generated" in m.content), None),
+                              timeout=30)
+        posted = [m for m in n.general.messages if m.interaction is None and m.author.id == n.server.bot_user.id]
+        assert all(len(m.content) <= 2000 for m in posted)
+        assert posted[0].content.startswith(f"<@{n.alice.id}> ") and posted[0].pings == [f"user:{n.alice.id}"]
+        text = " ".join(m.content.removeprefix(f"<@{n.alice.id}> ") for m in posted if m is not footer)
+        assert " ".join(text.split()) == f"You said: {prompt}"  # every word, none cut at the limit
+        assert all(not m.would_ping for m in posted[1:])
+        assert {v.kind for v in n.server.violations} <= {"expired_token"}
