@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
+from bot import delivery, safety
 from bot.buttons import can_manage
 from bot.i18n import t
 from bot.jobs import Job, JobState
+from cogs.safety import age_restricted
 
 STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE: "✅", JobState.FAILED: "⚠️",
                JobState.CANCELLED: "🚫"}
@@ -63,7 +65,19 @@ class Jobs(commands.Cog):
             await interaction.response.send_message(
                 t("show.unfinished", loc, id=record.id, state=t(f"state.{record.state.value}", loc)), ephemeral=True)
             return
+        if refusal := await self._not_here(interaction, record, loc):
+            await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+            return
         await interaction.response.defer(ephemeral=record.ephemeral)
+        if record.state is JobState.DONE:
+            # the output checks run again for this channel, as they would have had the job been made here
+            seen_here = dataclasses.replace(record, params={**record.params, "age_restricted": age_restricted(
+                interaction.channel)})
+            for check in self.bot.presenter.output_checks:  # type: ignore[attr-defined]
+                if withheld := await check(seen_here):
+                    await interaction.edit_original_response(content=f"⚠️ {withheld}\n-# `{record.id}`",
+                                                             allowed_mentions=delivery.NO_MENTIONS)
+                    return
         renders, attachment = await asyncio.to_thread(
             self.bot.presenter.render_result, record, interaction.filesize_limit)  # type: ignore[attr-defined]
         for i, render in enumerate(renders):
@@ -76,6 +90,23 @@ class Jobs(commands.Cog):
             else:
                 message = await interaction.followup.send(files=files, wait=True, ephemeral=record.ephemeral, **kwargs)
             await self.bot.storage.link_message(message.id, record.id, message.channel.id)  # type: ignore[attr-defined]
+
+    async def _not_here(self, interaction: discord.Interaction, job: Job, loc: str) -> str | None:
+        """Why this channel may not show the job's result, or None: what the job needed (an age-restricted
+        channel, for one made in such a channel or by an adult model) and the prompt rules must hold here too."""
+        if job.state is not JobState.DONE:
+            return None  # a failure or cancellation shows no content
+        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        policy = safety.policy_of(gs)
+        here = age_restricted(interaction.channel)
+        entry = self.bot.catalog.get(job.model)  # type: ignore[attr-defined]
+        if job.params.get("age_restricted") or (entry is not None and entry.nsfw):
+            if policy == "never" or not here:
+                return t("show.age_restricted", loc, id=job.id)
+        if job.task in safety.PROMPT_TASKS and safety.check_prompt(
+                job.prompt, age_restricted=here, policy=policy, server_terms=gs.get("blocklist") or []):
+            return t("show.age_restricted", loc, id=job.id)
+        return None
 
     def _may_see(self, interaction: discord.Interaction, job: Job) -> bool:
         if job.user_id == interaction.user.id:

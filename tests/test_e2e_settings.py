@@ -254,3 +254,34 @@ async def test_manage_messages_alone_does_not_open_the_settings(tmp_path):
         allowed = await admin(n, "show")  # the moderator of the harness also has Manage Server
         assert allowed.embeds
         assert n.server.violations == []
+
+
+async def test_show_keeps_results_where_they_were_allowed(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        await add_to_catalog(n, NSFW_DETECTOR)
+        adult = await n.final(await n.server.slash(n.alice, n.nsfw, "imagine", prompt="a nude study in charcoal"))
+        innocent = await n.final(await n.server.slash(n.alice, n.nsfw, "imagine", prompt="a beach at noon"))
+        assert adult.attachments and innocent.attachments
+        adult_job, innocent_job = [j.id for j in (await _jobs(n))[-2:]]
+
+        for who in (n.bob, n.alice):  # the owner too: the channel decides, not who asks
+            for job_id in (adult_job, innocent_job):  # made under the adult rules, whatever the prompt
+                refused = await (await n.server.slash(who, n.general, "show", job=job_id)).response()
+                assert refused.ephemeral and "age-restricted" in refused.content and not refused.attachments
+        again = await (await n.server.slash(n.bob, n.nsfw, "show", job=adult_job)).response()
+        assert again.attachments and not again.ephemeral
+
+        ordinary = await n.final(await n.server.slash(n.alice, n.general, "imagine", prompt="a harbour at dusk"))
+        assert ordinary.attachments
+        ordinary_job = (await _jobs(n))[-1].id
+        n.hf.fail_next(200, body=FLAGGED, path="/nsfw/")  # the classifier runs again for /show, and flags it now
+        withheld = await n.final(await n.server.slash(n.bob, n.general, "show", job=ordinary_job))
+        assert "withheld" in withheld.content and not withheld.attachments
+        shown = await n.final(await n.server.slash(n.bob, n.general, "show", job=ordinary_job))
+        assert shown.attachments
+
+        await n.final(await n.server.slash(n.alice, n.general, "chat", prompt="a secret", private=True))
+        private_job = (await _jobs(n))[-1].id
+        hidden = await (await n.server.slash(n.bob, n.nsfw, "show", job=private_job)).response()
+        assert hidden.ephemeral and "No job" in hidden.content
+        assert n.server.violations == []
