@@ -29,6 +29,8 @@ from bot.i18n import DEFAULT, t
 
 TOP_IDEAS = 3
 MAX_PROMPT = 500
+PANEL_CHARS = 2000  # the panel is one message: Discord's limit
+PANEL_IDEA_CHARS = 120  # of each idea in the panel; the idea's own message has all of it
 MAX_IDEAS = 50
 TASKS = {"image": "text-to-image", "text": "chat"}
 
@@ -190,8 +192,15 @@ def credit_line(session: Session) -> str:
     return t("collab.credit", loc, parts="; ".join(bits))
 
 
-def panel_text(session: Session, limit: int = 10) -> str:
-    """The thread's panel: the theme, the deadline and the current top ideas."""
+def _preview(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
+def panel_text(session: Session, limit: int = 10, max_chars: int = PANEL_CHARS) -> str:
+    """The thread's panel: the theme, the deadline and the current top ideas, within one Discord message.
+
+    Each idea shows its first PANEL_IDEA_CHARS characters (its own message holds all of it); ideas that do
+    not fit are counted in "and N more"."""
     loc = session.locale
     title = t("collab.panel_title_image" if session.task == "image" else "collab.panel_title_text", loc)
     lines = [title + (f": *{session.theme}*" if session.theme else "")]
@@ -206,13 +215,17 @@ def panel_text(session: Session, limit: int = 10) -> str:
     else:
         lines.append(t("collab.panel_failed", loc, error=session.error or t("collab.unknown_error", loc)))
     order = ranked(session)
-    if order:
-        lines.append("")
-        for n, i in enumerate(order[:limit]):
-            votes = t("collab.n_votes.one" if i.votes == 1 else "collab.n_votes.other", loc, n=i.votes)
-            lines.append(f"**{n + 1}.** {i.text} · {votes} · <@{i.author_id}>")
-        if len(order) > limit:
-            lines.append(t("collab.panel_more", loc, count=len(order) - limit))
-    else:
+    if not order:
         lines.append(t("collab.panel_empty", loc))
-    return "\n".join(lines)
+        return _preview("\n".join(lines), max_chars)
+    lines.append("")
+    shown = []
+    for n, i in enumerate(order[:limit]):
+        votes = t("collab.n_votes.one" if i.votes == 1 else "collab.n_votes.other", loc, n=i.votes)
+        shown.append(f"**{n + 1}.** {_preview(i.text, PANEL_IDEA_CHARS)} · {votes} · <@{i.author_id}>")
+    while True:  # drop ideas from the bottom until the panel fits
+        more = len(order) - len(shown)
+        text = "\n".join([*lines, *shown, *([t("collab.panel_more", loc, count=more)] if more else [])])
+        if len(text) <= max_chars or not shown:
+            return _preview(text, max_chars)
+        shown.pop()

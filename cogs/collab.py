@@ -281,9 +281,11 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def _refresh_panel(self, s: c.Session) -> None:
         if s.panel_id is None:
             return
-        with contextlib.suppress(discord.HTTPException):
+        try:
             await self._thread(s).get_partial_message(s.panel_id).edit(
                 content=c.panel_text(s), view=panel_view(s), allowed_mentions=delivery.NO_MENTIONS)
+        except discord.HTTPException as exc:  # the session goes on; the panel catches up at the next change
+            log.warning("collab session %s: panel edit failed: %s", s.id, exc)
 
     async def _wait_until(self, sid: str, deadline: float) -> None:
         event = self.wakeups.setdefault(sid, asyncio.Event())

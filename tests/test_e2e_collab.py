@@ -122,3 +122,18 @@ async def test_a_text_session_and_one_nobody_joined(tmp_path):
         await n.wait(lambda: "ended without a result" in empty_panel.content and not empty_panel.buttons)
         assert "nobody added an idea" in empty_panel.content
         assert n.server.violations == []
+
+
+async def test_the_panel_keeps_up_with_many_long_ideas(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        thread, panel = await start_session(n, n.alice, theme="a lighthouse in a storm", minutes=30.0)
+        ideas = []
+        for k in range(7):  # each at the modal's 300-character limit: the full panel would be over 2,000
+            text = f"idea {k}: " + ("waves breaking over the rocks while gulls circle the lamp " * 6)[:290].strip()
+            ideas.append(await add_idea(n, (n.alice, n.bob, n.mod)[k % 3], thread, panel, text))
+        await vote(n, n.bob, ideas[-1], 1)
+        await n.wait(lambda: "**1.** idea 6:" in panel.content and "· 1 vote" in panel.content)
+        assert len(panel.content) <= 2000
+        assert all(f"idea {k}:" in panel.content for k in range(7))  # every idea still listed, shortened
+        assert len(ideas[-1].content) > 290  # its own message keeps the whole idea
+        assert n.server.violations == []

@@ -233,3 +233,14 @@ async def test_natty_check_text_matches_results_off_the_event_loop(tmp_path, mon
         assert hashed_in - {threading.get_ident()}, "the result JSONs were parsed on the event loop"
     finally:
         await storage.close()
+
+
+def test_the_collab_panel_fits_one_message_whatever_the_ideas():
+    s = c.Session(id="s1", guild_id=1, channel_id=2, host_id=10, task="image", theme="t" * 300, deadline=0.0,
+                  minutes=5.0)
+    for k in range(c.MAX_IDEAS):
+        c.add_idea(s, 100 + k, f"{k} " + "very long idea " * 20)
+    text = c.panel_text(s)
+    assert len(text) <= c.PANEL_CHARS and "**1.**" in text and "more" in text.splitlines()[-1]
+    s.ideas[-1].voters = [1, 2, 3]  # the most voted idea leads the panel
+    assert f"**1.** {c.MAX_IDEAS - 1} very long idea" in c.panel_text(s)
