@@ -285,3 +285,14 @@ async def test_show_keeps_results_where_they_were_allowed(tmp_path):
         hidden = await (await n.server.slash(n.bob, n.nsfw, "show", job=private_job)).response()
         assert hidden.ephemeral and "No job" in hidden.content
         assert n.server.violations == []
+
+
+async def test_look_alike_letters_do_not_slip_an_adult_prompt_past_imagine(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        sneaky = "a nud\u0435 portrait"  # the last "е" is Cyrillic
+        blocked = await n.final(await n.server.slash(n.alice, n.general, "imagine", prompt=sneaky))
+        assert "only in age-restricted channels" in blocked.content and not blocked.attachments
+        assert not n.hf.requests_to("text-to-image")  # nothing reached the model
+        allowed = await n.final(await n.server.slash(n.alice, n.nsfw, "imagine", prompt=sneaky))
+        assert allowed.attachments
+        assert n.server.violations == []
