@@ -191,19 +191,21 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         await interaction.response.send_modal(IdeaModal(self, sid, await _loc(interaction)))
 
     async def add_idea(self, interaction: discord.Interaction, sid: str, text: str) -> None:
+        # Acknowledge first: the lock may be held by another idea's post, waiting out a rate limit.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None:
-                await interaction.response.send_message(t("collab.gone", await _loc(interaction)), ephemeral=True)
+                await interaction.edit_original_response(content=t("collab.gone", await _loc(interaction)))
                 return
             try:
                 idea = c.add_idea(s, interaction.user.id, text)
             except c.CollabError as exc:
-                await interaction.response.send_message(exc.text(await _loc(interaction)), ephemeral=True)
+                await interaction.edit_original_response(content=exc.text(await _loc(interaction)))
                 return
             index = len(s.ideas) - 1
-            await interaction.response.send_message(t("collab.idea_added", await _loc(interaction), n=index + 1),
-                                                    ephemeral=True)
+            await interaction.edit_original_response(
+                content=t("collab.idea_added", await _loc(interaction), n=index + 1))
             message = await self._thread(s).send(
                 t("collab.idea_post", s.locale, text=discord.utils.escape_markdown(idea.text), n=index + 1,
                   user=interaction.user.mention),
