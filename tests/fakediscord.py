@@ -4,8 +4,35 @@
 and a CDN (``/attachments/...``) on 127.0.0.1 from inside the test's event loop, and enforces the
 platform rules a bot meets in production: the 3 s acknowledgement deadline (10062), double
 acknowledgement (40060), 15-minute interaction tokens (50027), message/embed/component/attachment limits
-(50035), ``attachment_size_limit`` (413 / 40005) and injected 429s. Every rule the bot breaks is kept
-in ``server.violations``.
+(50035), ``attachment_size_limit`` (413 / 40005), rate limits, permissions, pings, old-message edits,
+modal/autocomplete/select/button rules, archived and locked threads and forums (below), and injected 429s.
+Every rule the bot breaks is kept in ``server.violations``; tests/conftest.py fails every passing test whose
+servers recorded one it did not ``tolerate(kind)``.
+
+Strict rules:
+
+- Rate limits: per-route buckets (``RATE_LIMITS``, per channel or per interaction token) answered with
+  ``X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket``; past a bucket or the global limit (50/s for
+  bot-token requests; callbacks and interaction webhooks are exempt) a real 429 with ``retry_after``,
+  ``global``, ``Via`` and ``X-RateLimit-Scope``. discord.py reads the headers and waits, so a well-behaved
+  bot earns none; each one it earns is counted in ``rate_limit_hits`` (and ``rate_limited``), not a
+  violation: it costs the bot time, and the user nothing they would notice.
+- Permissions: the bot's guild permissions are @everyone's plus its role's (``set_bot_permissions``), with
+  channel overwrites (``set_overwrite``; threads follow their parent). Bot-token routes answer 403 50001
+  without View Channel and 50013 without what the request needs (send, attach files, embed links, threads,
+  deleting others' messages, reactions). Interactions carry the result as ``app_permissions``; interaction
+  responses need none (Discord lets apps answer, attach and embed there).
+- Pings: a bot message (created, edited, followup, webhook; not ephemeral) whose content would ping under
+  its ``allowed_mentions`` is an ``unexpected_ping`` violation unless the test called ``expect_ping``.
+  Mention Everyone is not required: a server that grants it must not be pinged either.
+- Edits of messages older than ``old_message_age`` (an hour, by ``now()``: ``clock`` plus
+  ``advance_clock``) answer 400 30046; Discord allows only a few, this server none.
+- Modals (title 45, custom_id 100, 1-5 rows, label 45, placeholder 100, value 4000), autocomplete (25
+  choices, name and string value 1-100), selects (option label/value/description 100), buttons (link:
+  url and no custom_id; others: custom_id and no url), duplicated custom_ids: 400 50035.
+- Threads: posting or editing in an archived thread answers 400 50083; in a locked one 403 50013 without
+  Manage Threads (``add_thread``, ``set_thread_state``, PATCH /channels/{id} to unarchive). Forums
+  (``add_forum``): a plain message answers 400 50008; a post is a thread with its starter message.
 
 Usage::
 
@@ -31,9 +58,13 @@ Test-facing objects:
 - ``FakeDiscord``: ``api_base``, ``gateway_url``, ``http_base``, ``application_id``, ``bot_user``,
   ``token``, ``ack_deadline``, ``token_lifetime``, ``attachment_size_limit`` (per interaction, settable
   any time), ``heartbeat_interval``, ``enforce_intents``; logs ``violations``, ``requests``,
-  ``unknown_requests``, ``rate_limited``, ``interactions``, ``sessions``, ``identify_count``,
-  ``command_syncs``, ``command_creations``, ``commands`` (global and per guild).
-  Actions: ``add_guild``, ``add_channel``, ``add_user``, ``dm_channel``, ``slash``, ``autocomplete``,
+  ``unknown_requests``, ``rate_limited``, ``rate_limit_hits``, ``interactions``, ``sessions``,
+  ``identify_count``, ``command_syncs``, ``command_creations``, ``commands`` (global and per guild);
+  settable ``rate_limits``, ``global_rate_limit``, ``old_message_age``, ``clock``.
+  Expectations: ``expect_ping``, ``tolerate``, ``unexpected_violations``. Permissions: ``permissions_for``,
+  ``bot_permissions``, ``set_bot_permissions``, ``set_overwrite``, ``everyone_role``, ``bot_role``.
+  Actions: ``add_guild``, ``add_channel``, ``add_forum``, ``add_thread``, ``set_thread_state``, ``add_user``,
+  ``dm_channel``, ``advance_clock``, ``slash``, ``autocomplete``,
   ``context_menu``, ``press``, ``submit_modal``, ``send_message``, ``inject_429``, ``wait_for``, ``ready``,
   ``request_reconnect`` (op 7; the bot RESUMEs).
 - ``FakeInteraction``: ``acked()``, ``response()``, ``wait_final(pred)``, ``wait_modal()``, ``original``,
