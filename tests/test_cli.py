@@ -26,6 +26,7 @@ async def natty(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, s
 
 async def test_a_rejected_token_says_exactly_what_to_do(tmp_path):
     async with FakeDiscord(token=TOKEN) as server:
+        server.tolerate("unauthorized")  # the rejected login is what this test provokes
         code, _, err = await natty("run", cwd=tmp_path, env={
             "DISCORD_TOKEN": "MTIz.wrong.token-that-discord-rejects-0000", "DISCORD_API_BASE": server.api_base,
             "DISCORD_GATEWAY_URL": server.gateway_url})
