@@ -45,8 +45,12 @@ def test_changing_pixel_t_never_changes_logits_up_to_t(kernel):
     for t in range(H * W):  # a batch may take another convolution algorithm: equal up to rounding
         leak = (out[t, :, : t + 1] - base[:, : t + 1]).abs().max().item()
         assert leak < 1e-10, f"pixel {t} leaks into earlier logits ({leak})"
-    # and the model does look at its context: the last pixel's logits depend on the first pixel
-    assert not torch.equal(out[0, :, -1], base[:, -1])
+    # and the model does look at its context, by far more than rounding: the next pixel always depends on
+    # pixel t, and the last pixel on some earlier one. (An exact-inequality check here passed only by rounding:
+    # with kernel 3 the last row lies outside the first pixel's receptive field.)
+    effect = (out - base.unsqueeze(0)).abs().amax(dim=1)  # [changed pixel, position]
+    assert effect[0, 1] > 1e-3
+    assert effect[:, -1].max() > 1e-3
 
 
 def test_class_conditioning_changes_the_output():
