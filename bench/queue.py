@@ -41,8 +41,8 @@ def scheduler_cost(queued: int, users: int = 100, probe: int = 1000) -> float:
         t0 = time.perf_counter()
         for i in range(probe):
             s.push("k", 1, i % users, f"p{i}")
-            for key, _ in s.pop_ready():
-                s.finished(key)
+            for _, job_id in s.pop_ready():
+                s.finished(job_id)
         samples.append((time.perf_counter() - t0) / probe * 1e6)
     return statistics.median(samples)
 
