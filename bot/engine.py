@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import statistics
 import time
 from collections import Counter, defaultdict, deque
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 from bot.i18n import cancelled, error_message, t
 from bot.jobs import Job, JobState
-from bot.scheduler import FairScheduler
+from bot.scheduler import FairScheduler, Forecast
 from bot.storage import Storage
 from models.backends import Backends
 from models.base import (
@@ -41,10 +42,13 @@ from models.errors import BackendError, ErrorKind
 log = logging.getLogger("natty.jobs")
 
 MAX_ATTEMPTS = 2  # a job interrupted by a restart runs again once; a second interruption fails it
+POSITION_HORIZON = 200  # positions past this many jobs are shown as "200+": asking stays cheap in a long queue
+ANNOUNCE_LIMIT = 50  # queued jobs told their new place per change, per lane
+RECORD_RETRIES = 5  # a busy database ("database is locked") is retried this often, with growing waits
 
 
 class JobListener(Protocol):
-    async def job_queued(self, job: Job, position: int, eta: float | None) -> None: ...
+    async def job_queued(self, job: Job, position: int, eta: float | None, exact: bool = True) -> None: ...
     async def job_progress(self, job: Job, progress: Progress) -> None: ...
     async def job_finished(self, job: Job) -> None: ...
 
@@ -82,6 +86,7 @@ class JobEngine:
         self._by_user: Counter[int] = Counter()
         self._by_guild: Counter[int] = Counter()
         self._last_submit: dict[int, float] = {}
+        self._admit = asyncio.Lock()  # checking the limits and counting the job are one step
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[str, CancelToken] = {}
         self._cancelled_by: dict[str, int] = {}
@@ -137,7 +142,7 @@ class JobEngine:
                 await self.storage.update_job(job, "state")
             self._enqueue(job)
             log.info("job %s recovered into the queue", job.id)
-        await self._announce_positions()
+        await self._announce_positions(*self.scheduler.lanes())
         self._wake.set()
 
     # --- submission ----------------------------------------------------------------------------------
@@ -145,24 +150,39 @@ class JobEngine:
     def limits_for(self, job: Job) -> Limits:
         return self._limits(job) if callable(self._limits) else self._limits
 
-    async def submit(self, job: Job, *, check_limits: bool = True) -> Job:
-        """Queue a job. Raises LimitHit (with a job record saved as failed) when a cap or cooldown applies."""
+    async def submit(self, job: Job, *, check_limits: bool = True, cooldown: bool = True) -> Job:
+        """Queue a job. Raises LimitHit (with a job record saved as failed) when a cap, cooldown or quota applies.
+
+        The limits are checked and the job counted under one lock, so simultaneous submissions cannot all
+        pass a check that only one of them should. `cooldown=False` for the parts of a job a user already
+        started (a story's scenes): they count towards caps and quotas but do not wait out the cooldown.
+        """
         entry = self.catalog.get(job.model)
         if entry is None:
             raise ValueError(f"unknown model {job.model!r}")
-        if check_limits:
-            refusal = await self._check_limits(job)
-            if refusal:
-                await self.record_failure(job, refusal)
-                raise LimitHit(refusal)
-        await self.storage.insert_job(job)
-        await self.storage.record_job_start(job.user_id, job.guild_id, time.time())
-        self._last_submit[job.user_id] = time.monotonic()
-        self._enqueue(job)
+        async with self._admit:
+            if check_limits:
+                refusal = await self._check_limits(job, cooldown=cooldown)
+                if refusal:
+                    await self.record_failure(job, refusal)
+                    raise LimitHit(refusal)
+            self._count(job)
+            try:
+                await self._retry(self.storage.insert_job, job)
+                await self._retry(self.storage.record_job_start, job.user_id, job.guild_id, time.time())
+            except BaseException:
+                self._release(job)
+                raise
+            if check_limits and cooldown:
+                self._last_submit[job.user_id] = time.monotonic()
+        self._finished_events.setdefault(job.id, asyncio.Event())
+        self.scheduler.push(entry.backend_key, entry.max_concurrency, job.user_id, job.id)
         log.info("job %s queued: %s on %s for user %s in channel %s", job.id, job.task, job.model, job.user_id,
                  job.channel_id)
-        position = self.scheduler.position(job.id) or 1
-        await self._notify_queued(job, position)
+        # a newcomer can go ahead of jobs already waiting: tell those whose place changed, and this one
+        await self._announce_positions(entry.backend_key)
+        if job.id not in self._announced:  # further back than the announced window
+            await self._notify_queued(job, self.forecast(job.id) or Forecast(1))
         self._wake.set()
         return job
 
@@ -173,7 +193,7 @@ class JobEngine:
         log.info("job %s refused: %s", job.id, message)
         return job
 
-    async def _check_limits(self, job: Job) -> str | None:
+    async def _check_limits(self, job: Job, cooldown: bool = True) -> str | None:
         limits = self.limits_for(job)
         loc = job.locale
         if self._by_user[job.user_id] >= limits.per_user:
@@ -181,7 +201,7 @@ class JobEngine:
         if job.guild_id and self._by_guild[job.guild_id] >= limits.per_guild:
             return t("limit.per_guild", loc, count=self._by_guild[job.guild_id], limit=limits.per_guild)
         last = self._last_submit.get(job.user_id)
-        if limits.cooldown and last is not None:
+        if cooldown and limits.cooldown and last is not None:
             wait = limits.cooldown - (time.monotonic() - last)
             if wait > 0:
                 return t("limit.cooldown", loc, seconds=max(1, round(wait)))
@@ -192,21 +212,38 @@ class JobEngine:
                 return t("limit.daily_quota", loc, quota=limits.daily_quota)
         return None
 
-    def _enqueue(self, job: Job) -> None:
-        entry = self.catalog.get(job.model)
-        assert entry is not None
+    def _prune_cooldowns(self) -> None:
+        """Forget cooldowns that have run out (the longest a server may set is a day)."""
+        if len(self._last_submit) > 1000:
+            cutoff = time.monotonic() - 86400
+            for user, at in list(self._last_submit.items()):
+                if at < cutoff:
+                    del self._last_submit[user]
+
+    def _count(self, job: Job) -> None:
         self.active[job.id] = job
         self._by_user[job.user_id] += 1
         if job.guild_id:
             self._by_guild[job.guild_id] += 1
+
+    def _enqueue(self, job: Job) -> None:
+        entry = self.catalog.get(job.model)
+        assert entry is not None
+        self._count(job)
         self._finished_events.setdefault(job.id, asyncio.Event())
         self.scheduler.push(entry.backend_key, entry.max_concurrency, job.user_id, job.id)
 
     def _release(self, job: Job) -> None:
-        self.active.pop(job.id, None)
+        if self.active.pop(job.id, None) is None:
+            return  # released already: counting down twice would open a cap
         self._by_user[job.user_id] -= 1
+        if self._by_user[job.user_id] <= 0:
+            del self._by_user[job.user_id]
         if job.guild_id:
             self._by_guild[job.guild_id] -= 1
+            if self._by_guild[job.guild_id] <= 0:
+                del self._by_guild[job.guild_id]
+        self._prune_cooldowns()
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until a job finishes; returns its final record."""
@@ -225,10 +262,12 @@ class JobEngine:
         if job is None:
             return False
         self._cancelled_by[job_id] = by_user
+        lane = self.scheduler.lane_of(job_id)
         if job.state is JobState.QUEUED and self.scheduler.discard(job_id):
             self._release(job)
             await self._finish(job, JobState.CANCELLED, error=cancelled(job.locale))
-            await self._announce_positions()
+            if lane:
+                await self._announce_positions(lane)
             return True
         token = self._cancels.get(job_id)
         if token:
@@ -244,36 +283,65 @@ class JobEngine:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            started = False
+            lanes: set[str] = set()
             for key, job_id in self.scheduler.pop_ready():
                 job = self.active.get(job_id)
                 if job is None:
-                    self.scheduler.finished(key)
+                    self.scheduler.finished(job_id)
                     continue
+                job.state, job.started_at = JobState.RUNNING, time.time()  # before the forecast counts it
                 self._tasks[job_id] = asyncio.create_task(self._run(key, job), name=f"job-{job_id}")
-                started = True
-            if started:
-                await self._announce_positions()
+                lanes.add(key)
+            if lanes:
+                await self._announce_positions(*lanes)
 
-    async def _announce_positions(self, limit: int = 50) -> None:
-        """Tell the first queued jobs of each lane their new place. Bounded, so a huge queue stays cheap."""
-        shown = 0
-        for job in list(self.active.values()):
-            if shown >= limit:
-                break
-            if job.state is JobState.QUEUED:
-                position = self.scheduler.position(job.id)
-                if position is not None and self._announced.get(job.id) != position:
-                    await self._notify_queued(job, position)
-                shown += 1
+    # --- positions and ETAs: the scheduler's rule run forward -----------------------------------------
 
-    def eta(self, job: Job, position: int) -> float | None:
-        durations = self._durations.get(job.model)
-        if not durations:
+    def _forecast_kw(self, key: str) -> dict[str, Any]:
+        """Durations for a lane's forecast: each model's median run time (a model not yet timed counts as the
+        slowest that was). With none timed yet, jobs are taken to end in the order they started, and no ETA
+        is shown."""
+        medians = {e.name: statistics.median(self._durations[e.name]) for e in self.catalog.entries.values()
+                   if e.backend_key == key and self._durations.get(e.name)}
+        if not medians:
+            return {}
+        slowest = max(medians.values())
+
+        def duration(job_id: str) -> float:
+            job = self.active.get(job_id)
+            return medians.get(job.model, slowest) if job else slowest
+
+        def started_at(job_id: str) -> float | None:
+            job = self.active.get(job_id)
+            return job.started_at if job else None
+
+        return {"now": time.time(), "duration": duration, "started_at": started_at}
+
+    def forecast(self, job_id: str) -> Forecast | None:
+        """Where a queued job stands: its position and, when durations are known, when it starts."""
+        key = self.scheduler.lane_of(job_id)
+        if key is None:
             return None
-        entry = self.catalog.get(job.model)
-        lanes = entry.max_concurrency if entry else 1
-        return statistics.median(durations) * ((position + lanes - 1) // lanes + 1)
+        return self.scheduler.position(job_id, POSITION_HORIZON, **self._forecast_kw(key))
+
+    async def _announce_positions(self, *lanes: str) -> None:
+        """Tell the first queued jobs of these lanes their new place, when it changed. Bounded per lane, so a
+        huge queue stays cheap; jobs further back hear when they move up into that window."""
+        for key in lanes:
+            kw = self._forecast_kw(key)
+            now = kw.get("now", 0.0)
+            for i, (job_id, at) in enumerate(self.scheduler.forecast(key, ANNOUNCE_LIMIT, **kw)):
+                job = self.active.get(job_id)
+                if job is None or self._announced.get(job_id) == i + 1:
+                    continue
+                await self._notify_queued(job, Forecast(i + 1, True, None if at is None else max(0.0, at - now)))
+
+    def eta(self, job: Job, forecast: Forecast) -> float | None:
+        """Seconds until the job is done: when it starts, plus its model's typical run time."""
+        own = self._durations.get(job.model)
+        if forecast.starts_in is None or not own:
+            return None
+        return forecast.starts_in + statistics.median(own)
 
     def build_request(self, job: Job, entry: ModelEntry) -> Request:
         """Turn a job record into a backend request: the catalog's defaults under the job's parameters."""
@@ -290,51 +358,60 @@ class JobEngine:
         return request
 
     async def _run(self, key: str, job: Job) -> None:
+        """Run one job. Whatever happens after it starts (the backend failing, the database locked, the disk
+        full), it ends with a message, its slot is freed and it is recorded."""
         entry = self.catalog.get(job.model)
         assert entry is not None
         cancel = CancelToken()
         self._cancels[job.id] = cancel
         loop = asyncio.get_running_loop()
-        job.state, job.started_at, job.attempts = JobState.RUNNING, time.time(), job.attempts + 1
-        await self.storage.update_job(job, "state", "started_at", "attempts")
-        log.info("job %s running on %s (attempt %d)", job.id, entry.backend_key, job.attempts)
-
-        def report(progress: Progress) -> None:  # called from any thread
-            loop.call_soon_threadsafe(self._progress_soon, job, progress)
-
-        ctx = RunContext(report=report, cancel=cancel, deadline=time.monotonic() + entry.timeout)
-        await self._notify_progress(job, Progress(fraction=0.0, message=t("progress.starting", job.locale)))
+        job.state, job.attempts = JobState.RUNNING, job.attempts + 1
+        job.started_at = job.started_at or time.time()
+        state, error = JobState.FAILED, None
         started = time.monotonic()
         try:
+            await self._retry(self.storage.update_job, job, "state", "started_at", "attempts")
+            log.info("job %s running on %s (attempt %d)", job.id, entry.backend_key, job.attempts)
+
+            def report(progress: Progress) -> None:  # called from any thread
+                loop.call_soon_threadsafe(self._progress_soon, job, progress)
+
+            ctx = RunContext(report=report, cancel=cancel, deadline=time.monotonic() + entry.timeout)
+            await self._notify_progress(job, Progress(fraction=0.0, message=t("progress.starting", job.locale)))
             request = self.build_request(job, entry)
             result = await asyncio.wait_for(
                 self._generate(entry, request, ctx, int(job.params.get("count", 1)), job.locale),
                 timeout=entry.timeout + 5)
+            elapsed = time.monotonic() - started
+            job.result = await asyncio.to_thread(self._save_result, job, result)  # file writes off the loop
+            self._durations[job.model].append(elapsed)
+            state = JobState.DONE
+            log.info("job %s done in %.2f s", job.id, elapsed)
         except asyncio.CancelledError:
             cancel.cancel()
             if job.id in self._cancelled_by:
-                await self._finish_released(key, job, JobState.CANCELLED, error=cancelled(job.locale))
+                state, error = JobState.CANCELLED, cancelled(job.locale)
             else:  # shutting down: leave it `running` so recovery runs it again
-                self.scheduler.finished(key)
+                self.scheduler.finished(job.id)
                 self._cleanup(job)
-            raise
+                raise
         except BackendError as exc:
             state = JobState.CANCELLED if exc.kind is ErrorKind.CANCELLED else JobState.FAILED
             log.warning("job %s failed: %s", job.id, exc)
-            await self._finish_released(key, job, state, error=error_message(exc, entry.name, job.locale))
+            error = error_message(exc, entry.name, job.locale)
         except TimeoutError:
             log.warning("job %s timed out after %.0f s", job.id, entry.timeout)
-            await self._finish_released(
-                key, job, JobState.FAILED,
-                error=error_message(BackendError(ErrorKind.TIMEOUT), entry.name, job.locale))
+            error = error_message(BackendError(ErrorKind.TIMEOUT), entry.name, job.locale)
+        except OSError as exc:  # the disk (ENOSPC) or the database, while saving
+            log.error("job %s could not be saved: %s", job.id, exc)
+            job.result = None
+            error = t("job.save_failed", job.locale)
         except Exception as exc:
             log.exception("job %s crashed", job.id)
-            await self._finish_released(key, job, JobState.FAILED, error=error_message(exc, entry.name, job.locale))
-        else:
-            self._durations[job.model].append(time.monotonic() - started)
-            job.result = await asyncio.to_thread(self._save_result, job, result)  # file writes off the loop
-            await self._finish_released(key, job, JobState.DONE)
-            log.info("job %s done in %.2f s", job.id, time.monotonic() - started)
+            job.result = None
+            error = error_message(exc, entry.name, job.locale) if not _is_storage_error(exc) else \
+                t("job.save_failed", job.locale)
+        await self._finish_released(key, job, state, error)
 
     async def _generate(self, entry: ModelEntry, request: Request, ctx: RunContext, count: int,
                         locale: str | None = None) -> Result:
@@ -380,7 +457,7 @@ class JobEngine:
         return out
 
     async def _finish_released(self, key: str, job: Job, state: JobState, error: str | None = None) -> None:
-        self.scheduler.finished(key)
+        self.scheduler.finished(job.id)
         self._release(job)
         try:
             await self._finish(job, state, error)
@@ -392,20 +469,35 @@ class JobEngine:
         self._tasks.pop(job.id, None)
         self._cancels.pop(job.id, None)
 
+    async def _retry(self, op: Callable[..., Any], *args: Any) -> Any:
+        """Run a storage call, waiting out a busy database a few times before giving up."""
+        for attempt in range(RECORD_RETRIES):
+            try:
+                return await op(*args)
+            except Exception as exc:
+                if not _is_busy(exc) or attempt == RECORD_RETRIES - 1:
+                    raise
+                log.warning("database busy (%s); retrying", exc)
+                await asyncio.sleep(0.05 * 2 ** attempt)
+        return None
+
     async def _finish(self, job: Job, state: JobState, error: str | None = None) -> None:
         self._announced.pop(job.id, None)
         job.state, job.error, job.finished_at = state, error, time.time()
-        await self.storage.update_job(job, "state", "error", "finished_at", "result")
+        try:
+            await self._retry(self.storage.update_job, job, "state", "error", "finished_at", "result")
+        except Exception:  # the user still hears how it ended; the record is stale until the next start
+            log.exception("job %s: could not record that it ended (%s)", job.id, state)
         self._cancelled_by.pop(job.id, None)
         await self._notify_finished(job)
 
     # --- listeners: one failing listener never stops the engine or the others -------------------------
 
-    async def _notify_queued(self, job: Job, position: int) -> None:
-        self._announced[job.id] = position
+    async def _notify_queued(self, job: Job, forecast: Forecast) -> None:
+        self._announced[job.id] = forecast.position
         for listener in self.listeners:
             try:
-                await listener.job_queued(job, position, self.eta(job, position))
+                await listener.job_queued(job, forecast.position, self.eta(job, forecast), forecast.exact)
             except Exception:
                 log.exception("listener failed on job %s queued", job.id)
 
@@ -425,3 +517,11 @@ class JobEngine:
         event = self._finished_events.pop(job.id, None)
         if event:
             event.set()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error)

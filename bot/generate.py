@@ -23,7 +23,7 @@ class ConsolePrinter:
     def __init__(self) -> None:
         self.last = ""
 
-    async def job_queued(self, job: Job, position: int, eta: float | None) -> None:
+    async def job_queued(self, job: Job, position: int, eta: float | None, exact: bool = True) -> None:
         print(f"queued {job.id} on {job.model}", file=sys.stderr)
 
     async def job_progress(self, job: Job, progress: Progress) -> None:

@@ -143,10 +143,11 @@ class Presenter:
 
     # --- the engine's listener interface --------------------------------------------------------------
 
-    async def job_queued(self, job: Job, position: int, eta: float | None) -> None:
+    async def job_queued(self, job: Job, position: int, eta: float | None, exact: bool = True) -> None:
         if job.params.get("silent"):
             return
-        text = t("progress.queued", job.locale, position=position, eta=_eta_text(eta, job.locale), id=job.id,
+        shown = f"{position:,}" if exact else f"{position - 1:,}+"  # past the forecast's horizon: a bound
+        text = t("progress.queued", job.locale, position=shown, eta=_eta_text(eta, job.locale), id=job.id,
                  model=job.model)
         self._live(job).update(Render(self._with_prompt(job, text), view=job_view(job, running=True)))
 

@@ -19,6 +19,12 @@ STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE
                JobState.CANCELLED: "🚫"}
 
 
+def _position_text(forecast) -> str:  # noqa: ANN001
+    if forecast is None:
+        return "?"
+    return f"{forecast.position:,}" if forecast.exact else f"{forecast.position - 1:,}+"
+
+
 def _ago(ts: float) -> str:
     return f"<t:{int(ts)}:R>"
 
@@ -43,7 +49,7 @@ class Jobs(commands.Cog):
             live = engine.active.get(job.id, job)
             where = ""
             if live.state is JobState.QUEUED:
-                where = t("jobs.position", loc, position=engine.scheduler.position(job.id) or "?")
+                where = t("jobs.position", loc, position=_position_text(engine.forecast(job.id)))
             prompt = job.prompt if len(job.prompt) <= 60 else job.prompt[:59] + "…"
             lines.append(f"{STATE_ICONS[live.state]} `{job.id}` {job.task} · {job.model}{where} · "
                          f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")
