@@ -118,6 +118,8 @@ class HFTestServer:
         self._runner: web.AppRunner | None = None
         self._refused_sock: socket.socket | None = None
         self.port = 0
+        self.held: list[tuple[RecordedRequest, asyncio.Event]] = []  # requests waiting for release()
+        self._hold = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -289,8 +291,22 @@ class HFTestServer:
             raise web.HTTPNotFound()
         return web.Response(body=data, content_type="video/mp4")
 
+    def hold(self, on: bool = True) -> None:
+        """Keep every request open until `release` lets it go: a test sees which jobs run at once, in order."""
+        self._hold = on
+
+    def release(self, count: int = 1) -> None:
+        """Let the `count` oldest held requests answer."""
+        waiting = [item for item in self.held if not item[1].is_set()]
+        for _, event in waiting[:count]:
+            event.set()
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
+        if self._hold:
+            event = asyncio.Event()
+            self.held.append((rec, event))
+            await event.wait()
         path = request.path.rstrip("/")
         task = _task_of(path)
         failure = self._take_failure(path)
