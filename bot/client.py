@@ -198,9 +198,9 @@ class NattyMixin:
         for entry in usable:
             if entry.name == preferred:
                 return entry, None
-        marked = [e for e in usable if e.default]
-        if marked or usable:
-            return (marked or usable)[0], None
+        chosen = self.catalog.default_for(task, {e.name for e in usable})  # the operator's default wins
+        if chosen is not None:
+            return chosen, None
         if not entries:
             return None, t("model.none_configured", locale, task=task_name(task, locale))
         reasons = "; ".join(f"{e.name}: {self.availability.get(e.name, (False, '?'))[1]}" for e in entries[:3])

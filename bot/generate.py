@@ -53,7 +53,9 @@ async def generate_once(settings: Settings, catalog: Catalog, task: str, prompt:
             for e, (_, why) in checks:
                 print(f"natty: {e.name} cannot run: {why}", file=sys.stderr)
             return 2
-        model = next((e.name for e in usable if e.default), usable[0].name)
+        chosen = catalog.default_for(task, {e.name for e in usable})  # the same rule as the bot's
+        assert chosen is not None
+        model = chosen.name
     elif catalog.get(model) is None or catalog.get(model).task != task:  # type: ignore[union-attr]
         print(f"natty: no {task} model named {model!r}; try: {', '.join(e.name for e in entries)}", file=sys.stderr)
         return 2

@@ -62,6 +62,7 @@ class ModelEntry:
     nsfw: bool = False  # may produce adult content; only in age-restricted channels
     max_prompt_chars: int = 4000
     source: str = "bundled"
+    order: tuple[int, int] = (0, 0)  # (which catalog file, which entry in it): later files win defaults
 
     @property
     def api_key(self) -> str | None:
@@ -94,13 +95,18 @@ class Catalog:
         return self.entries.get(name)
 
     def default_for(self, task: str, allowed: set[str] | None = None) -> ModelEntry | None:
-        """The task's default entry (the last one marked default wins), else its first entry."""
+        """The task's default entry among `allowed` (all when None): of the entries marked `default = true`,
+        the one from the latest catalog file (the operator's over the bundled one), the last in its file;
+        else the task's first entry."""
         choices = [e for e in self.for_task(task) if allowed is None or e.name in allowed]
         marked = [e for e in choices if e.default]
-        return (marked[-1] if marked else None) or (choices[0] if choices else None)
+        if marked:
+            return max(marked, key=lambda e: (e.order, choices.index(e)))
+        return choices[0] if choices else None
 
 
-def _parse(raw: dict[str, Any], where: str, problems: list[str]) -> list[tuple[ModelEntry | None, dict]]:
+def _parse(raw: dict[str, Any], where: str, problems: list[str],
+           file_index: int = 0) -> list[tuple[ModelEntry | None, dict]]:
     out: list[tuple[ModelEntry | None, dict]] = []
     models = raw.get("model", [])
     if not isinstance(models, list):
@@ -132,7 +138,7 @@ def _parse(raw: dict[str, Any], where: str, problems: list[str]) -> list[tuple[M
             continue
         kwargs = {k: v for k, v in item.items() if k in _FIELDS and k != "enabled"}
         try:
-            entry = ModelEntry(**kwargs, source=where)
+            entry = ModelEntry(**kwargs, source=where, order=(file_index, i))
         except TypeError as exc:
             problems.append(f"{label}: {exc}")
             continue
@@ -150,7 +156,7 @@ def load_catalog(extra: str | os.PathLike | None = None, bundled: Path = BUNDLED
     sources: list[tuple[Path, str]] = [(bundled, "bundled catalog")]
     if extra:
         sources.append((Path(extra), str(extra)))
-    for path, where in sources:
+    for file_index, (path, where) in enumerate(sources):
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -160,7 +166,7 @@ def load_catalog(extra: str | os.PathLike | None = None, bundled: Path = BUNDLED
             problems.append(f"{where}: not valid TOML: {exc}")
             continue
         seen: set[str] = set()
-        for entry, item in _parse(raw, where, problems):
+        for entry, item in _parse(raw, where, problems, file_index):
             name = item.get("name", "")
             if name in seen:
                 problems.append(f"{where}: two entries are named {name!r}")
