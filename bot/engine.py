@@ -365,8 +365,7 @@ class JobEngine:
         cancel = CancelToken()
         self._cancels[job.id] = cancel
         loop = asyncio.get_running_loop()
-        job.state, job.attempts = JobState.RUNNING, job.attempts + 1
-        job.started_at = job.started_at or time.time()
+        job.attempts += 1  # the dispatch loop marked it running and stamped its start
         state, error = JobState.FAILED, None
         started = time.monotonic()
         try:
@@ -409,8 +408,8 @@ class JobEngine:
         except Exception as exc:
             log.exception("job %s crashed", job.id)
             job.result = None
-            error = error_message(exc, entry.name, job.locale) if not _is_storage_error(exc) else \
-                t("job.save_failed", job.locale)
+            error = (t("job.save_failed", job.locale) if isinstance(exc, sqlite3.Error)
+                     else error_message(exc, entry.name, job.locale))
         await self._finish_released(key, job, state, error)
 
     async def _generate(self, entry: ModelEntry, request: Request, ctx: RunContext, count: int,
@@ -521,7 +520,3 @@ class JobEngine:
 
 def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
-
-
-def _is_storage_error(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.Error)
