@@ -2,7 +2,8 @@
 
 The engine knows jobs, the catalog and the backends, not Discord: the bot's presenter listens to it and
 renders messages, and `natty generate` listens with a console printer. Jobs live in the database, so after
-a crash `recover()` puts every queued job back and re-runs (or fails, with a message) every running one.
+a crash `recover()` puts every queued job back and re-runs (or fails, with a message) every running one, and
+hands the listeners every finished job whose result never reached its user (`job_redeliver`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from models.base import (
 )
 from models.catalog import Catalog, ModelEntry
 from models.errors import BackendError, ErrorKind
+from models.hf import data_url
 
 log = logging.getLogger("natty.jobs")
 
@@ -51,6 +53,8 @@ class JobListener(Protocol):
     async def job_queued(self, job: Job, position: int, eta: float | None, exact: bool = True) -> None: ...
     async def job_progress(self, job: Job, progress: Progress) -> None: ...
     async def job_finished(self, job: Job) -> None: ...
+    # optional: async def job_redeliver(self, job: Job) -> None, for a job that finished before a restart
+    # and was never marked delivered (bot.storage `delivered_at`)
 
 
 class LimitHit(Exception):
@@ -67,6 +71,27 @@ class Limits:
     per_guild: int
     cooldown: float
     daily_quota: int | None = None
+
+
+def inline_files(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as a backend takes them: images that a conversation keeps as files (stored once, however
+    many later turns refer to them) become data: URLs; a file no longer kept becomes a short note."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                ref = (part.get("image_url") or {}).get("file") if part.get("type") == "image_url" else None
+                if ref:
+                    try:
+                        part = {"type": "image_url", "image_url": {"url": data_url(Path(ref).read_bytes())}}
+                    except OSError:
+                        part = {"type": "text", "text": "(an image that is no longer available)"}
+                parts.append(part)
+            message = {**message, "content": parts}
+        out.append(message)
+    return out
 
 
 def _ext(fmt: str) -> str:
@@ -93,6 +118,8 @@ class JobEngine:
         self._durations: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=20))
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._undelivered: list[Job] = []  # finished before the last stop, never delivered: see recover()
+        self._redeliver_task: asyncio.Task[None] | None = None
         self._finished_events: dict[str, asyncio.Event] = {}
         self._announced: dict[str, int] = {}  # the queue position each job's message last showed
         self.requests: dict[str, Callable[[Job], Request]] = {}  # task -> request builder override
@@ -103,6 +130,9 @@ class JobEngine:
         if recover:
             await self.recover()
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="natty-dispatch")
+        if self._undelivered:  # in the background: an output check may take a while, and new jobs need not wait
+            jobs, self._undelivered = self._undelivered, []
+            self._redeliver_task = asyncio.create_task(self._redeliver(jobs), name="natty-redeliver")
 
     async def stop(self) -> None:
         """Stop dispatching and interrupt running jobs; they stay `running` in the database and are
@@ -111,6 +141,10 @@ class JobEngine:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self._redeliver_task:  # what it did not reach stays undelivered, for the next start
+            self._redeliver_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._redeliver_task
         for job_id, task in list(self._tasks.items()):
             job = self.active.get(job_id)
             if job is not None and job.state is JobState.RUNNING:  # a job being delivered may finish
@@ -121,7 +155,10 @@ class JobEngine:
         await self.backends.aclose()
 
     async def recover(self) -> None:
-        """Re-queue what a crash or restart interrupted, in the order it was submitted."""
+        """Re-queue what a crash or restart interrupted, in the order it was submitted, and keep for `start` the
+        finished jobs whose delivery never completed (a job is DONE in its row before its message is posted:
+        a crash in between would lose it). Read first: the jobs failed here are delivered by _notify_finished."""
+        self._undelivered = await self.storage.undelivered_jobs()
         for job in await self.storage.jobs_in_states(JobState.QUEUED, JobState.RUNNING):
             if job.state is JobState.RUNNING and job.attempts >= MAX_ATTEMPTS:
                 job.state, job.finished_at = JobState.FAILED, time.time()
@@ -144,6 +181,19 @@ class JobEngine:
             log.info("job %s recovered into the queue", job.id)
         await self._announce_positions(*self.scheduler.lanes())
         self._wake.set()
+
+    async def _redeliver(self, jobs: list[Job]) -> None:
+        """Hand each undelivered finished job to the listeners that deliver again, oldest first."""
+        log.info("%d finished job(s) were not delivered before the restart; delivering them", len(jobs))
+        for job in jobs:
+            for listener in self.listeners:
+                redeliver = getattr(listener, "job_redeliver", None)
+                if redeliver is None:
+                    continue
+                try:
+                    await redeliver(job)
+                except Exception:
+                    log.exception("listener failed on job %s redelivery", job.id)
 
     # --- submission ----------------------------------------------------------------------------------
 
@@ -349,8 +399,10 @@ class JobEngine:
             return self.requests[job.task](job)
         p = dict(job.params)
         params = {**entry.params, **p.pop("model_params", {})}
+        messages = p.get("messages")
         request = Request(task=job.task, prompt=job.prompt, params=params, seed=p.get("seed"),
-                          negative_prompt=p.get("negative") or None, messages=p.get("messages"))
+                          negative_prompt=p.get("negative") or None,
+                          messages=inline_files(messages) if messages else messages)
         if p.get("image_path"):
             request.image = Path(p["image_path"]).read_bytes()
         if p.get("audio_path"):

@@ -3,6 +3,11 @@
 Edits to one message are coalesced and throttled (about one a second); the last state always arrives.
 Results go to the interaction while its token is valid, otherwise into the channel through the bot token,
 mentioning only the requester. Every message that carries a prompt or generated content allows no mentions.
+
+Delivery is durable: a job's record is marked delivered (bot.storage `delivered_at`) only once its final
+message is really in Discord, or Discord said it never can be (no permission, channel gone). What a crash
+leaves unmarked the engine hands back at the next start (`job_redeliver`), and each message a delivery posts
+is recorded as it goes, so a second try edits those messages instead of posting them again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,17 @@ SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError,
 CURSOR = " ▌"
 AI_LABEL = "AI-generated"  # the en-US "result.ai_label"
 TOKEN_SWEEP_INTERVAL = 60.0  # seconds between two clearings of expired interaction tokens
+
+
+
+class Undeliverable(Exception):
+    """The bot may not post a job's result where it has to go; trying again will not help."""
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A refusal that another try will meet again (permissions, a deleted channel or message, a closed DM), as
+    opposed to a connection problem or a server error."""
+    return isinstance(exc, discord.HTTPException) and 400 <= exc.status < 500 and exc.status != 429
 
 
 def _eta_text(eta: float | None, locale: str | None = None) -> str:
@@ -105,6 +121,15 @@ class LiveMessage:
             except SEND_ERRORS as exc:
                 log.warning("job %s: progress edit failed: %s", self.job.id, exc or type(exc).__name__)
 
+    async def cancel(self) -> None:
+        """Drop what is pending without waiting for the spacing: the bot is shutting down."""
+        self.closed = True
+        self.pending = None
+        if self.flusher and not self.flusher.done():
+            self.flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.flusher
+
     async def close(self) -> None:
         """Stop progress edits; the caller then renders the final state itself."""
         self.closed = True
@@ -133,6 +158,13 @@ class Presenter:
         # async (job) -> a refusal message or None, run on finished results before anything is posted
         self.output_checks: list[Any] = []
         self._tokens_swept = 0.0  # monotonic time of the last clear_expired_tokens
+
+    async def close(self) -> None:
+        """Cancel pending progress edits, before the bot's HTTP session closes under them. The progress of jobs
+        still running is not needed: they run again at the next start."""
+        live, self.live = list(self.live.values()), {}
+        for message in live:
+            await message.cancel()
 
     def _live(self, job: Job) -> LiveMessage:
         live = self.live.get(job.id)
@@ -184,12 +216,34 @@ class Presenter:
                     await self.bot.storage.update_job(job, "state", "error", "result")
                     break
         if job.params.get("silent"):  # a part of a larger creation: its owner posts it
+            await self._settle(job, "silent")
             return
         renderer = self.custom_renderers.get(job.params.get("renderer") or job.task)
         if renderer is not None:
             await renderer(job)
+            if job.state is JobState.DONE:  # the renderer owns it now, a restart included (a story resumes)
+                await self._settle(job, "renderer")
             return
         await self.deliver(job)
+
+    async def job_redeliver(self, job: Job) -> None:
+        """A job that finished before a restart and was never delivered: deliver it now, as if it just ended
+        (the output checks run again). Silent parts and results that a custom renderer took over are not
+        posted: their owners resume them their own way."""
+        custom = self.custom_renderers.get(job.params.get("renderer") or job.task)
+        if job.params.get("silent") or (custom is not None and job.state is JobState.DONE):
+            await self._settle(job, "silent" if job.params.get("silent") else "renderer")
+            return
+        log.info("job %s ended (%s) before the restart without reaching Discord; delivering it now",
+                 job.id, job.state)
+        await self.job_finished(job)
+
+    async def _settle(self, job: Job, how: str) -> None:
+        """Record that the job's delivery is over (`how`: the route, "silent", "renderer" or "failed: why")."""
+        try:
+            await self.bot.storage.mark_delivered(job.id, how)
+        except Exception:  # the user has the message; at worst a restart edits it again
+            log.exception("job %s: could not record its delivery (%s)", job.id, how)
 
     async def _sweep_tokens(self) -> None:
         """Clear expired interaction tokens from the jobs table, at most once a minute (the first finished job
@@ -301,70 +355,183 @@ class Presenter:
                 await channel.get_partial_message(job.message_id).edit(**kwargs)
 
     async def deliver(self, job: Job) -> None:
-        """Send a finished job's result (or its failure) where its requester will see it."""
+        """Send a finished job's result (or its failure) where its requester will see it, then record that it
+        was delivered. A delivery that failed for a reason that may pass (the connection, a server error) is
+        left unrecorded, and the next start tries it again; one Discord refused for good is recorded as failed
+        with a log line, and its result stays available with /show."""
         limit = job.params.get("filesize_limit") or delivery.DEFAULT_FILE_LIMIT
         # re-encoding to fit can take seconds of CPU: keep it off the event loop
         renders, attachment = await asyncio.to_thread(self.render_result, job, limit)
         via_interaction = job.token_valid(self.bot.settings.token_margin) and job.message_id
         sent: list[discord.Message] = []
+        settled: str | None = None
         try:
             if via_interaction:
                 sent = await self._deliver_interaction(job, renders, attachment)
+                settled = "interaction"
             else:
                 sent = await self._deliver_channel(job, renders, attachment)
+                settled = "channel"
+        except Undeliverable as exc:
+            settled = self._undeliverable(job, exc)
         except SEND_ERRORS as exc:
             log.warning("job %s: delivery through %s failed (%s); %s", job.id,
                         "the interaction" if via_interaction else "the channel", exc or type(exc).__name__,
                         "trying the channel" if via_interaction else "giving up")
+            if not via_interaction and _permanent(exc):
+                settled = f"failed: {exc}"
             if via_interaction:
                 _rewind(renders, attachment)  # the failed upload read the files to their end
                 try:
                     sent = await self._deliver_channel(job, renders, attachment)
+                    settled = "channel"
+                except Undeliverable as again:
+                    settled = self._undeliverable(job, again)
                 except SEND_ERRORS as again:
                     log.warning("job %s: delivery through the channel failed too (%s)", job.id,
                                 again or type(again).__name__)
-        for message in sent:
-            await self.bot.storage.link_message(message.id, job.id, message.channel.id)
+                    if _permanent(again):
+                        settled = f"failed: {again}"
+        if settled is None:
+            log.warning("job %s: not delivered (%s); it is tried again at the next start", job.id, job.state)
+            return
+        await self._settle(job, settled)
         log.info("job %s delivered (%s) in %d message(s)", job.id, job.state, len(sent))
+
+    def _undeliverable(self, job: Job, exc: Undeliverable) -> str:
+        log.warning("job %s: its result cannot be posted in channel %s: %s; it stays available with /show",
+                    job.id, job.channel_id, exc)
+        return f"failed: {exc}"
+
+    async def _sent(self, job: Job, route: str, part: int, message: discord.Message) -> None:
+        """One message of a delivery is in Discord: link it to the job (/show, replies) and keep it as this
+        delivery's part, so that a second try after a crash edits it instead of posting it again."""
+        try:
+            await self.bot.storage.link_message(message.id, job.id, message.channel.id)
+            await self.bot.storage.record_part(job.id, route, part, message.id, message.channel.id)
+        except Exception:  # the message is out; at worst a restart posts this part again
+            log.exception("job %s: could not record message %s of its delivery", job.id, message.id)
+
+    async def _earlier_parts(self, job: Job, route: str) -> dict[int, tuple[int, int | None]]:
+        """What an earlier try of this delivery (before a crash) posted already."""
+        try:
+            return await self.bot.storage.delivered_parts(job.id, route)
+        except Exception:
+            log.exception("job %s: could not read its earlier delivery", job.id)
+            return {}
+
+    def _channel_permissions(self, channel_id: int) -> tuple[discord.Permissions, bool] | None:
+        """The bot's permissions in a server channel it knows, and whether that channel is a thread; None for
+        DMs and channels not in the cache (Discord then decides)."""
+        channel = self.bot.get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        if channel is None or guild is None or guild.me is None or not hasattr(channel, "permissions_for"):
+            return None
+        return channel.permissions_for(guild.me), isinstance(channel, discord.Thread)
+
+    def _without_files(self, job: Job, renders: list[Render], attachment: discord.File | None,
+                       ) -> tuple[list[Render], None]:
+        """The messages without their files, and a note where the files were (Attach Files is missing)."""
+        had = [i for i, r in enumerate(renders) if r.files] or ([len(renders) - 1] if attachment else [])
+        if not had:
+            return renders, None
+        note = "\n-# " + t("result.no_attach_permission", job.locale, id=job.id)
+        out = [Render(r.content, view=r.view, final=r.final) for r in renders]
+        at = out[had[0]]
+        if len(at.content) + len(note) <= delivery.MESSAGE_LIMIT:
+            at.content += note
+        else:
+            out.insert(had[0] + 1, Render(note.strip(), final=at.final))
+        return out, None
 
     async def _deliver_interaction(self, job: Job, renders: list[Render],
                                    attachment: discord.File | None) -> list[discord.Message]:
         webhook = self._webhook(job)
+        earlier = await self._earlier_parts(job, "interaction")
         first, rest = renders[0], renders[1:]
         files = first.files + ([attachment] if attachment and not rest else [])
+        # @original: an edit, the same whether or not a try before a crash made it already
         message = await webhook.edit_message(job.message_id, content=first.content, attachments=files,
                                              view=first.view, allowed_mentions=delivery.NO_MENTIONS)
+        await self._sent(job, "interaction", 0, message)
         sent: list[discord.Message] = [message]
         for i, render in enumerate(rest):
             extra = [attachment] if attachment and i == len(rest) - 1 else []
-            kwargs: dict[str, Any] = dict(content=render.content, files=render.files + extra,
-                                          allowed_mentions=delivery.NO_MENTIONS, wait=True, ephemeral=job.ephemeral)
-            if render.view is not None:
-                kwargs["view"] = render.view
-            sent.append(await webhook.send(**kwargs))
+            if i + 1 in earlier:  # this followup is out already: make it this render again
+                message = await webhook.edit_message(earlier[i + 1][0], content=render.content,
+                                                     attachments=render.files + extra, view=render.view,
+                                                     allowed_mentions=delivery.NO_MENTIONS)
+            else:
+                kwargs: dict[str, Any] = dict(content=render.content, files=render.files + extra,
+                                              allowed_mentions=delivery.NO_MENTIONS, wait=True,
+                                              ephemeral=job.ephemeral)
+                if render.view is not None:
+                    kwargs["view"] = render.view
+                message = await webhook.send(**kwargs)
+            await self._sent(job, "interaction", i + 1, message)
+            sent.append(message)
         return sent
 
     async def _deliver_channel(self, job: Job, renders: list[Render],
                                attachment: discord.File | None) -> list[discord.Message]:
-        """Past the token's life: post into the channel (a DM for private jobs), mentioning only the requester."""
-        if job.ephemeral or not job.channel_id:
+        """Past the token's life: post into the channel (a DM for private jobs), mentioning only the requester.
+
+        The bot's own permissions there are checked first (Discord would answer 403 50013): without Send
+        Messages it raises Undeliverable; without Attach Files the messages go without their files, with a
+        note. Each message is recorded as it is posted, and a second try after a crash edits those instead of
+        posting them again. What remains: a crash after Discord took a message and before its record was
+        written still posts that one message twice (a channel message has no idempotency key natty could
+        reuse across processes; @original, edited in place, never doubles)."""
+        in_dm = job.ephemeral or not job.channel_id
+        if in_dm:
             user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
             target: discord.abc.Messageable = await user.create_dm()
         else:
             target = self.bot.get_partial_messageable(job.channel_id)
+        edits_placeholder = bool(job.params.get("channel_message") and job.message_id and job.channel_id)
+        if not in_dm and (seen := self._channel_permissions(job.channel_id)):  # type: ignore[arg-type]
+            perms, thread = seen
+            can_send = perms.send_messages_in_threads if thread else perms.send_messages
+            if not perms.view_channel or (not can_send and not (edits_placeholder and len(renders) == 1
+                                                                and not attachment)):
+                raise Undeliverable("the bot lacks " + ("View Channel" if not perms.view_channel
+                                                        else "Send Messages" + " in Threads" * thread))
+            if not perms.attach_files and (attachment or any(r.files for r in renders)):
+                log.warning("job %s: no Attach Files permission in channel %s; posting the result's text only",
+                            job.id, job.channel_id)
+                renders, attachment = self._without_files(job, renders, attachment)
+        earlier = await self._earlier_parts(job, "channel")
+        part = 0
         sent: list[discord.Message] = []
-        if job.params.get("channel_message") and job.message_id and job.channel_id:
+
+        async def post(**kwargs: Any) -> None:
+            nonlocal part
+            if part in earlier:  # posted by a try before a crash: edit it into this render instead
+                message_id, channel_id = earlier[part]
+                old = self.bot.get_partial_messageable(channel_id or job.channel_id).get_partial_message(message_id)
+                files = kwargs.pop("files", None) or ([kwargs.pop("file")] if "file" in kwargs else [])
+                message = await old.edit(attachments=files, **kwargs)
+            else:
+                message = await target.send(**kwargs)
+            await self._sent(job, "channel", part, message)
+            sent.append(message)
+            part += 1
+
+        if edits_placeholder:
             # a reply in a conversation: its placeholder becomes the answer, no ping needed
             first = renders[0]
             placeholder = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
             warnings = "".join(f"\n-# {w}" for w in job.params.get("warnings", []))
             content = first.content if len(first.content) + len(warnings) > delivery.MESSAGE_LIMIT \
                 else first.content + warnings
-            sent.append(await placeholder.edit(content=content, attachments=first.files, view=first.view,
-                                               allowed_mentions=delivery.NO_MENTIONS))
+            message = await placeholder.edit(content=content, attachments=first.files, view=first.view,
+                                             allowed_mentions=delivery.NO_MENTIONS)
+            await self._sent(job, "channel", part, message)
+            sent.append(message)
+            part += 1
             renders = renders[1:]
             if not renders and attachment:
-                sent.append(await target.send(file=attachment, allowed_mentions=delivery.NO_MENTIONS))
+                await post(file=attachment, allowed_mentions=delivery.NO_MENTIONS)
         if renders and not job.ephemeral and not job.params.get("channel_message"):
             # The mention goes in front of the first message; a chunk already near the limit is split again
             # (one splitter for all text) instead of losing its end.
@@ -384,5 +551,5 @@ class Presenter:
             kwargs: dict[str, Any] = dict(content=content, files=render.files + extra, allowed_mentions=mentions)
             if render.view is not None:
                 kwargs["view"] = render.view
-            sent.append(await target.send(**kwargs))
+            await post(**kwargs)
         return sent

@@ -80,7 +80,24 @@ MIGRATIONS: list[str] = [
         text TEXT, path TEXT, added_by INTEGER NOT NULL, created_at REAL NOT NULL);
     CREATE INDEX real_items_guild ON real_items(guild_id, kind);
     """,
+    # 3: durable delivery. A finished job's result (or error) is posted by the presenter after the job's row
+    # says it ended; `delivered_at` is stamped once its final message really is in Discord (or the bot was
+    # told it never can be: `delivery` says which), so a start-up finds what a crash left undelivered.
+    # `delivered_parts` keeps each message of a delivery in flight, so trying it again edits those messages
+    # instead of posting them twice; its rows go when the delivery is settled. Rows finished before this
+    # migration count as delivered: an upgrade does not post old results again.
+    """
+    ALTER TABLE jobs ADD COLUMN delivered_at REAL;
+    ALTER TABLE jobs ADD COLUMN delivery TEXT;
+    UPDATE jobs SET delivered_at = COALESCE(finished_at, created_at), delivery = 'before-upgrade'
+        WHERE state IN ('done', 'failed', 'cancelled');
+    CREATE INDEX jobs_undelivered ON jobs(seq) WHERE delivered_at IS NULL;
+    CREATE TABLE delivered_parts (job_id TEXT NOT NULL, route TEXT NOT NULL, part INTEGER NOT NULL,
+        message_id INTEGER NOT NULL, channel_id INTEGER, PRIMARY KEY (job_id, route, part));
+    """,
 ]
+
+FINISHED_STATES = tuple(s.value for s in JobState if s.finished)
 
 _JOB_COLUMNS = (
     "id", "user_id", "guild_id", "channel_id", "task", "model", "prompt", "params", "state", "created_at",
@@ -143,12 +160,19 @@ class Storage:
     # --- jobs ---------------------------------------------------------------------------------------
 
     async def insert_job(self, job: Job) -> None:
+        """Keep a new job. One that is already finished is the record of a request refused before it could
+        queue: the refusal was the answer to it, so it counts as delivered from the start."""
         values = [getattr(job, c) for c in _JOB_COLUMNS]
         values[_JOB_COLUMNS.index("params")] = json.dumps(job.params)
         values[_JOB_COLUMNS.index("state")] = job.state.value
         values[_JOB_COLUMNS.index("result")] = json.dumps(job.result) if job.result else None
+        columns = [*_JOB_COLUMNS, "delivered_at", "delivery"]
+        if job.state.finished:
+            values += [job.finished_at or time.time(), "refused"]
+        else:
+            values += [None, None]
         await self.db.execute(
-            f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})", values
+            f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
         )
         await self.db.commit()
 
@@ -176,6 +200,40 @@ class Storage:
         async with self.db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq",
                                    [s.value for s in states]) as cur:
             return [_row_to_job(r) for r in await cur.fetchall()]
+
+    async def undelivered_jobs(self) -> list[Job]:
+        """Finished jobs whose final message never reached Discord (the bot stopped first), oldest first."""
+        marks = ", ".join("?" * len(FINISHED_STATES))
+        async with self.db.execute(f"SELECT * FROM jobs WHERE delivered_at IS NULL AND state IN ({marks}) "
+                                   "ORDER BY seq", FINISHED_STATES) as cur:
+            return [_row_to_job(r) for r in await cur.fetchall()]
+
+    async def mark_delivered(self, job_id: str, how: str, now: float | None = None) -> bool:
+        """Settle a job's delivery (the first call wins) and forget its parts; False when it was settled already."""
+        cur = await self.db.execute(
+            "UPDATE jobs SET delivered_at = ?, delivery = ? WHERE id = ? AND delivered_at IS NULL",
+            (time.time() if now is None else now, how, job_id))
+        await self.db.execute("DELETE FROM delivered_parts WHERE job_id = ?", (job_id,))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def delivery_of(self, job_id: str) -> tuple[float | None, str | None]:
+        """When and how a job's delivery was settled; (None, None) while it is not."""
+        async with self.db.execute("SELECT delivered_at, delivery FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    async def record_part(self, job_id: str, route: str, part: int, message_id: int, channel_id: int | None) -> None:
+        """One message of a delivery in flight is in Discord (`route`: "interaction" or "channel")."""
+        await self.db.execute("INSERT OR REPLACE INTO delivered_parts VALUES (?, ?, ?, ?, ?)",
+                              (job_id, route, part, message_id, channel_id))
+        await self.db.commit()
+
+    async def delivered_parts(self, job_id: str, route: str) -> dict[int, tuple[int, int | None]]:
+        """The messages an unsettled delivery posted already: part -> (message id, channel id)."""
+        async with self.db.execute("SELECT part, message_id, channel_id FROM delivered_parts "
+                                   "WHERE job_id = ? AND route = ?", (job_id, route)) as cur:
+            return {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
 
     async def recent_jobs(self, user_id: int, limit: int = 10) -> list[Job]:
         async with self.db.execute("SELECT * FROM jobs WHERE user_id = ? ORDER BY seq DESC LIMIT ?",

@@ -16,9 +16,22 @@ from bot.presenter import LiveMessage, Presenter, Render
 class FakeStorage:
     def __init__(self) -> None:
         self.links: list[tuple[int, str]] = []
+        self.delivered: dict[str, str] = {}
 
     async def link_message(self, message_id: int, job_id: str, channel_id: int | None) -> None:
         self.links.append((message_id, job_id))
+
+    async def mark_delivered(self, job_id: str, how: str) -> bool:
+        return self.delivered.setdefault(job_id, how) == how
+
+    async def record_part(self, job_id: str, route: str, part: int, message_id: int, channel_id: int | None) -> None:
+        self.links.append((message_id, job_id))
+
+    async def delivered_parts(self, job_id: str, route: str) -> dict[int, tuple[int, int | None]]:
+        return {}
+
+    async def clear_expired_tokens(self) -> int:
+        return 0
 
 
 def presenter() -> Presenter:
@@ -65,7 +78,7 @@ async def test_a_delivery_that_loses_the_connection_falls_back_to_the_channel(er
     with caplog.at_level(logging.WARNING, "natty.presenter"):
         await p.deliver(job())
     assert posted and "hello" in posted[0]
-    assert [message for message, _ in p.bot.storage.links] == [123]
+    assert list(p.bot.storage.delivered.values()) == ["channel"]  # recorded as delivered, by the route it took
     assert "trying the channel" in caplog.text
 
 
@@ -80,6 +93,8 @@ async def test_a_delivery_whose_fallback_fails_too_is_logged_not_raised(caplog):
     with caplog.at_level(logging.WARNING, "natty.presenter"):
         await p.deliver(job())
     assert "through the channel failed too" in caplog.text
+    assert p.bot.storage.delivered == {}  # not recorded as delivered: the next start tries it again
+    assert "tried again at the next start" in caplog.text
 
 
 async def test_finishing_a_job_clears_interaction_tokens_that_have_expired(tmp_path):
