@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 
 from bot.i18n import t
 from bot.jobs import Job
+from bot.policy import may_manage
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -97,8 +98,5 @@ def job_view(job: Job, running: bool = False, extra: list[tuple[str, str | None,
 
 
 def can_manage(interaction: discord.Interaction, job: Job) -> bool:
-    """The requester, or a member with Manage Messages in that channel."""
-    if interaction.user.id == job.user_id:
-        return True
-    perms: Any = getattr(interaction, "permissions", None)
-    return bool(perms and perms.manage_messages)
+    """The requester, or a member with Manage Messages in that channel (see bot.policy.may_manage)."""
+    return may_manage(interaction.user.id, job.user_id, getattr(interaction, "permissions", None))

@@ -102,10 +102,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         finally:
             await backends.aclose()
 
+    from bot.policy import Policy
+
     results = asyncio.run(check())
+    availability = {e.name: r for e, r in zip(catalog.entries.values(), results, strict=True)}
+    rules = Policy(settings, catalog, availability, lambda _guild: {})
+    # DEFAULT: what a job of the task uses when nobody names a model (the bot's rule, before any server's choice)
+    chosen = {task: rules.default_model(task, {}) for task in {e.task for e in catalog.entries.values()}}
     rows = [("MODEL", "TASK", "BACKEND", "DEFAULT", "STATUS")]
     for entry, (ok, reason) in zip(catalog.entries.values(), results, strict=True):
-        rows.append((entry.name, entry.task, entry.backend, "yes" if entry.default else "",
+        used = chosen[entry.task]
+        rows.append((entry.name, entry.task, entry.backend, "yes" if used and used.name == entry.name else "",
                      "ready" if ok else f"unavailable: {reason}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:

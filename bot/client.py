@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import mimetypes
 import time
 import traceback
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -17,15 +17,18 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery
+from bot import policy as rules
 from bot.buttons import ActionHandler, JobButton
 from bot.config import Settings
-from bot.engine import JobEngine, LimitHit, Limits
+from bot.engine import JobEngine, LimitHit
 from bot.i18n import NattyTranslator, pick_locale, t
 from bot.jobs import INTERACTION_TOKEN_LIFETIME, Job
+from bot.policy import Origin, Policy, Refused
 from bot.presenter import Presenter
+from bot.safety import Block, audit_notice
 from bot.storage import Storage
 from models.backends import Backends
-from models.catalog import Catalog, ModelEntry
+from models.catalog import Catalog
 
 log = logging.getLogger("natty.bot")
 
@@ -39,16 +42,24 @@ PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, send_messages_in_threads=True, create_public_threads=True,
     embed_links=True, attach_files=True, read_message_history=True, add_reactions=True, use_external_emojis=True,
 )
-TASK_NAMES = {
-    "chat": "chat", "text-to-image": "image generation", "image-to-image": "image editing",
-    "text-to-speech": "speech", "text-to-audio": "music and sound", "text-to-video": "video",
-    "image-to-text": "image captions", "speech-to-text": "transcription", "image-classification": "image checks",
-}
+CHAT_IMAGE_LIMIT = 20 * 1024 * 1024  # bytes per image a chat reply may carry (OpenAI's own limit per image)
 
 
-def task_name(task: str, locale: str | None) -> str:
-    """A task in words ("image generation", "geração de imagens"): the catalog's `task.<task>` key."""
-    return t(f"task.{task}", locale) if task in TASK_NAMES else task
+def command_of(interaction: discord.Interaction) -> str:
+    """The command an interaction belongs to: its slash command or menu, else the one a button's job recalls
+    (the presenter keeps it in the job's record; "chat" and "imagine" buttons say their task's command)."""
+    command = interaction.command
+    if isinstance(command, app_commands.Command | app_commands.Group):
+        return command.qualified_name.split()[0]
+    if isinstance(command, app_commands.ContextMenu):
+        return command.name
+    return str(interaction.extras.get("command", ""))
+
+
+def safe_filename(name: str) -> str:
+    """A file name that stays inside its folder."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1])
+    return cleaned.lstrip(".")[:100] or "file"
 
 
 def invite_url(application_id: int) -> str:
@@ -67,7 +78,7 @@ class NattyMixin:
     backends: Backends
     actions: dict[str, ActionHandler]
     availability: dict[str, tuple[bool, str]]
-    job_checks: list[Callable[[discord.Interaction, Job, ModelEntry], Awaitable[str | None]]]
+    policy: Policy
 
     def _init_natty(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
@@ -76,12 +87,12 @@ class NattyMixin:
         self.backends = Backends()
         self.actions = {}
         self.availability = {}
-        # async (interaction, job, entry) -> a refusal message or None; run after the ack, before queueing
-        self.job_checks: list[Callable[[discord.Interaction, Job, ModelEntry], Awaitable[str | None]]] = []
-        self.presenter = Presenter(self)  # type: ignore[arg-type]
-        self.engine = JobEngine(self.storage, catalog, self.backends, self._limits_for)
-        self.engine.listeners.append(self.presenter)
         self._guild_settings_cache: dict[int, dict[str, Any]] = {}
+        self.policy = Policy(settings, catalog, self.availability, self._cached_settings)
+        self.presenter = Presenter(self)  # type: ignore[arg-type]
+        self.engine = JobEngine(self.storage, catalog, self.backends, self.policy.limits)
+        self.engine.listeners.append(self.presenter)
+        self._notices: set[asyncio.Task[None]] = set()
 
     # --- start-up ------------------------------------------------------------------------------------
 
@@ -94,6 +105,7 @@ class NattyMixin:
             await bot.load_extension(name)
         bot.add_dynamic_items(JobButton)
         bot.tree.on_error = self.on_app_command_error
+        bot.tree.interaction_check = self.command_allowed  # type: ignore[method-assign]
         await bot.tree.set_translator(NattyTranslator())  # before the hash and the sync: names travel with them
         force, guild = getattr(self, "sync_only", (False, None))
         self.synced_count = await self.sync_commands(force=force, guild_id=guild)
@@ -105,6 +117,7 @@ class NattyMixin:
     async def close(self) -> None:  # type: ignore[override]
         if self.engine._loop_task is not None:
             await self.engine.stop()
+        await self.presenter.close()  # pending progress edits, before the HTTP session closes under them
         await self.storage.close()
         await super().close()  # type: ignore[misc]
 
@@ -145,66 +158,25 @@ class NattyMixin:
 
     # --- settings, limits and models -----------------------------------------------------------------
 
-    async def guild_settings(self, guild_id: int | None) -> dict[str, Any]:
-        if guild_id is None:
-            return {}
+    def _cached_settings(self, guild_id: int | None) -> dict[str, Any]:
         # every server's settings are loaded at start-up and every change goes through save_guild_settings,
         # so the cache is complete: no database read before an interaction is acknowledged
-        return self._guild_settings_cache.setdefault(guild_id, {})
+        return self._guild_settings_cache.setdefault(guild_id, {}) if guild_id is not None else {}
+
+    async def guild_settings(self, guild_id: int | None) -> dict[str, Any]:
+        return self._cached_settings(guild_id)
 
     async def locale_for(self, interaction: discord.Interaction) -> str:
-        """The language to answer this person in (see bot.i18n.pick_locale)."""
-        gs = await self.guild_settings(interaction.guild_id)
-        return pick_locale(interaction.locale, gs.get("language"), interaction.guild_locale)
+        """The language to answer this person in (see bot.policy)."""
+        return self.policy.locale(interaction.locale, interaction.guild_id, interaction.guild_locale)
 
     async def guild_locale(self, guild_id: int | None, discord_locale: Any = None) -> str:
         """The language of messages for a whole server (game rounds, panels): its setting, else its locale."""
-        gs = await self.guild_settings(guild_id)
-        return pick_locale(None, gs.get("language"), discord_locale)
+        return self.policy.locale(None, guild_id, discord_locale)
 
     async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None:
         await self.storage.save_guild_settings(guild_id, settings)
         self._guild_settings_cache[guild_id] = settings
-
-    def _limits_for(self, job: Job) -> Limits:
-        gs = self._guild_settings_cache.get(job.guild_id or 0, {})
-        return Limits(
-            per_user=int(gs.get("max_jobs_per_user", self.settings.max_jobs_per_user)),
-            per_guild=int(gs.get("max_jobs_per_guild", self.settings.max_jobs_per_guild)),
-            cooldown=float(gs.get("cooldown_seconds", self.settings.cooldown_seconds)),
-            daily_quota=gs.get("daily_quota"),
-        )
-
-    def models_for(self, task: str, guild_settings: dict[str, Any]) -> list[ModelEntry]:
-        """The catalog entries for a task that this server allows."""
-        disabled = set(guild_settings.get("disabled_models", []))
-        return [e for e in self.catalog.for_task(task) if e.name not in disabled]
-
-    def resolve_model(self, task: str, requested: str | None, guild_settings: dict[str, Any],
-                      locale: str | None = None) -> tuple[ModelEntry | None, str | None]:
-        """The entry a job should use, or a message (in `locale`) saying why there is none."""
-        entries = self.models_for(task, guild_settings)
-        usable = [e for e in entries if self.availability.get(e.name, (True, ""))[0]]
-        if requested:
-            entry = next((e for e in entries if e.name == requested), None)
-            if entry is None:
-                names = ", ".join(e.name for e in entries) or t("common.none", locale)
-                return None, t("model.no_such", locale, model=requested, task=task_name(task, locale), names=names)
-            ok, reason = self.availability.get(entry.name, (True, ""))
-            if not ok:
-                return None, t("model.cannot_run", locale, model=entry.name, reason=reason)
-            return entry, None
-        preferred = guild_settings.get("defaults", {}).get(task)
-        for entry in usable:
-            if entry.name == preferred:
-                return entry, None
-        chosen = self.catalog.default_for(task, {e.name for e in usable})  # the operator's default wins
-        if chosen is not None:
-            return chosen, None
-        if not entries:
-            return None, t("model.none_configured", locale, task=task_name(task, locale))
-        reasons = "; ".join(f"{e.name}: {self.availability.get(e.name, (False, '?'))[1]}" for e in entries[:3])
-        return None, t("model.none_can_run", locale, task=task_name(task, locale), reasons=reasons)
 
     # --- jobs from interactions ----------------------------------------------------------------------
 
@@ -222,13 +194,6 @@ class NattyMixin:
                 Job(user_id=interaction.user.id, task=task, model=model or "-", prompt=prompt[:4000],
                     guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                     locale=await self.locale_for(interaction)), message)
-
-    def check_prompt(self, prompt: str, limit: int, locale: str | None = None) -> str | None:
-        if not prompt.strip():
-            return t("prompt.empty", locale)
-        if len(prompt) > limit:
-            return t("prompt.too_long", locale, length=f"{len(prompt):,}", limit=f"{limit:,}")
-        return None
 
     async def read_attachment(self, interaction: discord.Interaction, attachment: discord.Attachment,
                               kinds: tuple[str, ...],
@@ -265,54 +230,122 @@ class NattyMixin:
                                              locale=await self.locale_for(interaction)), message)
         await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
 
+    def origin_of(self, interaction: discord.Interaction, locale: str) -> Origin:
+        """An interaction as the rules see it: who, where, through which command."""
+        return Origin.in_channel(interaction.channel, user_id=interaction.user.id, guild_id=interaction.guild_id,
+                                 channel_id=interaction.channel_id, command=command_of(interaction),
+                                 locale=locale)
+
+    async def submit_job(self, origin: Origin, task: str, prompt: str = "", *, model: str | None = None,
+                         prefer: tuple[str, ...] = (), params: dict[str, Any] | None = None,
+                         inputs: dict[str, tuple[str, bytes]] | None = None, parent_id: str | None = None,
+                         message_id: int | None = None, interaction: discord.Interaction | None = None,
+                         ephemeral: bool = False, cooldown: bool = True, check_prompt: bool = True) -> Job:
+        """The one way a job is made, whatever asked for it: resolve the model, apply every rule, store the
+        inputs as files, and queue it under the limits. Raises `Refused` (with a failed job record kept) when
+        it may not run; the caller tells the user its own way.
+
+        `cooldown=False` for the parts of something a member already started (a story's scenes, a game's
+        items): they count towards caps and quotas but do not wait out the cooldown.
+        """
+        if not origin.command:  # a button or modal: the command that makes jobs of this task
+            origin = dataclasses.replace(origin, command=rules.TASK_COMMANDS.get(task, task))
+        loc = origin.locale
+        gs = self.policy.server(origin.guild_id)
+        entry, problem = self.policy.resolve(task, model, gs, loc, prefer)
+        job = Job(user_id=origin.user_id, task=task, model=entry.name if entry else (model or "-"),
+                  prompt=prompt, params=dict(params or {}), guild_id=origin.guild_id,
+                  channel_id=origin.channel_id, ephemeral=ephemeral, locale=loc, message_id=message_id,
+                  parent_id=parent_id)
+        job.params["age_restricted"] = origin.age_restricted  # the output check needs it, after restarts too
+        if origin.parent_channel_id:
+            job.params["parent_channel_id"] = origin.parent_channel_id
+        if interaction is not None:
+            job.application_id, job.interaction_token = interaction.application_id, interaction.token
+            job.token_expires_at = interaction.created_at.timestamp() + INTERACTION_TOKEN_LIFETIME
+            job.params["filesize_limit"] = interaction.filesize_limit
+        refusal = Refused(problem) if problem else None
+        if refusal is None and check_prompt and not origin.operator:
+            message = self.policy.check_prompt(prompt, loc)
+            refusal = Refused(message) if message else None
+        if refusal is None and entry is not None:
+            refusal = self.policy.gate(origin, job, entry, check_prompt=check_prompt)
+        if refusal is not None:
+            if refusal.block is not None:
+                self.report_block(gs, job, origin.command, refusal.block)
+            refusal.job = await self.engine.record_failure(job, refusal.message)
+            raise refusal
+        for key, (filename, data) in (inputs or {}).items():
+            folder = self.settings.data_dir / "inputs" / job.id
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / safe_filename(filename)
+            path.write_bytes(data)
+            job.params[f"{key}_path"] = str(path.resolve())
+        try:
+            await self.engine.submit(job, cooldown=cooldown)
+        except LimitHit as exc:  # the engine kept the record
+            raise Refused(exc.message, job=job) from None
+        return job
+
     async def submit(self, interaction: discord.Interaction, task: str, prompt: str = "", *, model: str | None = None,
                      params: dict[str, Any] | None = None, ephemeral: bool = False, parent_id: str | None = None,
                      inputs: dict[str, tuple[str, bytes]] | None = None, check_prompt: bool = True) -> Job | None:
-        """Turn an interaction into a queued job: validate, acknowledge, resolve the model, queue.
-
-        Cheap checks answer before the acknowledgement; everything slow happens after it.
-        """
-        limit = self.settings.max_prompt_chars
+        """A slash command, button, modal or menu's job: cheap checks answer before the acknowledgement, then
+        `submit_job` after it; a refusal replaces the "thinking" message."""
         loc = await self.locale_for(interaction)
         if check_prompt:
-            problem = self.check_prompt(prompt, limit, loc)
+            problem = self.policy.check_prompt(prompt, loc)
             if problem:
                 await self.refuse(interaction, problem, task, model or "", prompt)
                 return None
         message_id = await self.ack(interaction, ephemeral)
-        gs = await self.guild_settings(interaction.guild_id)
-        entry, problem = self.resolve_model(task, model, gs, loc)
-        job = Job(user_id=interaction.user.id, task=task, model=entry.name if entry else (model or "-"),
-                  prompt=prompt, params=dict(params or {}), guild_id=interaction.guild_id,
-                  channel_id=interaction.channel_id, application_id=interaction.application_id,
-                  interaction_token=interaction.token,
-                  token_expires_at=interaction.created_at.timestamp() + INTERACTION_TOKEN_LIFETIME,
-                  ephemeral=ephemeral, locale=loc, message_id=message_id, parent_id=parent_id)
-        job.params["filesize_limit"] = interaction.filesize_limit
-        if entry is not None and check_prompt and len(prompt) > entry.max_prompt_chars:
-            problem = t("prompt.too_long_for_model", loc, model=entry.name, limit=f"{entry.max_prompt_chars:,}",
-                        length=f"{len(prompt):,}")
-        if problem is None and entry is not None:
-            for check in self.job_checks:  # server policy: enabled commands, channels, safety
-                problem = await check(interaction, job, entry)
-                if problem:
-                    break
-        if problem:
-            await self.engine.record_failure(job, problem)
-            await interaction.edit_original_response(content=f"⚠️ {problem}", allowed_mentions=delivery.NO_MENTIONS)
-            return None
-        for key, (filename, data) in (inputs or {}).items():
-            folder = self.settings.data_dir / "inputs" / job.id
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / filename).write_bytes(data)
-            job.params[f"{key}_path"] = str((folder / filename).resolve())
         try:
-            await self.engine.submit(job)
-        except LimitHit as exc:
+            job = await self.submit_job(self.origin_of(interaction, loc), task, prompt, model=model, params=params,
+                                        inputs=inputs, parent_id=parent_id, message_id=message_id,
+                                        interaction=interaction, ephemeral=ephemeral, check_prompt=check_prompt)
+        except Refused as exc:
             await interaction.edit_original_response(content=f"⚠️ {exc.message}", allowed_mentions=delivery.NO_MENTIONS)
             return None
         await self.storage.link_message(message_id, job.id, interaction.channel_id)
         return job
+
+    async def command_allowed(self, interaction: discord.Interaction, /) -> bool:
+        """Every slash command and context menu passes the server's command and channel rules first, so a
+        command that starts no job itself (/collab, /natty play) obeys them too."""
+        if interaction.type is not discord.InteractionType.application_command:
+            return True
+        loc = await self.locale_for(interaction)
+        origin = self.origin_of(interaction, loc)
+        problem = self.policy.gate_command(origin)
+        if problem is None:
+            return True
+        task = next((task for task, command in rules.TASK_COMMANDS.items() if command == origin.command),
+                    origin.command)
+        await self.engine.record_failure(Job(user_id=origin.user_id, task=task, model="-", guild_id=origin.guild_id,
+                                             channel_id=origin.channel_id, locale=loc), problem)
+        await self.send_error(interaction, problem)  # a check here is outside the tree's error handlers
+        return False
+
+    def report_block(self, gs: dict[str, Any], job: Job, command: str, block: Block) -> None:
+        """A log line for a request or result a safety rule blocked, and a short notice in the server's audit
+        channel when it has one."""
+        log.warning("blocked /%s (job %s) from user %s in guild %s channel %s: %s [%s]", command, job.id,
+                    job.user_id, job.guild_id, job.channel_id, block.label, block.term)
+        channel_id = gs.get("audit_channel")
+        if not channel_id:
+            return
+        text = audit_notice(user_id=job.user_id, command=command, rule=block.rule, channel_id=job.channel_id,
+                            prompt=job.prompt, job_id=job.id, locale=self.policy.locale(None, job.guild_id))
+        task = asyncio.create_task(self._send_notice(int(channel_id), job.guild_id, text))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _send_notice(self, channel_id: int, guild_id: int | None, text: str) -> None:
+        channel = self.get_partial_messageable(channel_id, guild_id=guild_id)  # type: ignore[attr-defined]
+        try:
+            await channel.send(text, allowed_mentions=delivery.NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("could not post to audit channel %s: %s", channel_id, exc)
 
     # --- errors --------------------------------------------------------------------------------------
 

@@ -599,41 +599,34 @@ class GenerationFailed(Exception):
 
 def pick_model(bot: Any, task: str, guild_settings: dict[str, Any], prefer: tuple[str, ...] = (),
                locale: str | None = None) -> Any:
-    """The catalog entry for a silent job: a preferred entry that can run, else the server's usual choice
-    (GenerationFailed, worded in `locale`, when there is none)."""
-    for name in prefer:
-        entry = next((e for e in bot.models_for(task, guild_settings) if e.name == name), None)
-        if entry is not None and bot.availability.get(name, (True, ""))[0]:
-            return entry
-    entry, problem = bot.resolve_model(task, None, guild_settings, locale=locale)
+    """The catalog entry a feature's job would use (bot.policy decides; `prefer` first when it can run), or
+    GenerationFailed worded in `locale` when there is none."""
+    entry, problem = bot.policy.resolve(task, None, guild_settings, locale, prefer)
     if entry is None:
         raise GenerationFailed(problem or t("game.fail_no_model", locale, task=task))
     return entry
 
 
-async def run_silent_job(bot: Any, *, user_id: int, guild_id: int | None, channel_id: int | None, task: str,
-                         prompt: str = "", params: dict[str, Any] | None = None, prefer: tuple[str, ...] = (),
-                         image: bytes | None = None, model: str | None = None, locale: str | None = None) -> Any:
-    """Run one generation through the job engine and wait for it; the presenter posts nothing for it
-    (`silent`), so the caller shows the result its own way (its notes in `locale`). Returns the finished Job or
-    raises GenerationFailed."""
-    from bot.jobs import Job, JobState
+async def run_silent_job(bot: Any, origin: Any, *, task: str, prompt: str = "", params: dict[str, Any] | None = None,
+                         prefer: tuple[str, ...] = (), image: bytes | None = None, model: str | None = None) -> Any:
+    """Run one part of a game, session or check through the bot's one submission path (every rule, limit and
+    record applies; `origin` says for whom and where) and wait for it. The presenter posts nothing for it
+    (`silent`): the caller shows the result its own way. Returns the finished Job or raises GenerationFailed."""
+    from bot.jobs import JobState
+    from bot.policy import Refused
 
-    gs = await bot.guild_settings(guild_id)
-    entry = bot.catalog.get(model) if model else pick_model(bot, task, gs, prefer, locale)
-    job = Job(user_id=user_id, task=task, model=entry.name, prompt=prompt,
-              params={"silent": True, **(params or {})}, guild_id=guild_id, channel_id=channel_id, locale=locale)
-    if image is not None:
-        folder = bot.settings.data_dir / "inputs" / job.id
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "image.png").write_bytes(image)
-        job.params["image_path"] = str((folder / "image.png").resolve())
-    # a game or a session is the bot's own doing: per-user caps and cooldowns do not apply to its parts
-    await bot.engine.submit(job, check_limits=False)
+    inputs = {"image": ("image.png", image)} if image is not None else None
+    try:
+        job = await bot.submit_job(origin, task, prompt, model=model, prefer=prefer, inputs=inputs,
+                                   params={"silent": True, **(params or {})}, cooldown=False,
+                                   check_prompt=bool(prompt))
+    except Refused as exc:
+        raise GenerationFailed(exc.message) from None
+    entry = bot.catalog.get(job.model)
     try:
         done = await bot.engine.wait(job.id, timeout=entry.timeout + 60)
     except TimeoutError as exc:
-        raise GenerationFailed(t("game.fail_too_long", locale, model=entry.name)) from exc
+        raise GenerationFailed(t("game.fail_too_long", origin.locale, model=entry.name)) from exc
     if done.state is not JobState.DONE:
-        raise GenerationFailed(done.error or t("game.fail_ended", locale, state=done.state.value))
+        raise GenerationFailed(done.error or t("game.fail_ended", origin.locale, state=done.state.value))
     return done

@@ -9,6 +9,7 @@ from pathlib import Path
 from bot.config import Settings
 from bot.engine import JobEngine, Limits
 from bot.jobs import Job, JobState
+from bot.policy import Policy
 from bot.storage import Storage
 from models.backends import Backends
 from models.base import Progress
@@ -45,20 +46,19 @@ async def generate_once(settings: Settings, catalog: Catalog, task: str, prompt:
     if not entries:
         print(f"natty: no model in the catalog serves {task!r}", file=sys.stderr)
         return 2
-    backends = Backends()
-    if model is None:
-        checks = [(e, await backends.check(e)) for e in entries]
-        usable = [e for e, (ok, _) in checks if ok]
-        if not usable:
-            for e, (_, why) in checks:
-                print(f"natty: {e.name} cannot run: {why}", file=sys.stderr)
-            return 2
-        chosen = catalog.default_for(task, {e.name for e in usable})  # the same rule as the bot's
-        assert chosen is not None
-        model = chosen.name
-    elif catalog.get(model) is None or catalog.get(model).task != task:  # type: ignore[union-attr]
+    if model is not None and model not in {e.name for e in entries}:
         print(f"natty: no {task} model named {model!r}; try: {', '.join(e.name for e in entries)}", file=sys.stderr)
         return 2
+    backends = Backends()
+    # the bot's own rule picks the model (bot.policy): no server here, so the operator's default, else the first
+    # entry that can run; a named model must exist for the task and be able to run
+    availability = {e.name: await backends.check(e) for e in entries}
+    rules = Policy(settings, catalog, availability, lambda _guild: {})
+    entry, problem = rules.resolve(task, model, {}, None)
+    if entry is None:
+        print(f"natty: {problem}", file=sys.stderr)
+        return 2
+    model = entry.name
     # its own database: the bot's queue is the bot's to recover, and a CLI job must never reach Discord
     storage = Storage(settings.data_dir / "cli.db", settings.data_dir)
     await storage.open()

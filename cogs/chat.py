@@ -6,18 +6,21 @@ to any answer branches from there, and two chains never share context.
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import hashlib
 import logging
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery
-from bot.i18n import pick_locale, t
+from bot.client import CHAT_IMAGE_LIMIT
+from bot.i18n import t
 from bot.jobs import Job
+from bot.policy import Origin, Refused
 from cogs.common import model_autocomplete
-from cogs.settings import channel_allowed
 
 log = logging.getLogger("natty.chat")
 
@@ -60,62 +63,73 @@ class Chat(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """A reply to one of the bot's chat answers continues that answer's chain."""
+        """A reply to one of the bot's chat answers continues that answer's chain, through the same submission
+        path and rules as /chat (the model must still be allowed and able to run here, the channel open to
+        the bot, the member under their limits)."""
         if message.author.bot or message.reference is None or message.reference.message_id is None:
             return
-        bot = self.bot
-        parent = await bot.storage.job_for_message(message.reference.message_id)  # type: ignore[attr-defined]
+        bot: Any = self.bot
+        parent = await bot.storage.job_for_message(message.reference.message_id)
         if parent is None or parent.task != "chat" or parent.ephemeral:
             return
-        gs = await bot.guild_settings(message.guild.id if message.guild else None)  # type: ignore[attr-defined]
+        guild = message.guild
         # a message carries no locale: the asker's own when it is their chain, else the server's language
-        loc = pick_locale(parent.locale if parent.user_id == message.author.id else None, gs.get("language"),
-                          message.guild.preferred_locale if message.guild else None)
-        if "chat" in (gs.get("disabled_commands") or []) or not channel_allowed(gs, message.channel,
-                                                                                message.channel.id):
-            await message.reply(t("chat.off_here", loc),
-                                allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
-            return
+        loc = bot.policy.locale(parent.locale if parent.user_id == message.author.id else None,
+                                guild.id if guild else None, guild.preferred_locale if guild else None)
+        origin = Origin.in_channel(message.channel, user_id=message.author.id, guild_id=guild.id if guild else None,
+                                   channel_id=message.channel.id, command="chat", locale=loc)
         text = message.content.strip()
-        entry = bot.catalog.get(parent.model)  # type: ignore[attr-defined]
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        if not text and not images:
+            return
+        entry = bot.catalog.get(parent.model)
         content: str | list[dict] = text
         warnings: list[str] = []
-        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
-        if images:
-            if entry is not None and entry.accepts_images:
-                parts: list[dict] = [{"type": "text", "text": text or t("chat.what_is_this", loc)}]
-                for att in images[:4]:
-                    data = await att.read()
-                    url = f"data:{att.content_type};base64,{base64.b64encode(data).decode()}"
-                    parts.append({"type": "image_url", "image_url": {"url": url}})
-                content = parts
-            else:
-                warnings.append(t("chat.no_images", loc, model=parent.model))
+        if images and entry is not None and entry.accepts_images:
+            parts: list[dict] = [{"type": "text", "text": text or t("chat.what_is_this", loc)}]
+            for att in images[:4]:
+                path, problem = await self._keep_image(att, loc)
+                if path is None:
+                    warnings.append(problem)
+                else:  # the chain refers to the file; the request inlines it when it runs
+                    parts.append({"type": "image_url", "image_url": {"file": path}})
+            content = parts if len(parts) > 1 else text
+        elif images:
+            warnings.append(t("chat.no_images", loc, model=parent.model))
         if not text and isinstance(content, str):
-            return
-        limit = bot.settings.max_prompt_chars  # type: ignore[attr-defined]
-        if len(text) > limit:
-            await message.reply(t("chat.too_long", loc, length=f"{len(text):,}", limit=f"{limit:,}"),
-                                allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
+            await message.reply("\n".join(f"⚠️ {w}" for w in warnings), allowed_mentions=delivery.NO_MENTIONS,
+                                mention_author=False)
             return
         messages = [*history_of(parent), {"role": "user", "content": content}]
         placeholder = await message.reply(t("chat.thinking", loc) + "".join(f"\n-# {w}" for w in warnings),
                                           allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
-        job = Job(user_id=message.author.id, task="chat", model=parent.model, prompt=text,
-                  params={"messages": messages, "channel_message": True, "warnings": warnings},
-                  guild_id=message.guild.id if message.guild else None, channel_id=message.channel.id,
-                  message_id=placeholder.id, parent_id=parent.id, token_expires_at=None, locale=loc)
-        if bot.catalog.get(parent.model) is None:  # type: ignore[attr-defined]
-            await placeholder.edit(content=t("chat.model_gone", loc, model=parent.model))
-            return
-        from bot.engine import LimitHit
-
         try:
-            await bot.engine.submit(job)  # type: ignore[attr-defined]
-        except LimitHit as exc:
+            job = await bot.submit_job(origin, "chat", text or t("chat.what_is_this", loc), model=parent.model,
+                                       params={"messages": messages, "channel_message": True, "warnings": warnings},
+                                       parent_id=parent.id, message_id=placeholder.id)
+        except Refused as exc:
             await placeholder.edit(content=f"⚠️ {exc.message}", allowed_mentions=delivery.NO_MENTIONS)
             return
-        await bot.storage.link_message(placeholder.id, job.id, message.channel.id)  # type: ignore[attr-defined]
+        await bot.storage.link_message(placeholder.id, job.id, message.channel.id)
+
+    async def _keep_image(self, attachment: discord.Attachment, loc: str) -> tuple[str | None, str]:
+        """Store an image of a reply once, by its content, after checking its size; (path, problem)."""
+        if attachment.size > CHAT_IMAGE_LIMIT:
+            return None, t("attachment.too_big", loc, filename=attachment.filename,
+                           size=delivery.human_size(attachment.size), limit=delivery.human_size(CHAT_IMAGE_LIMIT))
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as exc:
+            return None, t("attachment.download_failed", loc, filename=attachment.filename, status=exc.status)
+        if len(data) > CHAT_IMAGE_LIMIT:  # the attachment's stated size was wrong
+            return None, t("attachment.too_big", loc, filename=attachment.filename,
+                           size=delivery.human_size(len(data)), limit=delivery.human_size(CHAT_IMAGE_LIMIT))
+        folder = self.bot.settings.data_dir / "inputs" / "chat"  # type: ignore[attr-defined]
+        path = folder / hashlib.sha256(data).hexdigest()
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(path.write_bytes, data)
+        return str(path.resolve()), ""
 
 
 async def setup(bot: commands.Bot) -> None:

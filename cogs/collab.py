@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import re
 import secrets
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -28,6 +29,7 @@ from bot import collab as c
 from bot import delivery
 from bot import game as g
 from bot.i18n import t
+from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
 
 log = logging.getLogger("natty.collab")
 
@@ -149,6 +151,10 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def start(self, interaction: discord.Interaction, theme: app_commands.Range[str, 1, 200],
                     task: Literal["image", "text"] = "image",
                     minutes: app_commands.Range[float, 0.05, 1440.0] = 5.0) -> None:
+        problem = await self._may_open(interaction)
+        if problem:
+            await interaction.response.send_message(f"⚠️ {problem}", ephemeral=True)
+            return
         await interaction.response.defer(thinking=True)
         channel = interaction.channel
         s = c.Session(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
@@ -238,8 +244,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                 await interaction.response.send_message(t("collab.already_generating", await _loc(interaction)),
                                                         ephemeral=True)
                 return
-            perms = getattr(interaction, "permissions", None)
-            if interaction.user.id != s.host_id and not (perms and perms.manage_messages):
+            if not may_manage(interaction.user.id, s.host_id, getattr(interaction, "permissions", None)):
                 await interaction.response.send_message(
                     t("collab.not_host", await _loc(interaction), host=f"<@{s.host_id}>"),
                     ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
@@ -261,6 +266,10 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         if parent is None or parent.state != "done" or not parent.prompt or parent.guild_id != interaction.guild_id:
             await interaction.response.send_message(t("collab.no_session", await _loc(interaction), id=sid[:20]),
                                                     ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+            return
+        problem = await self._may_open(interaction)
+        if problem:
+            await interaction.response.send_message(f"⚠️ {problem}", ephemeral=True)
             return
         minutes = minutes or parent.minutes
         s = c.Session(id=secrets.token_hex(5), guild_id=parent.guild_id, channel_id=parent.channel_id,
@@ -339,6 +348,30 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                     await self._thread(s).get_partial_message(idea.message_id).edit(view=None)
         await self._refresh_panel(s)
 
+    async def _may_open(self, interaction: discord.Interaction) -> str | None:
+        """Whether this member may open a session here: /collab's switch and the channels (a Remix button
+        passes no slash-command check), and at most MAX_OPEN_SESSIONS open sessions of their own, since each
+        holds a thread and a timer for up to a day."""
+        bot: Any = self.bot
+        loc = await _loc(interaction)
+        problem = bot.policy.gate_command(dataclasses.replace(bot.origin_of(interaction, loc), command="collab"))
+        if problem:
+            return problem
+        mine = 0
+        for sid in await self.store.open_ids():
+            s = await self._load(sid)
+            mine += s is not None and s.host_id == interaction.user.id and s.guild_id == interaction.guild_id
+        if mine >= MAX_OPEN_SESSIONS:
+            return t("collab.too_many_sessions", loc, count=mine)
+        return None
+
+    def _origin(self, s: c.Session) -> Origin:
+        """A session's generations are its host's jobs, made in its thread under /collab's switch."""
+        thread = s.thread_id or s.channel_id
+        return Origin(user_id=s.host_id, guild_id=s.guild_id, channel_id=thread, command="collab", locale=s.locale,
+                      parent_channel_id=s.channel_id if thread != s.channel_id else None,
+                      age_restricted=age_restricted(self.bot.get_channel(s.channel_id)))
+
     async def _fuse(self, s: c.Session) -> tuple[str, str]:
         """The prompt from the top ideas: by the language model when one is configured, else by the rule."""
         ideas = [i.text for i in c.top_ideas(s)]
@@ -350,8 +383,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         if entry is not None and entry.backend != "local":  # natty's char-RNN continues text; it cannot merge
             try:
                 job = await g.run_silent_job(
-                    self.bot, user_id=s.host_id, guild_id=s.guild_id, channel_id=s.thread_id, task="chat",
-                    prompt=f"Fuse the ideas of collab session {s.id}", model=entry.name,
+                    self.bot, self._origin(s), task="chat", prompt=f"Fuse the ideas of collab session {s.id}",
+                    model=entry.name,
                     params={"messages": c.fusion_messages(s.task, s.theme, ideas), "model_params": {"max_tokens": 200}})
                 fused = c.clean_fused((job.result or {}).get("text") or "")
                 if fused:
@@ -367,9 +400,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                 await self._save(s)
         task = c.TASKS[s.task]
         try:
-            job = await g.run_silent_job(self.bot, user_id=s.host_id, guild_id=s.guild_id, channel_id=s.thread_id,
-                                         task=task, prompt=s.prompt, params={"seed": secrets.randbelow(2**31)},
-                                         locale=s.locale)
+            job = await g.run_silent_job(self.bot, self._origin(s), task=task, prompt=s.prompt,
+                                         params={"seed": secrets.randbelow(2**31)})
         except g.GenerationFailed as exc:
             s.state, s.error = "failed", t("collab.error_generation", s.locale, error=exc)
             async with self._lock(s.id):

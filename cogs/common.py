@@ -15,9 +15,9 @@ def model_autocomplete(task: str):
         bot = interaction.client
         gs = await bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         choices = []
-        for entry in bot.models_for(task, gs):  # type: ignore[attr-defined]
+        for entry in bot.policy.models_for(task, gs):  # type: ignore[attr-defined]
             if current.lower() in entry.name.lower():
-                ok, _ = bot.availability.get(entry.name, (True, ""))  # type: ignore[attr-defined]
+                ok, _ = bot.policy.can_run(entry.name)  # type: ignore[attr-defined]
                 label = entry.name if ok else f"{entry.name} (unavailable)"
                 choices.append(app_commands.Choice(name=label[:100], value=entry.name))
         return choices[:25]

@@ -7,8 +7,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery
-from bot.client import task_name
 from bot.i18n import command_word, t
+from bot.policy import task_name
 from models.base import TASKS
 
 
@@ -26,8 +26,11 @@ class Help(commands.Cog):
         lines = [f"`/{name}` {description}" for name, description in sorted(commands_)]
         models = []
         for task in TASKS:
-            entries = bot.models_for(task, gs)  # type: ignore[attr-defined]
-            ready = [e.name for e in entries if bot.availability.get(e.name, (True, ""))[0]]  # type: ignore[attr-defined]
+            entries = bot.policy.models_for(task, gs)  # type: ignore[attr-defined]
+            ready = [e.name for e in entries if bot.policy.can_run(e.name)[0]]  # type: ignore[attr-defined]
+            default = bot.policy.default_model(task, gs)  # type: ignore[attr-defined]
+            ready = [t("help.default", loc, model=f"__{name}__") if default and name == default.name else name
+                     for name in ready]
             if ready:
                 models.append(f"**{task_name(task, loc)}**: {', '.join(ready)}")
             else:

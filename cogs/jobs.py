@@ -13,7 +13,7 @@ from bot import delivery, safety
 from bot.buttons import can_manage
 from bot.i18n import t
 from bot.jobs import Job, JobState
-from cogs.safety import age_restricted
+from bot.policy import age_restricted
 
 STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE: "✅", JobState.FAILED: "⚠️",
                JobState.CANCELLED: "🚫"}

@@ -31,6 +31,7 @@ from bot import delivery
 from bot import game as g
 from bot.i18n import t
 from bot.jobs import JobState
+from bot.policy import Origin, may_manage
 from bot.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
 from bot.provenance import read as read_provenance
 
@@ -304,15 +305,15 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                       loc: str) -> tuple[tuple[str, list[tuple[str, float]]] | None, str | None]:
         """The AI-image detector's labels, when the catalog has one that can run here."""
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        entry = next((e for e in self.bot.models_for("image-classification", gs)  # type: ignore[attr-defined]
+        entry = next((e for e in self.bot.policy.models_for("image-classification", gs)  # type: ignore[attr-defined]
                       if e.name == DETECTOR), None)
-        if entry is None or not self.bot.availability.get(entry.name, (True, ""))[0]:  # type: ignore[attr-defined]
+        if entry is None or not self.bot.policy.can_run(entry.name)[0]:  # type: ignore[attr-defined]
             return None, None
         try:
             png = await asyncio.to_thread(g.normalize_image, data, 1024)
-            job = await g.run_silent_job(self.bot, user_id=interaction.user.id, guild_id=interaction.guild_id,
-                                         channel_id=interaction.channel_id, task="image-classification",
-                                         model=entry.name, image=png, locale=loc)
+            # the detector is a job like any other: metered, recorded, under the server's rules
+            job = await g.run_silent_job(self.bot, self.bot.origin_of(interaction, loc),  # type: ignore[attr-defined]
+                                         task="image-classification", model=entry.name, image=png)
         except (g.GenerationFailed, OSError, ValueError) as exc:
             return None, t("check.detector_failed", loc, model=entry.name, error=exc)
         labels = [(str(label), float(score)) for label, score in (job.result or {}).get("labels", [])]
@@ -362,8 +363,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                 await interaction.response.send_message(t("game.round_already_over", await _loc(interaction)),
                                                         ephemeral=True)
                 return
-            perms = getattr(interaction, "permissions", None)
-            if interaction.user.id != game.host_id and not (perms and perms.manage_messages):
+            if not may_manage(interaction.user.id, game.host_id, getattr(interaction, "permissions", None)):
                 await interaction.response.send_message(t("game.not_host", await _loc(interaction)), ephemeral=True)
                 return
             game.rounds[index].deadline = time.time()
@@ -531,9 +531,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         if task == "text-to-image":  # natty's PixelCNN takes a size; hosted models a width and height
             params["model_params"] = {"size": 128} if entry.model.startswith("natty:") else \
                 (shape or {"width": 512, "height": 512})
-        return await g.run_silent_job(self.bot, user_id=game.host_id, guild_id=game.guild_id,
-                                      channel_id=game.channel_id, task=task, prompt=prompt, params=params,
-                                      model=entry.name, image=image, locale=game.locale)
+        return await g.run_silent_job(self.bot, self._origin(game), task=task, prompt=prompt, params=params,
+                                      model=entry.name, image=image)
 
     async def _generate_text(self, game: g.Game, start: str):  # noqa: ANN202
         """A passage from the chat model: natty's char-RNN continues the opening; a language model is asked to."""
@@ -546,9 +545,13 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                       "Reply with the passage only.")
             params = {"model_params": {"max_tokens": 120}}
         params["seed"] = game.seed % 100_000
-        return await g.run_silent_job(self.bot, user_id=game.host_id, guild_id=game.guild_id,
-                                      channel_id=game.channel_id, task="chat", prompt=prompt, params=params,
-                                      model=entry.name, locale=game.locale)
+        return await g.run_silent_job(self.bot, self._origin(game), task="chat", prompt=prompt, params=params,
+                                      model=entry.name)
+
+    def _origin(self, game: g.Game) -> Origin:
+        """A game's items are the host's jobs, made in the game's channel under /natty's switch."""
+        return Origin.in_channel(self.bot.get_channel(game.channel_id), user_id=game.host_id, guild_id=game.guild_id,
+                                 channel_id=game.channel_id, command="natty", locale=game.locale)
 
     async def _reveal(self, game: g.Game, rnd: g.Round) -> None:
         """Close the round (called with the game's lock held): score it, keep the scores, tell everyone."""

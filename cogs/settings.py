@@ -1,5 +1,5 @@
-"""/settings: what natty does on this server, for members with Manage Server; and the job check that enforces
-which commands are on and where the bot answers.
+"""/settings: what natty does on this server, for members with Manage Server. The rules that enforce these
+settings (commands turned off, channels, limits, defaults) live in `bot.policy`.
 
 Everything is stored in the server's settings (`bot.save_guild_settings`); see `KEYS` for what each key means.
 """
@@ -15,11 +15,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import delivery, safety
-from bot.client import TASK_NAMES, task_name
 from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
-from bot.jobs import Job
+from bot.policy import ALWAYS_ON, TASK_NAMES, channel_mentions, may_configure, task_name
 from models.base import TASKS
-from models.catalog import ModelEntry
 
 log = logging.getLogger("natty.settings")
 
@@ -40,36 +38,8 @@ KEYS = {
     "language": "'en-US' or 'pt-BR': the language of natty's messages on this server",
 }
 LANGUAGES = LANGUAGE_NAMES
-# The command that starts a job of each task, so buttons and menus obey a command that was turned off.
-TASK_COMMANDS = {
-    "chat": "chat", "text-to-image": "imagine", "image-to-image": "imagine", "text-to-speech": "speak",
-    "text-to-audio": "music", "text-to-video": "video", "image-to-text": "describe", "speech-to-text": "transcribe",
-}
-# Commands that start no job (turning them off would not be enforced): /jobs and /show only show one's own jobs.
-ALWAYS_ON = {"settings", "help", "jobs", "show"}
 MAX_BLOCKLIST = 200
 MAX_CHANNELS = 50
-
-
-def command_of(interaction: discord.Interaction, job: Job) -> str:
-    """The command behind a job: the slash command's name, else the one that starts jobs of its task."""
-    command = interaction.command
-    if isinstance(command, app_commands.Command | app_commands.Group):
-        return command.qualified_name.split()[0]
-    return TASK_COMMANDS.get(job.task, job.task)
-
-
-def channel_allowed(gs: dict[str, Any], channel: Any, channel_id: int | None) -> bool:
-    """Whether the bot answers in this channel (or in a thread of an allowed channel)."""
-    allowed = {int(c) for c in gs.get("channels") or []}
-    if not allowed:
-        return True
-    return bool({channel_id, getattr(channel, "parent_id", None)} & allowed)
-
-
-def _mentions(ids: list[int], limit: int = 10, locale: str | None = None) -> str:
-    shown = ", ".join(f"<#{i}>" for i in ids[:limit])
-    return shown + (t("settings.and_more", locale, count=len(ids) - limit) if len(ids) > limit else "")
 
 
 @app_commands.default_permissions(manage_guild=True)
@@ -84,29 +54,6 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
         super().__init__()
-        bot.job_checks.append(self.check_job)  # type: ignore[attr-defined]
-
-    async def cog_unload(self) -> None:
-        checks = self.bot.job_checks  # type: ignore[attr-defined]
-        if self.check_job in checks:
-            checks.remove(self.check_job)
-
-    # --- enforcement --------------------------------------------------------------------------------------
-
-    async def check_job(self, interaction: discord.Interaction, job: Job, entry: ModelEntry) -> str | None:
-        """Refuse jobs from commands turned off here and from channels where the bot does not answer."""
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        if not gs:
-            return None
-        disabled = set(gs.get("disabled_commands") or [])
-        command = command_of(interaction, job)
-        for name in (command, TASK_COMMANDS.get(job.task)):
-            if name in disabled:
-                return t("settings.command_off", job.locale, command=command_word(name or "", job.locale))
-        if not channel_allowed(gs, interaction.channel, interaction.channel_id):
-            return t("settings.only_in", job.locale,
-                     channels=_mentions([int(c) for c in gs["channels"]], locale=job.locale))
-        return None
 
     # --- permission ---------------------------------------------------------------------------------------
 
@@ -115,7 +62,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         loc = await self._loc(interaction)
         if interaction.guild_id is None:
             raise app_commands.CheckFailure(t("settings.guild_only", loc))
-        if not interaction.permissions.manage_guild:
+        if not may_configure(interaction.permissions):
             raise app_commands.CheckFailure(t("settings.not_admin", loc))
         return True
 
@@ -159,15 +106,15 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                         if disabled_cmds else t("settings.all_on", loc), inline=False)
         channels = [int(c) for c in gs.get("channels") or []]
         embed.add_field(name=t("settings.channels", loc),
-                        value=t("settings.only", loc, channels=_mentions(channels, 20, loc)) if channels
+                        value=t("settings.only", loc, channels=channel_mentions(channels, 20, loc)) if channels
                         else t("settings.everywhere", loc), inline=False)
         defaults = gs.get("defaults") or {}
         lines = []
         for task in TASKS:
-            entries = bot.models_for(task, gs)  # type: ignore[attr-defined]
+            entries = bot.policy.models_for(task, gs)  # type: ignore[attr-defined]
             if not entries:
                 continue
-            chosen, _ = bot.resolve_model(task, None, gs, loc)  # type: ignore[attr-defined]
+            chosen = bot.policy.default_model(task, gs)  # type: ignore[attr-defined]
             mark = t("settings.set_here", loc) if defaults.get(task) else ""
             model = chosen.name if chosen else t("settings.none_can_run", loc)
             lines.append(f"{task_name(task, loc)}: **{model}**{mark}")
@@ -188,7 +135,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         elif bot.catalog.get(classifier) is None:  # type: ignore[attr-defined]
             check = t("settings.classifier_missing", loc, classifier=classifier)
         else:
-            ok, why = bot.availability.get(classifier, (True, ""))  # type: ignore[attr-defined]
+            ok, why = bot.policy.can_run(classifier)  # type: ignore[attr-defined]
             check = t("settings.classifier", loc, classifier=classifier, threshold=f"{safety.threshold(gs):.0%}") + (
                 "" if ok else t("settings.cannot_run", loc, reason=why))
         words = gs.get("blocklist") or []
@@ -216,7 +163,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
             defaults.pop(task, None)
             await self._save(interaction, gs, t("settings.model_auto", loc, task=task_name(task, loc)))
             return
-        entries = self.bot.models_for(task, gs)  # type: ignore[attr-defined]
+        entries = self.bot.policy.models_for(task, gs)  # type: ignore[attr-defined]
         if model not in {e.name for e in entries}:
             names = ", ".join(e.name for e in entries) or t("common.none", loc)
             await self._reply(interaction, t("settings.model_unknown", loc, model=model, task=task_name(task, loc),
@@ -224,7 +171,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
             return
         defaults[task] = model
         note = ""
-        ok, why = self.bot.availability.get(model, (True, ""))  # type: ignore[attr-defined]
+        ok, why = self.bot.policy.can_run(model)  # type: ignore[attr-defined]
         if not ok:
             note = t("settings.model_cannot_run", loc, reason=why)
         await self._save(interaction, gs, t("settings.model_set", loc, task=task_name(task, loc), model=model,
@@ -234,7 +181,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def _model_complete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         task = getattr(interaction.namespace, "task", None)
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        entries = self.bot.models_for(task, gs) if task else []  # type: ignore[attr-defined]
+        entries = self.bot.policy.models_for(task, gs) if task else []  # type: ignore[attr-defined]
         names = ["auto", *(e.name for e in entries)]
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
 
@@ -345,7 +292,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                 await self._reply(interaction, t("settings.too_many_channels", loc, max=MAX_CHANNELS))
                 return
             allowed.append(channel.id)
-        await self._save(interaction, gs, t("settings.answers_in", loc, channels=_mentions(allowed, locale=loc)))
+        await self._save(interaction, gs, t("settings.answers_in", loc, channels=channel_mentions(allowed, locale=loc)))
 
     @channels.command(name="remove", description="Stop natty answering in a listed channel")
     @app_commands.describe(channel="The channel")
@@ -359,7 +306,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         allowed.remove(channel.id)
         if allowed:
             await self._save(interaction, gs, t("settings.answers_only_in", loc,
-                                                channels=_mentions(allowed, locale=loc)))
+                                                channels=channel_mentions(allowed, locale=loc)))
         else:
             await self._save(interaction, gs, t("settings.answers_everywhere_again", loc))
 

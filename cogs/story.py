@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot import delivery
 from bot.i18n import t
 from bot.jobs import Job, JobState
+from bot.policy import Origin, Refused
 from bot.presenter import Render
 from bot.story import Script, parse_script, writer_prompt
 from cogs.common import new_seed
@@ -71,16 +72,19 @@ class Story(commands.Cog):
             log.warning("story %s: status edit failed: %s", job.id, exc)
 
     async def _part(self, parent: Job, task: str, prompt: str) -> Job | None:
-        """Run one part of the story as a silent job and wait for it; None when no model can do it."""
+        """Run one part of the story as a silent job through the one submission path (the channel's rules, the
+        safety checks and the member's caps and quota apply to each scene) and wait for it; None when no model
+        can do it, the refused record when a rule stops it."""
         bot: Any = self.bot
-        gs = await bot.guild_settings(parent.guild_id)
-        entry, _ = bot.resolve_model(task, None, gs)
+        entry = bot.policy.default_model(task, bot.policy.server(parent.guild_id))
         if entry is None:
             return None
-        child = Job(user_id=parent.user_id, task=task, model=entry.name, prompt=prompt[:entry.max_prompt_chars],
-                    params={"silent": True, "seed": new_seed()}, guild_id=parent.guild_id,
-                    channel_id=parent.channel_id, parent_id=parent.id, locale=parent.locale)
-        await bot.engine.submit(child, check_limits=False)
+        try:
+            child = await bot.submit_job(Origin.of_job(parent, "story"), task, prompt[:entry.max_prompt_chars],
+                                         model=entry.name, params={"silent": True, "seed": new_seed()},
+                                         parent_id=parent.id, cooldown=False)
+        except Refused as exc:
+            return exc.job
         return await bot.engine.wait(child.id)
 
     async def _illustrate(self, job: Job) -> None:
