@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot import delivery
 from bot import policy as rules
+from bot.availability import Availability
 from bot.buttons import ActionHandler, JobButton
 from bot.config import Settings
 from bot.engine import JobEngine, LimitHit
@@ -92,6 +93,9 @@ class NattyMixin:
         self.presenter = Presenter(self)  # type: ignore[arg-type]
         self.engine = JobEngine(self.storage, catalog, self.backends, self.policy.limits)
         self.engine.listeners.append(self.presenter)
+        self.models_watch = Availability(catalog, self.backends.check, self.availability,
+                                         interval=settings.recheck_seconds, retry_min=settings.recheck_min_seconds)
+        self.engine.failure_hooks.append(self.models_watch.failed)
         self._notices: set[asyncio.Task[None]] = set()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -112,9 +116,11 @@ class NattyMixin:
         if force:
             return
         await self.engine.start()
+        self.models_watch.start()
         log.info("ready to serve: %d models, %d jobs recovered", len(self.catalog.entries), len(self.engine.active))
 
     async def close(self) -> None:  # type: ignore[override]
+        await self.models_watch.stop()
         if self.engine._loop_task is not None:
             await self.engine.stop()
         await self.presenter.close()  # pending progress edits, before the HTTP session closes under them
@@ -122,12 +128,7 @@ class NattyMixin:
         await super().close()  # type: ignore[misc]
 
     async def refresh_availability(self) -> None:
-        checks = await asyncio.gather(*(self.backends.check(e) for e in self.catalog.entries.values()),
-                                      return_exceptions=True)
-        for entry, result in zip(self.catalog.entries.values(), checks, strict=True):
-            if isinstance(result, BaseException):
-                result = (False, f"check failed: {result}")
-            self.availability[entry.name] = result
+        await self.models_watch.refresh()
 
     async def command_hash(self) -> str:
         """A digest of the commands as Discord gets them, translations included."""

@@ -40,6 +40,8 @@ class Settings:
     edit_interval: float = 1.0  # seconds between edits of one progress message
     guild_ready_timeout: float = 2.0
     token_margin: float = 60.0  # deliver through the channel when the interaction token has less than this left
+    recheck_seconds: float = 300.0  # seconds between two availability checks of a model (bot.availability)
+    recheck_min_seconds: float = 10.0  # the first re-check of a model that cannot run; doubles up to the above
     extra: dict[str, str] = field(default_factory=dict)
     # Where keys named by the catalog (`api_key_env`) come from: `environ` (os.environ unless given) over `.env`.
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
@@ -147,6 +149,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
         edit_interval=_float(env, "NATTY_EDIT_INTERVAL", 1.0, problems),
         guild_ready_timeout=_float(env, "NATTY_GUILD_READY_TIMEOUT", 2.0, problems),
         token_margin=_float(env, "NATTY_TOKEN_MARGIN", 60.0, problems),
+        recheck_seconds=_float(env, "NATTY_RECHECK_SECONDS", 300.0, problems),
+        recheck_min_seconds=_float(env, "NATTY_RECHECK_MIN_SECONDS", 10.0, problems),
         environ=os.environ if environ is None else environ,
         dotenv=from_file,
     )

@@ -122,6 +122,8 @@ class JobEngine:
         self._redeliver_task: asyncio.Task[None] | None = None
         self._finished_events: dict[str, asyncio.Event] = {}
         self._announced: dict[str, int] = {}  # the queue position each job's message last showed
+        # called with (model name, exception) when a job fails: bot.availability re-checks a model that is down
+        self.failure_hooks: list[Callable[[str, BaseException], None]] = []
         self.requests: dict[str, Callable[[Job], Request]] = {}  # task -> request builder override
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -450,6 +452,8 @@ class JobEngine:
             state = JobState.CANCELLED if exc.kind is ErrorKind.CANCELLED else JobState.FAILED
             log.warning("job %s failed: %s", job.id, exc)
             error = error_message(exc, entry.name, job.locale)
+            for hook in self.failure_hooks:
+                hook(entry.name, exc)
         except TimeoutError:
             log.warning("job %s timed out after %.0f s", job.id, entry.timeout)
             error = error_message(BackendError(ErrorKind.TIMEOUT), entry.name, job.locale)
