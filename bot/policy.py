@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from discord import app_commands
+
 from bot import safety
 from bot.config import Settings
 from bot.engine import Limits
@@ -122,8 +124,16 @@ def may_manage(user_id: int, owner_id: int, permissions: Any) -> bool:
 
 
 def may_configure(permissions: Any) -> bool:
-    """Whether someone may change natty's settings on a server: Manage Server."""
+    """Whether someone may change natty's settings on a server (and its Natty or Not pool): Manage Server."""
     return bool(permissions is not None and permissions.manage_guild)
+
+
+def require_configure(interaction: Any) -> bool:
+    """An app-command check for commands that change what a server has (`@app_commands.check`): the member
+    needs what `may_configure` asks, and is told which permission that is."""
+    if not may_configure(getattr(interaction, "permissions", None)):
+        raise app_commands.MissingPermissions(["manage_guild"])
+    return True
 
 
 class Policy:

@@ -31,7 +31,7 @@ from bot import delivery
 from bot import game as g
 from bot.i18n import t
 from bot.jobs import JobState
-from bot.policy import Origin, may_manage
+from bot.policy import Origin, may_manage, require_configure
 from bot.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
 from bot.provenance import read as read_provenance
 
@@ -204,7 +204,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     @app_commands.command(name="add-real", description="Add a real image or text to this server's Natty or Not pool")
     @app_commands.describe(image="A real photo or drawing (not AI-made)", text="A real text written by a person")
-    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(require_configure)
     async def add_real(self, interaction: discord.Interaction, image: discord.Attachment | None = None,
                        text: app_commands.Range[str, 20, 1000] | None = None) -> None:
         if image is None and text is None:
