@@ -33,6 +33,8 @@ from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
 
 log = logging.getLogger("natty.collab")
 
+OLD_MESSAGE_EDIT, UNKNOWN_MESSAGE, ARCHIVED_THREAD = 30046, 10008, 50083  # Discord's JSON error codes
+
 
 async def _loc(interaction: discord.Interaction) -> str:
     return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
@@ -114,6 +116,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.wakeups: dict[str, asyncio.Event] = {}
+        self.panels: dict[str, int] = {}  # a session's panel once it was posted again (see _refresh_panel)
+        self.saving: set[asyncio.Task[None]] = set()
         self.store = g.SessionStore(bot.storage, "collab")  # type: ignore[attr-defined]
         super().__init__()
 
@@ -142,6 +146,30 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
 
     def _thread(self, s: c.Session) -> discord.PartialMessageable:
         return self.bot.get_partial_messageable(s.thread_id or s.channel_id)
+
+    async def _unarchive(self, s: c.Session, exc: discord.HTTPException) -> bool:
+        """The session's thread was archived (by a moderator, or by Discord after a day without messages) while
+        the session still runs: open it again. False when that is not the problem or cannot be fixed."""
+        if exc.code != ARCHIVED_THREAD or not s.thread_id:
+            return False
+        try:
+            await self.bot.http.edit_channel(s.thread_id, archived=False, reason=f"collab session {s.id} is running")
+        except discord.HTTPException as again:
+            log.warning("collab session %s: its thread is archived and could not be reopened: %s", s.id, again)
+            return False
+        log.info("collab session %s: reopened its archived thread %s", s.id, s.thread_id)
+        return True
+
+    async def _send(self, s: c.Session, content: str, **kwargs: Any) -> discord.Message:
+        """Post in the session's thread, reopening it first when it was archived."""
+        try:
+            return await self._thread(s).send(content, **kwargs)
+        except discord.HTTPException as exc:
+            if not await self._unarchive(s, exc):
+                raise
+            for file in kwargs.get("files") or ():
+                file.reset()  # the refused upload read them
+            return await self._thread(s).send(content, **kwargs)
 
     # --- commands -----------------------------------------------------------------------------------------------
 
@@ -212,8 +240,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             index = len(s.ideas) - 1
             await interaction.edit_original_response(
                 content=t("collab.idea_added", await _loc(interaction), n=index + 1))
-            message = await self._thread(s).send(
-                t("collab.idea_post", s.locale, text=discord.utils.escape_markdown(idea.text), n=index + 1,
+            message = await self._send(
+                s, t("collab.idea_post", s.locale, text=discord.utils.escape_markdown(idea.text), n=index + 1,
                   user=interaction.user.mention),
                 view=idea_view(s, index), allowed_mentions=delivery.NO_MENTIONS)
             idea.message_id = message.id
@@ -283,20 +311,45 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     # --- the session's life --------------------------------------------------------------------------------------
 
     async def _open(self, s: c.Session) -> None:
-        panel = await self._thread(s).send(c.panel_text(s), view=panel_view(s), allowed_mentions=delivery.NO_MENTIONS)
+        panel = await self._send(s, c.panel_text(s), view=panel_view(s))
         s.panel_id = panel.id
         await self._save(s)
         log.info("collab session %s opened by %s in thread %s", s.id, s.host_id, s.thread_id)
         self._spawn(s.id)
 
     async def _refresh_panel(self, s: c.Session) -> None:
-        if s.panel_id is None:
+        """Show the session's state in its panel. Discord refuses edits of messages older than an hour (30046),
+        and a session may run for a day: then the panel is posted again at the bottom of the thread, and the old
+        one deleted. An archived thread is reopened."""
+        panel_id = self.panels.get(s.id, s.panel_id)
+        if panel_id is None:
             return
+        text, view = c.panel_text(s), panel_view(s)
+        for _ in range(2):
+            try:
+                await self._thread(s).get_partial_message(panel_id).edit(content=text, view=view)
+                return
+            except discord.HTTPException as exc:
+                if await self._unarchive(s, exc):
+                    continue
+                if exc.code in (OLD_MESSAGE_EDIT, UNKNOWN_MESSAGE):
+                    break
+                # the session goes on; the panel catches up at the next change
+                log.warning("collab session %s: panel edit failed: %s", s.id, exc)
+                return
         try:
-            await self._thread(s).get_partial_message(s.panel_id).edit(
-                content=c.panel_text(s), view=panel_view(s), allowed_mentions=delivery.NO_MENTIONS)
-        except discord.HTTPException as exc:  # the session goes on; the panel catches up at the next change
-            log.warning("collab session %s: panel edit failed: %s", s.id, exc)
+            panel = await self._send(s, text, view=view)
+        except discord.HTTPException as exc:
+            log.warning("collab session %s: the panel could not be posted again: %s", s.id, exc)
+            return
+        log.info("collab session %s: panel %s can no longer be edited; posted it again as %s", s.id, panel_id,
+                 panel.id)
+        self.panels[s.id] = s.panel_id = panel.id  # the map holds it while a stale copy of the session is saved
+        task = asyncio.create_task(self._save_panel(s.id, panel.id), name=f"collab-panel-{s.id}")
+        self.saving.add(task)
+        task.add_done_callback(self.saving.discard)
+        with contextlib.suppress(discord.HTTPException):
+            await self._thread(s).get_partial_message(panel_id).delete()
 
     async def _wait_until(self, sid: str, deadline: float) -> None:
         event = self.wakeups.setdefault(sid, asyncio.Event())
@@ -339,6 +392,29 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                     s.state, s.error = "failed", t("collab.error_internal", s.locale, error=type(exc).__name__)
                     await self._save(s)
                     await self._refresh_panel(s)
+        finally:  # ended, failed, or the bot stopping: either way this task holds nothing more
+            self._forget(sid)
+
+    def _forget(self, sid: str) -> None:
+        """A session that ended keeps no wakeup, task, panel or idle lock here (a later press makes a new lock)."""
+        self.wakeups.pop(sid, None)
+        self.panels.pop(sid, None)
+        if self.tasks.get(sid) is asyncio.current_task():
+            del self.tasks[sid]
+        lock = self.locks.get(sid)
+        if lock is not None and not lock.locked():
+            del self.locks[sid]
+
+    async def _save_panel(self, sid: str, panel_id: int) -> None:
+        """Record a re-posted panel in the session, under its lock (the caller may hold it: hence a task)."""
+        try:
+            async with self._lock(sid):
+                s = await self._load(sid)
+                if s is not None:
+                    s.panel_id = panel_id
+                    await self._save(s)
+        except Exception as exc:  # e.g. the bot is stopping: the next edit finds the old panel gone and reposts
+            log.warning("collab session %s: could not record its new panel %s: %s", sid, panel_id, exc)
 
     async def _close_ideas(self, s: c.Session) -> None:
         """Take the vote buttons off the ideas: voting is over."""
@@ -407,8 +483,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             async with self._lock(s.id):
                 await self._save(s)
             await self._refresh_panel(s)
-            await self._thread(s).send(t("collab.result_failed", s.locale, error=exc),
-                                       allowed_mentions=delivery.NO_MENTIONS)
+            await self._send(s, t("collab.result_failed", s.locale, error=exc))
             return
         s.job_id, s.state = job.id, "done"
         async with self._lock(s.id):  # done before it shows, so its Remix button works at once
@@ -440,7 +515,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         content = "\n".join([*head, *(f"-# {n}" for n in notes), footer])[: delivery.MESSAGE_LIMIT]
         view = discord.ui.View(timeout=None)
         view.add_item(CollabButton("remix", s.id, locale=loc))
-        message = await self._thread(s).send(content, files=files, view=view, allowed_mentions=delivery.NO_MENTIONS)
+        message = await self._send(s, content, files=files, view=view)
         await self.bot.storage.link_message(message.id, job.id, message.channel.id)  # type: ignore[attr-defined]
 
 

@@ -137,3 +137,34 @@ async def test_the_panel_keeps_up_with_many_long_ideas(tmp_path):
         assert all(f"idea {k}:" in panel.content for k in range(7))  # every idea still listed, shortened
         assert len(ideas[-1].content) > 290  # its own message keeps the whole idea
         assert n.server.violations == []
+
+
+async def test_a_long_session_posts_its_panel_again_after_an_hour_and_reopens_an_archived_thread(tmp_path, caplog):
+    async with Natty.running(tmp_path) as n:
+        thread, panel = await start_session(n, n.alice, theme="a harbour at dawn", minutes=180.0)
+        await add_idea(n, n.alice, thread, panel, "fishing boats with red sails")
+        await n.wait(lambda: "red sails" in panel.content)
+
+        # an hour on, Discord refuses edits of the panel (30046): the panel comes again, below, up to date
+        n.server.advance_clock(3700)
+        n.server.tolerate("old_message_edit")
+        await add_idea(n, n.bob, thread, panel, "a lighthouse keeper waving")
+
+        def new_panel():
+            return next((m for m in thread.messages if "Collab session" in m.content and m is not panel
+                         and not m.deleted), None)
+
+        fresh = await n.wait(new_panel)
+        await n.wait(lambda: "red sails" in fresh.content and "lighthouse keeper" in fresh.content)
+        await n.wait(lambda: panel.deleted)
+        assert [b.label for b in fresh.buttons] == ["Add idea", "Generate"]
+        assert thread.messages[-1] is fresh  # at the bottom, under the idea that came last
+
+        # a moderator archives the thread while the session runs: the next idea reopens it
+        n.server.set_thread_state(thread, archived=True)
+        n.server.tolerate("archived_thread")
+        idea = await add_idea(n, n.mod, thread, fresh, "gulls over the breakwater")
+        assert not thread.archived and "gulls" in idea.content
+        await n.wait(lambda: "gulls over the breakwater" in fresh.content)
+        assert [m for m in thread.messages if "Collab session" in m.content and not m.deleted] == [fresh]
+        assert {v.kind for v in n.server.violations} <= {"old_message_edit", "archived_thread"}
