@@ -131,8 +131,17 @@ class Story(commands.Cog):
             channel = await bot.fetch_channel(job.channel_id)
         if not isinstance(channel, discord.TextChannel) or job.ephemeral or job.message_id is None:
             return channel  # no threads here (a DM, a thread, a private answer): post the scenes in place
+        me = channel.guild.me
+        if me is not None and not channel.permissions_for(me).create_public_threads:
+            log.info("story %s: no Create Public Threads permission in %s; posting the scenes in the channel",
+                     job.id, channel.id)
+            return channel
         name = script.title[:90] or t("story.thread", job.locale)
-        thread = await channel.get_partial_message(job.message_id).create_thread(name=name)
+        try:
+            thread = await channel.get_partial_message(job.message_id).create_thread(name=name)
+        except discord.Forbidden as exc:  # the permission changed, or an overwrite the cache had not seen
+            log.info("story %s: could not start a thread (%s); posting the scenes in the channel", job.id, exc)
+            return channel
         story["thread_id"] = thread.id
         await bot.storage.update_job(job, "params")
         return thread

@@ -7,6 +7,7 @@ import soundfile
 from PIL import Image
 
 from bot.provenance import read as read_provenance
+from tests.fakediscord import CREATE_PUBLIC_THREADS
 from tests.harness import Natty
 from tests.hf_server import draw_png, tone
 
@@ -217,6 +218,20 @@ async def test_story_posts_each_scene_in_a_thread_with_picture_and_narration(tmp
         assert any("scene 2/3: illustrating" in c for c in shown)
         assert any("narrating" in c for c in shown)
         assert n.server.violations == []
+
+
+async def test_story_without_the_thread_permission_posts_its_scenes_in_the_channel(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        n.server.set_overwrite(n.general, n.server.bot_user, deny=CREATE_PUBLIC_THREADS)
+        ix = await n.server.slash(n.alice, n.general, "story", premise="A kite escapes. A child follows it.",
+                                  scenes=2)
+        await n.wait(lambda: ix.original and any(a.filename == "story.md" for a in ix.original.attachments),
+                     timeout=60)
+        assert n.general.threads == []
+        scenes = [m for m in n.general.messages if m.content.startswith("**Scene")]
+        assert [m.content.split("\n")[0] for m in scenes] == ["**Scene 1**", "**Scene 2**"]
+        assert all(m.attachments and "AI-generated" in m.content for m in scenes)
+        assert n.server.violations == []  # no refused thread was even tried
 
 
 async def test_a_near_limit_answer_that_outlives_the_token_arrives_whole_in_the_channel(tmp_path):
