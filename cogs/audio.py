@@ -6,7 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import model_autocomplete, new_seed
+from cogs.common import choices, model_autocomplete, new_seed
 
 
 async def voice_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -14,7 +14,7 @@ async def voice_autocomplete(interaction: discord.Interaction, current: str) -> 
     voices: list[str] = []
     for entry in bot.catalog.for_task("text-to-speech"):  # type: ignore[attr-defined]
         voices.extend(v for v in entry.voices if v not in voices)
-    return [app_commands.Choice(name=v, value=v) for v in voices if current.lower() in v.lower()][:25]
+    return choices((v, v) for v in voices if current.lower() in v.lower())
 
 
 class Audio(commands.Cog):

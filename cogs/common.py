@@ -1,11 +1,27 @@
-"""What several cogs share: model autocomplete, and the seed a new image job starts from."""
+"""What several cogs share: autocomplete choices within Discord's rules, and the seed a new image job starts from."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import discord
 from discord import app_commands
+
+CHOICE_LIMIT, CHOICES_MAX = 100, 25  # Discord: a choice's name and value are 1-100 characters; 25 choices
+
+
+def choices(options: Iterable[tuple[str, str]]) -> list[app_commands.Choice[str]]:
+    """Autocomplete choices from (shown name, value) pairs, as Discord takes them: names cut to 100 characters,
+    and a value that does not fit left out (it cannot be offered; typed in full it still works), at most 25.
+    One bad choice makes Discord refuse the whole list, which leaves the member with an empty menu."""
+    out: list[app_commands.Choice[str]] = []
+    for name, value in options:
+        if 1 <= len(value) <= CHOICE_LIMIT:
+            out.append(app_commands.Choice(name=(name or value)[:CHOICE_LIMIT], value=value))
+            if len(out) == CHOICES_MAX:
+                break
+    return out
 
 
 def model_autocomplete(task: str):
@@ -14,13 +30,12 @@ def model_autocomplete(task: str):
     async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         bot = interaction.client
         gs = await bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        choices = []
+        found = []
         for entry in bot.policy.models_for(task, gs):  # type: ignore[attr-defined]
             if current.lower() in entry.name.lower():
                 ok, _ = bot.policy.can_run(entry.name)  # type: ignore[attr-defined]
-                label = entry.name if ok else f"{entry.name} (unavailable)"
-                choices.append(app_commands.Choice(name=label[:100], value=entry.name))
-        return choices[:25]
+                found.append((entry.name if ok else f"{entry.name} (unavailable)", entry.name))
+        return choices(found)
 
     return complete
 

@@ -17,6 +17,7 @@ from discord.ext import commands
 from bot import delivery, safety
 from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
 from bot.policy import ALWAYS_ON, TASK_NAMES, channel_mentions, may_configure, task_name
+from cogs.common import choices
 from models.base import TASKS
 
 log = logging.getLogger("natty.settings")
@@ -183,7 +184,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         entries = self.bot.policy.models_for(task, gs) if task else []  # type: ignore[attr-defined]
         names = ["auto", *(e.name for e in entries)]
-        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
+        return choices((n, n) for n in names if current.lower() in n.lower())
 
     @app_commands.command(name="disable-model", description="Stop this server from using a model")
     @app_commands.describe(model="The model to turn off")
@@ -207,9 +208,9 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         off = set(gs.get("disabled_models") or [])
         loc = await self._loc(interaction)
-        return [app_commands.Choice(name=f"{e.name} ({task_name(e.task, loc)})"[:100], value=e.name)
-                for e in self.bot.catalog.entries.values()  # type: ignore[attr-defined]
-                if e.name not in off and current.lower() in e.name.lower()][:25]
+        return choices((f"{e.name} ({task_name(e.task, loc)})", e.name)
+                       for e in self.bot.catalog.entries.values()  # type: ignore[attr-defined]
+                       if e.name not in off and current.lower() in e.name.lower())
 
     @app_commands.command(name="enable-model", description="Let this server use a model again")
     @app_commands.describe(model="The model to turn back on")
@@ -227,8 +228,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def _enable_complete(self, interaction: discord.Interaction,
                                current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        return [app_commands.Choice(name=n[:100], value=n) for n in gs.get("disabled_models") or []
-                if current.lower() in n.lower()][:25]
+        return choices((n, n) for n in gs.get("disabled_models") or [] if current.lower() in n.lower())
 
     @app_commands.command(name="commands", description="Turn natty's commands off or on for this server")
     @app_commands.describe(disable="A command to turn off", enable="A command to turn back on")
@@ -269,8 +269,8 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         off = set(gs.get("disabled_commands") or [])
         loc = await self._loc(interaction)
         typed = current.lower().lstrip("/")
-        return [app_commands.Choice(name=f"/{command_word(c, loc)}", value=c) for c in self._commands()
-                if c not in off and (typed in c or typed in command_word(c, loc))][:25]
+        return choices((f"/{command_word(c, loc)}", c) for c in self._commands()
+                       if c not in off and (typed in c or typed in command_word(c, loc)))
 
     @commands_.autocomplete("enable")
     async def _cmd_enable_complete(self, interaction: discord.Interaction,
@@ -278,8 +278,8 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
         loc = await self._loc(interaction)
         typed = current.lower().lstrip("/")
-        return [app_commands.Choice(name=f"/{command_word(c, loc)}", value=c) for c in gs.get("disabled_commands") or []
-                if typed in c or typed in command_word(c, loc)][:25]
+        return choices((f"/{command_word(c, loc)}", c) for c in gs.get("disabled_commands") or []
+                       if typed in c or typed in command_word(c, loc))
 
     @channels.command(name="add", description="Let natty answer in this channel (then only in the listed ones)")
     @app_commands.describe(channel="The channel")
@@ -375,7 +375,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def _classifier_complete(self, interaction: discord.Interaction,
                                    current: str) -> list[app_commands.Choice[str]]:
         names = [safety.CLASSIFIER_OFF, *(e.name for e in self.bot.catalog.for_task("image-classification"))]  # type: ignore[attr-defined]
-        return [app_commands.Choice(name=n[:100], value=n) for n in names if current.lower() in n.lower()][:25]
+        return choices((n, n) for n in names if current.lower() in n.lower())
 
     @blocklist.command(name="add", description="Block words or phrases in image and video prompts")
     @app_commands.describe(words="Words or phrases, separated by commas")

@@ -80,6 +80,29 @@ async def test_only_managers_change_settings_and_changes_survive_a_restart(tmp_p
         assert n.server.violations == []
 
 
+LONG_NAMED_MODEL = """
+[[model]]
+name = "test-image-with-a-name-longer-than-discord-takes-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+task = "text-to-image"
+backend = "hf"
+model = "{url}"
+"""
+
+
+async def test_autocomplete_leaves_out_what_discord_would_refuse_and_keeps_the_rest(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        await add_to_catalog(n, SECOND_IMAGE_MODEL + LONG_NAMED_MODEL)
+        for command, focused, kw in (("imagine", "model", {"prompt": "a kite"}),
+                                     ("settings model", "model", {"task": "text-to-image"}),
+                                     ("settings disable-model", "model", {})):
+            choices = await n.server.autocomplete(n.mod, n.general, command, focused=focused, value="test-image",
+                                                  **kw)
+            values = {c["value"] for c in choices}
+            assert "test-image-b" in values and not any("longer-than" in v for v in values), command
+            assert all(1 <= len(c["name"]) <= 100 for c in choices)  # the 110-character name cannot be offered
+        assert n.server.violations == []
+
+
 async def test_settings_model_changes_which_model_imagine_uses(tmp_path):
     async with Natty.running(tmp_path) as n:
         await add_to_catalog(n, SECOND_IMAGE_MODEL)
