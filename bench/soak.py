@@ -18,7 +18,7 @@ Printed:
   rule violations and 429s the test server counted;
 - the bot's RSS (its process and children) after 1,000 jobs and at the end (`--jobs 10000`: goal flat within
   10%; both are read in the process that started after the second kill);
-- the total time.
+- the total time, then the fairness figures of bench/fairness.py (the scheduler on a skewed load).
 
 A kill lands while jobs run and wait, never between a dispatch and its acknowledgement: an interaction whose
 process dies before it answers cannot be answered by anyone, and is not what this measures.
@@ -295,7 +295,20 @@ def main() -> int:
         code = asyncio.run(Soak(args, Path(tmp)).run())
         if args.keep_log:
             Path(args.keep_log).write_bytes((Path(tmp) / "bot.log").read_bytes())
+    print("\nthe scheduler's fairness on the skewed load of bench/fairness.py (the same rule the bot ran):")
+    fairness_bench().main()
     return code
+
+
+def fairness_bench():  # noqa: ANN201 - the module bench/fairness.py
+    """bench/fairness.py, loaded by path (this folder is not on sys.path: see the top of this file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("natty_bench_fairness", Path(__file__).with_name("fairness.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":
