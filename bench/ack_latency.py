@@ -13,7 +13,7 @@ The load is a mix that creates jobs and cheap commands, spread over 200 users (t
 its default of 5; the per-guild cap is raised so one guild can hold the queue):
 /imagine and /chat on the Hugging Face-compatible test server (tests/hf_server.py, chat streamed with a
 delay per token so jobs keep running), /chat, /imagine and /music on natty's own local models (the CPU
-stays busy; when models/checkpoints/ lacks a checkpoint, a random-weight stand-in with the default config
+stays busy; when models/own/checkpoints/ lacks a checkpoint, a random-weight stand-in with the default config
 is built in a temporary folder: same code, same cost, noise for output), and /help and /jobs.
 
 Each bot runs in its own process, as in production, so that the bot's event loop never delays the test
@@ -240,17 +240,17 @@ def local_models(folder: Path) -> tuple[str, str]:
                      + (f"[model.params]\n{params}\n" if params else ""))
     note = ("bundled checkpoints" if not stand_ins else
             f"random-weight stand-ins with the default configs for {', '.join(stand_ins)} "
-            "(models/checkpoints/ lacks them)")
+            "(models/own/checkpoints/ lacks them)")
     return "".join(lines), note
 
 
 def build_stand_in(kind: str, path: Path) -> None:
     import torch
 
-    from models.charrnn import CharRNN, CharRNNConfig
     from models.own import save_checkpoint
-    from models.pixelcnn import PixelCNN, PixelCNNConfig
-    from models.wavenet import WaveNet, WaveNetConfig
+    from models.own.charrnn import CharRNN, CharRNNConfig
+    from models.own.pixelcnn import PixelCNN, PixelCNNConfig
+    from models.own.wavenet import WaveNet, WaveNetConfig
 
     torch.manual_seed(0)
     model = {"charrnn": lambda: CharRNN(CharRNNConfig(chars=string.printable[:95])),

@@ -29,9 +29,9 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.charrnn import CharRNN, CharRNNConfig, sample_logits  # noqa: E402
-from models.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
-from models.wavenet import WaveNet, WaveNetConfig, _FastStep  # noqa: E402
+from models.own.charrnn import CharRNN, CharRNNConfig, sample_logits  # noqa: E402
+from models.own.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
+from models.own.wavenet import WaveNet, WaveNetConfig, _FastStep  # noqa: E402
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:

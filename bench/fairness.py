@@ -24,7 +24,7 @@ from collections import OrderedDict, deque
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from bot.scheduler import FairScheduler  # noqa: E402
+from bot.jobs.scheduler import FairScheduler  # noqa: E402
 
 LIMIT = 4
 REPEATS = 5

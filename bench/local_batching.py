@@ -36,9 +36,9 @@ import urllib.request  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from models.backends.pipelines import PipelinesBackend  # noqa: E402
 from models.base import Request, RunContext  # noqa: E402
 from models.catalog import ModelEntry  # noqa: E402
-from models.pipelines import PipelinesBackend  # noqa: E402
 
 TOPICS = ["a cat", "the sea at night", "a discord bot that draws", "why the sky is blue on a quiet morning",
           "hello", "a long story about a fox who jumps over a lazy dog and then runs home", "numbers", "a song"]

@@ -21,10 +21,10 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bot.engine import JobEngine, Limits  # noqa: E402
-from bot.jobs import Job  # noqa: E402
-from bot.scheduler import FairScheduler  # noqa: E402
-from bot.storage import Storage  # noqa: E402
+from bot.jobs.engine import JobEngine, Limits  # noqa: E402
+from bot.jobs.job import Job  # noqa: E402
+from bot.jobs.scheduler import FairScheduler  # noqa: E402
+from bot.jobs.storage import Storage  # noqa: E402
 from models.backends import Backends  # noqa: E402
 from models.catalog import load_catalog  # noqa: E402
 

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # train and eval take their own arguments; hand them over untouched
     if argv and argv[0] in ("train", "eval"):
-        from models import train
+        from models.own import train
 
         return (train.train_main if argv[0] == "train" else train.eval_main)(argv[1:])
     parser = argparse.ArgumentParser(prog="natty", description="natty: create with generative AI on Discord.")

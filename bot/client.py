@@ -16,18 +16,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
 from bot import policy as rules
-from bot.availability import Availability
-from bot.buttons import ActionHandler, JobButton
 from bot.config import Settings
-from bot.engine import JobEngine, LimitHit
 from bot.i18n import NattyTranslator, pick_locale, t
-from bot.jobs import INTERACTION_TOKEN_LIFETIME, Job
+from bot.jobs.availability import Availability
+from bot.jobs.engine import JobEngine, LimitHit
+from bot.jobs.job import INTERACTION_TOKEN_LIFETIME, Job
+from bot.jobs.storage import Storage
 from bot.policy import Origin, Policy, Refused
-from bot.presenter import Presenter
 from bot.safety import Block, audit_notice
-from bot.storage import Storage
+from bot.ui import delivery
+from bot.ui.buttons import ActionHandler, JobButton
+from bot.ui.presenter import Presenter
 from models.backends import Backends
 from models.catalog import Catalog
 

@@ -40,7 +40,7 @@ class Settings:
     edit_interval: float = 1.0  # seconds between edits of one progress message
     guild_ready_timeout: float = 2.0
     token_margin: float = 60.0  # deliver through the channel when the interaction token has less than this left
-    recheck_seconds: float = 300.0  # seconds between two availability checks of a model (bot.availability)
+    recheck_seconds: float = 300.0  # seconds between two availability checks of a model (bot.jobs.availability)
     recheck_min_seconds: float = 10.0  # the first re-check of a model that cannot run; doubles up to the above
     extra: dict[str, str] = field(default_factory=dict)
     # Where keys named by the catalog (`api_key_env`) come from: `environ` (os.environ unless given) over `.env`.

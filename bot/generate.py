@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from bot.config import Settings
-from bot.engine import JobEngine, Limits
-from bot.jobs import Job, JobState
+from bot.jobs.engine import JobEngine, Limits
+from bot.jobs.job import Job, JobState
+from bot.jobs.storage import Storage
 from bot.policy import Policy
-from bot.storage import Storage
 from models.backends import Backends
 from models.base import Progress
 from models.catalog import Catalog

@@ -32,9 +32,9 @@ from discord import app_commands
 
 from bot import safety
 from bot.config import Settings
-from bot.engine import Limits
 from bot.i18n import command_word, pick_locale, t
-from bot.jobs import Job
+from bot.jobs.engine import Limits
+from bot.jobs.job import Job
 from models.catalog import Catalog, ModelEntry
 
 # The command that starts a job of each task, so buttons and menus obey a command that was turned off.

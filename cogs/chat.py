@@ -15,11 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
 from bot.client import CHAT_IMAGE_LIMIT
 from bot.i18n import t
-from bot.jobs import Job
+from bot.jobs.job import Job
 from bot.policy import Origin, Refused
+from bot.ui import delivery
 from cogs.common import model_autocomplete
 
 log = logging.getLogger("natty.chat")

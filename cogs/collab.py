@@ -1,6 +1,6 @@
 """/collab: a group writes one prompt together in a thread, then natty generates it and credits everyone.
 
-The session logic and the fusion rule live in bot/collab.py. Buttons carry the session id in their custom_id
+The session logic and the fusion rule live in bot/community/collab.py. Buttons carry the session id in their custom_id
 (`collab:ACTION:SESSION[:IDEA]`), and each open session has a timer task whose deadline is in the database,
 so sessions, buttons and timers all survive a restart.
 
@@ -25,11 +25,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import collab as c
-from bot import delivery
-from bot import game as g
+from bot.community import collab as c
+from bot.community import game as g
 from bot.i18n import t
 from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
+from bot.ui import delivery
 
 log = logging.getLogger("natty.collab")
 

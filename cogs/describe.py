@@ -6,11 +6,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
-from bot.buttons import job_view
 from bot.i18n import t
-from bot.jobs import Job
-from bot.presenter import Render
+from bot.jobs.job import Job
+from bot.ui import delivery
+from bot.ui.buttons import job_view
+from bot.ui.presenter import Render
 from cogs.common import model_autocomplete, new_seed
 
 STYLES = ("a detailed oil painting", "a cinematic photograph, golden hour", "a soft watercolour illustration")

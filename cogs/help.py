@@ -6,9 +6,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
 from bot.i18n import command_word, t
 from bot.policy import task_name
+from bot.ui import delivery
 from models.base import TASKS
 
 

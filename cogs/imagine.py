@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.i18n import t
-from bot.jobs import Job
+from bot.jobs.job import Job
 from cogs.common import model_autocomplete, new_seed
 
 log = logging.getLogger("natty.imagine")

@@ -9,11 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery, safety
-from bot.buttons import can_manage
+from bot import safety
 from bot.i18n import t
-from bot.jobs import Job, JobState
+from bot.jobs.job import Job, JobState
 from bot.policy import age_restricted
+from bot.ui import delivery
+from bot.ui.buttons import can_manage
 
 STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE: "✅", JobState.FAILED: "⚠️",
                JobState.CANCELLED: "🚫"}

@@ -1,6 +1,6 @@
 """/natty: play Natty or Not, the leaderboard, the pool of real items, and /natty check.
 
-The game's logic lives in bot/game.py; this cog posts rounds, takes votes (buttons whose custom_id carries
+The game's logic lives in bot/community/game.py; this cog posts rounds, takes votes (buttons whose custom_id carries
 the game, round, item and choice, so they work after a restart) and runs one timer task per open game. The
 timer's deadline is in the database: on load the cog resumes every open game, and a round whose deadline
 passed while the bot was down is revealed at once.
@@ -27,13 +27,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
-from bot import game as g
+from bot.community import game as g
 from bot.i18n import t
-from bot.jobs import JobState
+from bot.jobs.job import JobState
 from bot.policy import Origin, may_manage, require_configure
-from bot.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
-from bot.provenance import read as read_provenance
+from bot.ui import delivery
+from bot.ui.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
+from bot.ui.provenance import read as read_provenance
 
 log = logging.getLogger("natty.game")
 

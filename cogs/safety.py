@@ -15,7 +15,7 @@ from typing import Any
 from discord.ext import commands
 
 from bot import safety
-from bot.jobs import Job
+from bot.jobs.job import Job
 from bot.policy import TASK_COMMANDS, age_restricted
 from models.base import LabelsResult, Request, RunContext
 from models.catalog import ModelEntry

@@ -14,9 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery, safety
+from bot import safety
 from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
 from bot.policy import ALWAYS_ON, TASK_NAMES, channel_mentions, may_configure, task_name
+from bot.ui import delivery
 from cogs.common import choices
 from models.base import TASKS
 

@@ -15,12 +15,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import delivery
+from bot.community.story import Script, parse_script, writer_prompt
 from bot.i18n import t
-from bot.jobs import Job, JobState
+from bot.jobs.job import Job, JobState
 from bot.policy import Origin, Refused
-from bot.presenter import Render
-from bot.story import Script, parse_script, writer_prompt
+from bot.ui import delivery
+from bot.ui.presenter import Render
 from cogs.common import new_seed
 
 log = logging.getLogger("natty.story")

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.charrnn import CharRNN, CharRNNConfig, sample_logits  # noqa: E402
 from models.own import load_checkpoint, save_checkpoint  # noqa: E402
+from models.own.charrnn import CharRNN, CharRNNConfig, sample_logits  # noqa: E402
 
 CHARS = "\n abcdefghijklmnopqrstuvwxyz.,"
 

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from bot import delivery
-from bot.delivery import (
+from bot.ui import delivery
+from bot.ui.delivery import (
     NO_MENTIONS,
     Fitted,
     TooLarge,
@@ -28,7 +28,7 @@ from bot.delivery import (
     split_text,
     to_discord_audio,
 )
-from bot.provenance import Provenance, read, stamp
+from bot.ui.provenance import Provenance, read, stamp
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -430,7 +430,7 @@ def test_requester_only_allows_just_that_user() -> None:
 
 def test_a_labelled_file_fits_with_its_label_on_at_any_limit():
     """The natty label carried onto a re-encoding counts against the limit (it uploads with the file)."""
-    from bot.provenance import Provenance, read, stamp
+    from bot.ui.provenance import Provenance, read, stamp
 
     prov = Provenance.for_prompt("a noisy sky", model="m", backend="hf", task="text-to-image", seed=1, job_id="j")
     rng = np.random.default_rng(7)

@@ -3,7 +3,7 @@ the timer, a fused prompt, a result that credits everyone, remixes, and sessions
 
 from __future__ import annotations
 
-from bot.provenance import read as read_provenance
+from bot.ui.provenance import read as read_provenance
 from tests.harness import Natty
 
 

@@ -6,7 +6,7 @@ import av
 import soundfile
 from PIL import Image
 
-from bot.provenance import read as read_provenance
+from bot.ui.provenance import read as read_provenance
 from tests.fakediscord import CREATE_PUBLIC_THREADS
 from tests.harness import Natty
 from tests.hf_server import draw_png, tone

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bot.generate import generate_once
-from bot.provenance import read as read_provenance
+from bot.ui.provenance import read as read_provenance
 from tests.harness import Natty
 from tests.test_e2e_settings import admin
 

@@ -6,7 +6,7 @@ forever."""
 import asyncio
 import logging
 
-from bot.jobs import JobState
+from bot.jobs.job import JobState
 from tests.fakediscord import ATTACH_FILES, SEND_MESSAGES
 from tests.harness import Natty
 

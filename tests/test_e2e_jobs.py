@@ -5,8 +5,8 @@ import io
 
 from PIL import Image
 
-from bot.jobs import JobState
-from bot.provenance import read as read_provenance
+from bot.jobs.job import JobState
+from bot.ui.provenance import read as read_provenance
 from tests.harness import Natty
 
 SLOW_CHAT = """

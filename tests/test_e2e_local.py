@@ -7,7 +7,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from bot.provenance import read as read_provenance
+from bot.ui.provenance import read as read_provenance
 from tests.harness import Natty
 from tests.hf_server import draw_png, tone
 from tests.tiny_pipelines import build_tiny_captioner, build_tiny_gpt2, build_tiny_vits, build_tiny_whisper

@@ -9,8 +9,8 @@ import io
 import pytest
 from PIL import Image, PngImagePlugin
 
-from bot import game as g
-from bot.provenance import read as read_provenance
+from bot.community import game as g
+from bot.ui.provenance import read as read_provenance
 from tests.harness import Natty
 from tests.hf_server import draw_png
 

@@ -3,7 +3,7 @@ detector all obey the same channel, command, safety, model and limit rules (bot/
 
 from __future__ import annotations
 
-from bot.jobs import JobState
+from bot.jobs.job import JobState
 from tests.harness import Natty
 from tests.hf_server import draw_png
 from tests.test_e2e_collab import add_idea, start_session

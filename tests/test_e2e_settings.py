@@ -2,7 +2,7 @@
 survive restarts, default models, commands turned off, channel limits, NSFW prompts by channel, the audit
 channel, and images withheld by the output classifier."""
 
-from bot.jobs import JobState
+from bot.jobs.job import JobState
 from tests.harness import Natty
 
 SECOND_IMAGE_MODEL = """

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from bot.engine import JobEngine, LimitHit, Limits
-from bot.jobs import Job, JobState
-from bot.storage import Storage
+from bot.jobs.engine import JobEngine, LimitHit, Limits
+from bot.jobs.job import Job, JobState
+from bot.jobs.storage import Storage
 from models.backends import Backends
 from models.catalog import load_catalog
 from tests.hf_server import HFTestServer

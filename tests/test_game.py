@@ -9,10 +9,10 @@ import random
 import pytest
 from PIL import Image
 
-from bot import collab as c
-from bot import game as g
-from bot.provenance import Provenance, read, stamp
-from bot.storage import Storage
+from bot.community import collab as c
+from bot.community import game as g
+from bot.jobs.storage import Storage
+from bot.ui.provenance import Provenance, read, stamp
 
 
 def game_with(items: list[str]) -> tuple[g.Game, g.Round]:
@@ -211,7 +211,7 @@ def test_fused_answers_are_cleaned_and_everyone_is_credited():
 async def test_natty_check_text_matches_results_off_the_event_loop(tmp_path, monkeypatch):
     import threading
 
-    from bot.jobs import Job, JobState
+    from bot.jobs.job import Job, JobState
 
     storage = Storage(tmp_path / "db.sqlite", tmp_path / "data")
     await storage.open()

@@ -18,10 +18,10 @@ import pytest
 import soundfile
 from PIL import Image
 
+from models.backends.hf import HFBackend, classify, parse_retry_after
 from models.base import Progress, Request, RunContext
 from models.catalog import ModelEntry
 from models.errors import BackendError, ErrorKind, user_message
-from models.hf import HFBackend, classify, parse_retry_after
 from tests.hf_server import HFTestServer, draw_png, tone
 
 

@@ -12,9 +12,9 @@ import discord
 from discord import app_commands
 from discord.app_commands import TranslationContextLocation as Where
 
-from bot import game as g
 from bot import i18n
 from bot.client import EXTENSIONS, NattyBot
+from bot.community import game as g
 from bot.config import Settings
 from bot.i18n import LANGUAGES, NattyTranslator, catalog, command_catalog, pick_locale, placeholders, t
 from models.catalog import load_catalog

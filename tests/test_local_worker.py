@@ -9,10 +9,10 @@ import signal
 import pytest
 from PIL import Image
 
+from models.backends.local import LocalBackend
 from models.base import Progress, Request, RunContext
 from models.catalog import load_catalog
 from models.errors import BackendError, ErrorKind
-from models.local import LocalBackend
 
 
 @pytest.fixture

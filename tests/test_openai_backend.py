@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from models.backends.openai_compat import OpenAIBackend
 from models.base import Progress, Request, RunContext
 from models.catalog import ModelEntry
 from models.errors import BackendError, ErrorKind
-from models.openai_compat import OpenAIBackend
 from tests.hf_server import HFTestServer, tone
 from tests.tiny_models import build_tiny_causal_lm
 

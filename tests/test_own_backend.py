@@ -14,11 +14,11 @@ pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
-from models import tacotron  # noqa: E402
+from models.backends import tacotron  # noqa: E402
+from models.backends.local import LocalBackend  # noqa: E402
 from models.base import Progress, Request, RunContext  # noqa: E402
 from models.catalog import ModelEntry, load_catalog  # noqa: E402
 from models.errors import BackendError, ErrorKind  # noqa: E402
-from models.local import LocalBackend  # noqa: E402
 from models.own import OwnModelsBackend, parse_digit  # noqa: E402
 
 

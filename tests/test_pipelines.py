@@ -17,10 +17,10 @@ pytest.importorskip("transformers")
 
 import tiny_pipelines as tiny  # noqa: E402
 
+from models.backends.pipelines import PipelinesBackend, decode_audio, progress_tqdm  # noqa: E402
 from models.base import AudioResult, LabelsResult, Progress, Request, RunContext, TextResult  # noqa: E402
 from models.catalog import ModelEntry  # noqa: E402
 from models.errors import BackendError, ErrorKind  # noqa: E402
-from models.pipelines import PipelinesBackend, decode_audio, progress_tqdm  # noqa: E402
 
 LABELS = ("cat", "dog", "bird", "fish")
 PROMPTS = ["hi", "the quick brown fox jumps over the lazy dog", "a photo of a cat", "hello there, how are you today?"]
@@ -231,7 +231,7 @@ def test_decode_audio_resamples_to_mono() -> None:
 
 
 async def test_routed_through_the_local_backend(folders: dict[str, str]) -> None:
-    from models.local import LocalBackend
+    from models.backends.local import LocalBackend
 
     local = LocalBackend()
     try:

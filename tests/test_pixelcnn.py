@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.own import load_checkpoint, save_checkpoint  # noqa: E402
-from models.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
+from models.own.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
 
 
 def tiny(seed: int = 0, **kw) -> PixelCNN:

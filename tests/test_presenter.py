@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from bot.jobs import Job, JobState
-from bot.presenter import LiveMessage, Presenter, Render
+from bot.jobs.job import Job, JobState
+from bot.ui.presenter import LiveMessage, Presenter, Render
 
 
 class FakeStorage:
@@ -98,7 +98,7 @@ async def test_a_delivery_whose_fallback_fails_too_is_logged_not_raised(caplog):
 
 
 async def test_finishing_a_job_clears_interaction_tokens_that_have_expired(tmp_path):
-    from bot.storage import Storage
+    from bot.jobs.storage import Storage
 
     storage = Storage(tmp_path / "db.sqlite", tmp_path / "data")
     await storage.open()

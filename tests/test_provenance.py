@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from PIL import Image, PngImagePlugin
 
-from bot.provenance import GENERATOR_HINTS, STAMPABLE, Provenance, hash_prompt, read, stamp
+from bot.ui.provenance import GENERATOR_HINTS, STAMPABLE, Provenance, hash_prompt, read, stamp
 
 PROV = Provenance.for_prompt(
     "a lighthouse at dusk, @everyone",
@@ -295,7 +295,7 @@ def peak_memory(fn: Callable[[], object]) -> int:
 
 
 def test_a_ztxt_bomb_is_refused_without_inflating_it() -> None:
-    from bot.provenance import MAX_TEXT_MEMORY, TooLargeToRead
+    from bot.ui.provenance import MAX_TEXT_MEMORY, TooLargeToRead
     from tests.hostile import ztxt_bomb_png
 
     bomb = ztxt_bomb_png()  # about 300 KB on disk, 300 MiB of text inflated
@@ -317,8 +317,8 @@ def test_stamping_a_png_with_a_ztxt_bomb_does_not_inflate_it() -> None:
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_gigapixel_canvas_is_refused_before_any_pixel_is_decoded() -> None:
-    from bot.game import normalize_image
-    from bot.provenance import TooLargeToRead, open_image
+    from bot.community.game import normalize_image
+    from bot.ui.provenance import TooLargeToRead, open_image
     from tests.hostile import huge_canvas_png
 
     with pytest.raises(TooLargeToRead):

@@ -2,7 +2,7 @@
 
 import random
 
-from bot.scheduler import FairScheduler
+from bot.jobs.scheduler import FairScheduler
 
 
 def drain(s: FairScheduler) -> list[str]:

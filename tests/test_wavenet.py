@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from models.own import load_checkpoint, save_checkpoint  # noqa: E402
-from models.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode  # noqa: E402
+from models.own.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode  # noqa: E402
 
 
 def tiny(seed: int = 0, **kw) -> WaveNet:

@@ -4,7 +4,7 @@
 Chat goes through `huggingface_hub.AsyncInferenceClient(base_url=entry.url)`, streamed. Images
 (`/images/generations`), speech (`/audio/speech`) and transcription (`/audio/transcriptions`) are plain HTTP
 calls with httpx2, huggingface_hub's own transport. Retries, deadlines, cancellation and error classification
-are the `hf` backend's (`models.hf`).
+are the `hf` backend's (`models.backends.hf`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from models.base import AudioResult, ImageResult, Request, RunContext, TextResult
-from models.errors import BackendError, ErrorKind
-from models.hf import (
+from models.backends.hf import (
     RetryingBackend,
     audio_result,
     chat_kwargs,
@@ -26,6 +24,8 @@ from models.hf import (
     merged_params,
     stream_chat_text,
 )
+from models.base import AudioResult, ImageResult, Request, RunContext, TextResult
+from models.errors import BackendError, ErrorKind
 
 if TYPE_CHECKING:
     import httpx2
@@ -151,7 +151,7 @@ class OpenAIBackend(RetryingBackend):
     async def speech_to_text(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
         if request.audio is None:
             raise BackendError(ErrorKind.BAD_REQUEST, "speech-to-text needs input audio")
-        from models.hf import audio_format
+        from models.backends.hf import audio_format
 
         fmt = audio_format(request.audio) or "wav"
         params = merged_params(entry, request)

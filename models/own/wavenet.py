@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.charrnn import sample_logits
+from models.own.charrnn import sample_logits
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import data as datasets
 from models.own import CHECKPOINTS, MODEL_TYPES, load_checkpoint, save_checkpoint
-from models.wavenet import mu_law_encode
+from models.own import data as datasets
+from models.own.wavenet import mu_law_encode
 
 KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "pixelcnn": "pixelcnn", "wavenet": "wavenet"}
 

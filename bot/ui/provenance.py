@@ -161,7 +161,7 @@ def hash_prompt(prompt: str) -> str:
 
 def sniff(data: bytes) -> str | None:
     """The file format from its first bytes (png, jpeg, webp, gif, wav, flac, ogg, mp3, mp4, webm)."""
-    from bot.delivery import detect_format  # one sniffer for the whole bot
+    from bot.ui.delivery import detect_format  # one sniffer for the whole bot
 
     return detect_format(data)
 

@@ -1,7 +1,7 @@
 """natty's own models behind the `local` backend: char-RNN chat, PixelCNN digits, WaveNet tones, and NVIDIA's
 Tacotron 2 for speech.
 
-`model = "natty:NAME"` means the bundled checkpoint in `models/checkpoints/NAME/` (config.json naming its
+`model = "natty:NAME"` means the bundled checkpoint in `models/own/checkpoints/NAME/` (config.json naming its
 `natty_model`, plus model.safetensors); any other folder with such a config.json works too. Models load once
 and stay cached; every generation runs in a worker thread, reports progress through `ctx.report` and stops
 between steps when `ctx.cancel` is set.
@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save_file
 
 from models.base import AudioResult, Backend, ImageResult, Progress, Request, RunContext, TextResult
 from models.catalog import ModelEntry
-from models.charrnn import CharRNN, CharRNNConfig
 from models.errors import BackendError, ErrorKind
-from models.pixelcnn import PixelCNN, PixelCNNConfig
-from models.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
+from models.own.charrnn import CharRNN, CharRNNConfig
+from models.own.pixelcnn import PixelCNN, PixelCNNConfig
+from models.own.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
 
 CHECKPOINTS = Path(__file__).with_name("checkpoints")
 MODEL_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
@@ -166,7 +166,7 @@ class OwnModelsBackend(Backend):
 
     async def check(self, entry: ModelEntry) -> tuple[bool, str]:
         if self._is_tacotron(entry):
-            from models import tacotron
+            from models.backends import tacotron
 
             return await asyncio.to_thread(tacotron.check)
         folder = self.folder(entry)
@@ -250,7 +250,7 @@ class OwnModelsBackend(Backend):
                                                                               else None)
 
         def work() -> tuple[np.ndarray, int, str]:
-            from models import data
+            from models.own import data
 
             model: WaveNet = self._load(entry, "wavenet")
             cfg = model.config
@@ -288,7 +288,7 @@ class OwnModelsBackend(Backend):
             raise BackendError(ErrorKind.NOT_CONFIGURED, why)
 
         def work() -> np.ndarray:
-            from models import tacotron
+            from models.backends import tacotron
 
             with self._lock:
                 tts = self._models.get("tacotron2")

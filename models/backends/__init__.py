@@ -9,15 +9,15 @@ from models.errors import redact_credentials
 
 def _create(kind: str) -> Backend:
     if kind == "hf":
-        from models.hf import HFBackend
+        from models.backends.hf import HFBackend
 
         return HFBackend()
     if kind == "openai":
-        from models.openai_compat import OpenAIBackend
+        from models.backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend()
     if kind == "local":
-        from models.local import LocalBackend
+        from models.backends.local import LocalBackend
 
         return LocalBackend()
     raise ValueError(f"unknown backend kind {kind!r}")

@@ -3,7 +3,7 @@
 - digits: scikit-learn's bundled copy of the UCI optical handwritten digits (8x8, grey levels 0..16, CC BY 4.0),
   kept at 17 discrete levels.
 - corpus: `models/data/corpus.txt`, original prose and verse written for natty: hand-written passages plus
-  sentences from a small grammar, produced by `python -m models.data corpus` (deterministic).
+  sentences from a small grammar, produced by `python -m models.own.data corpus` (deterministic).
 - tones: sine tones and triads with a few harmonics at 16 kHz, synthesized here from a seed.
 
 Held-out splits are fixed (seed 0) so that `natty eval` measures the same data whatever the training seed.
@@ -197,7 +197,7 @@ def make_tones(n_clips: int, seed: int, seconds: float = 1.0) -> tuple[list[np.n
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.data", description="Write natty's training data.")
+    p = argparse.ArgumentParser(prog="python -m models.own.data", description="Write natty's training data.")
     sub = p.add_subparsers(dest="what", required=True)
     c = sub.add_parser("corpus", help="write models/data/corpus.txt")
     c.add_argument("--out", default=str(CORPUS))

@@ -43,7 +43,7 @@ def _child_main(conn: Connection) -> None:
 
 
 async def _serve(conn: Connection) -> None:
-    from models.local import LocalBackend
+    from models.backends.local import LocalBackend
 
     backend = LocalBackend(in_process=True)
     loop = asyncio.get_running_loop()

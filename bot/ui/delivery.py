@@ -432,7 +432,7 @@ def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = M
 
 
 def _carry_provenance(original: bytes, new: bytes, fmt: str) -> bytes:
-    from bot import provenance  # provenance never imports delivery; imported late to keep startup light
+    from bot.ui import provenance  # provenance never imports delivery; imported late to keep startup light
 
     try:
         found = provenance.read(original)["natty"]
@@ -444,7 +444,7 @@ def _carry_provenance(original: bytes, new: bytes, fmt: str) -> bytes:
 def _label_reserve(original: bytes) -> int:
     """Room to keep for the natty label when an encoder searches for a size (audio, where it is costly to
     check each try with the label on). The label's JSON appears at most twice in any format's tags."""
-    from bot import provenance
+    from bot.ui import provenance
 
     try:
         found = provenance.read(original)["natty"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.jobs import Job, JobState
+from bot.jobs.job import Job, JobState
 
 MIGRATIONS: list[str] = [
     # 1: jobs, guild settings, per-user state

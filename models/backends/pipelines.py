@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.backends.batching import Batcher, GenerationRequest, RequestStopped
 from models.base import (
     AudioResult,
     Backend,
@@ -32,7 +33,6 @@ from models.base import (
     RunContext,
     TextResult,
 )
-from models.batching import Batcher, GenerationRequest, RequestStopped
 from models.catalog import ModelEntry
 from models.errors import BackendError, ErrorKind
 

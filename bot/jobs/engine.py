@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.i18n import cancelled, error_message, t
-from bot.jobs import Job, JobState
-from bot.scheduler import FairScheduler, Forecast
-from bot.storage import Storage
+from bot.jobs.job import Job, JobState
+from bot.jobs.scheduler import FairScheduler, Forecast
+from bot.jobs.storage import Storage
 from models.backends import Backends
+from models.backends.hf import data_url
 from models.base import (
     AudioResult,
     CancelToken,
@@ -39,7 +40,6 @@ from models.base import (
 )
 from models.catalog import Catalog, ModelEntry
 from models.errors import BackendError, ErrorKind
-from models.hf import data_url
 
 log = logging.getLogger("natty.jobs")
 
@@ -54,7 +54,7 @@ class JobListener(Protocol):
     async def job_progress(self, job: Job, progress: Progress) -> None: ...
     async def job_finished(self, job: Job) -> None: ...
     # optional: async def job_redeliver(self, job: Job) -> None, for a job that finished before a restart
-    # and was never marked delivered (bot.storage `delivered_at`)
+    # and was never marked delivered (bot.jobs.storage `delivered_at`)
 
 
 class LimitHit(Exception):
@@ -122,7 +122,7 @@ class JobEngine:
         self._redeliver_task: asyncio.Task[None] | None = None
         self._finished_events: dict[str, asyncio.Event] = {}
         self._announced: dict[str, int] = {}  # the queue position each job's message last showed
-        # called with (model name, exception) when a job fails: bot.availability re-checks a model that is down
+        # called with (model name, exception) when a job fails: bot.jobs.availability re-checks a model that is down
         self.failure_hooks: list[Callable[[str, BaseException], None]] = []
         self.requests: dict[str, Callable[[Job], Request]] = {}  # task -> request builder override
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.i18n import DEFAULT, t
-from bot.provenance import open_image
-from bot.storage import Storage
+from bot.jobs.storage import Storage
+from bot.ui.provenance import open_image
 
 NATURAL, AI = "natural", "ai"
 CHOICES = (NATURAL, AI)
@@ -357,8 +357,8 @@ def normalize_image(data: bytes, side: int = ITEM_SIDE, size: tuple[int, int] | 
 
 
 def hand_written_passages() -> list[str]:
-    """Prose and verse written by people for natty's corpus (models/data.py), as the offline pool of real text."""
-    from models.data import _PASSAGES, _POEMS  # the hand-written part; the rest of corpus.txt is grammar-made
+    """Prose and verse written by people for natty's corpus (models/own/data.py), as the offline pool of real text."""
+    from models.own.data import _PASSAGES, _POEMS  # the hand-written part; the rest of corpus.txt is grammar-made
 
     return [" ".join(p.split()) for p in _PASSAGES + _POEMS]
 
@@ -612,7 +612,7 @@ async def run_silent_job(bot: Any, origin: Any, *, task: str, prompt: str = "", 
     """Run one part of a game, session or check through the bot's one submission path (every rule, limit and
     record applies; `origin` says for whom and where) and wait for it. The presenter posts nothing for it
     (`silent`): the caller shows the result its own way. Returns the finished Job or raises GenerationFailed."""
-    from bot.jobs import JobState
+    from bot.jobs.job import JobState
     from bot.policy import Refused
 
     inputs = {"image": ("image.png", image)} if image is not None else None

@@ -2,7 +2,7 @@
 
 Two families share it: natty's own models (`model = "natty:NAME"` for a bundled checkpoint, or a folder whose
 `config.json` names a `natty_model`), served by `models.own`, and transformers pipelines (a hub id or a
-folder), served by `models.pipelines`. Both import torch only when first used.
+folder), served by `models.backends.pipelines`. Both import torch only when first used.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def is_own_model(model: str) -> bool:
 class LocalBackend(Backend):
     """Routes to natty's own models or transformers pipelines.
 
-    By default the models run in a worker process (`models.worker`), so their loops never hold the bot's
+    By default the models run in a worker process (`models.backends.worker`), so their loops never hold the bot's
     interpreter lock; `NATTY_LOCAL_WORKER=thread` (or `in_process=True`, as the worker itself uses) runs them
     in threads of this process instead.
     """
@@ -56,7 +56,7 @@ class LocalBackend(Backend):
                 self._own = module.OwnModelsBackend()
             return self._own
         if self._pipelines is None:
-            module = await asyncio.to_thread(importlib.import_module, "models.pipelines")
+            module = await asyncio.to_thread(importlib.import_module, "models.backends.pipelines")
             self._pipelines = module.PipelinesBackend()
         return self._pipelines
 
@@ -65,7 +65,7 @@ class LocalBackend(Backend):
             result = await (await self._family(entry)).run(entry, request, ctx)
         else:
             if self._worker is None:
-                from models.worker import ProcessWorker
+                from models.backends.worker import ProcessWorker
 
                 self._worker = ProcessWorker()
             result = await self._worker.run(entry, request, ctx)

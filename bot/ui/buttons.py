@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.i18n import t
-from bot.jobs import Job
+from bot.jobs.job import Job
 from bot.policy import may_manage
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ Edits to one message are coalesced and throttled (about one a second); the last 
 Results go to the interaction while its token is valid, otherwise into the channel through the bot token,
 mentioning only the requester. Every message that carries a prompt or generated content allows no mentions.
 
-Delivery is durable: a job's record is marked delivered (bot.storage `delivered_at`) only once its final
+Delivery is durable: a job's record is marked delivered (bot.jobs.storage `delivered_at`) only once its final
 message is really in Discord, or Discord said it never can be (no permission, channel gone). What a crash
 leaves unmarked the engine hands back at the next start (`job_redeliver`), and each message a delivery posts
 is recorded as it goes, so a second try edits those messages instead of posting them again.
@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
-from bot import delivery
-from bot.buttons import job_view
 from bot.i18n import t
-from bot.jobs import Job, JobState
-from bot.provenance import Provenance, stamp
+from bot.jobs.job import Job, JobState
+from bot.ui import delivery
+from bot.ui.buttons import job_view
+from bot.ui.provenance import Provenance, stamp
 from models.base import Progress
 
 if TYPE_CHECKING:
