@@ -19,19 +19,6 @@ from models.errors import BackendError, ErrorKind
 if TYPE_CHECKING:
     from models.catalog import ModelEntry
 
-TASKS: tuple[str, ...] = (
-    "chat",
-    "text-to-image",
-    "image-to-image",
-    "text-to-speech",
-    "text-to-audio",
-    "text-to-video",
-    "image-to-text",
-    "speech-to-text",
-    "image-classification",
-)
-
-
 @dataclass
 class Request:
     """What a job asks a backend for. Only the fields that matter for its task are set."""

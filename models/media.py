@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mimetypes
+
 IMAGE_FORMATS = frozenset({"png", "jpeg", "webp", "gif"})
 AUDIO_FORMATS = frozenset({"wav", "flac", "ogg", "mp3", "mp4"})
 # The longest audio natty decodes: an hour of 48 kHz stereo float32 is 1.4 GB, from a 25 MB Opus upload.
@@ -9,7 +11,15 @@ MAX_AUDIO_SECONDS = 30 * 60
 MIME_TYPES = {
     "png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif", "wav": "audio/wav",
     "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "mp4": "video/mp4", "webm": "video/webm",
+    "m4a": "audio/mp4",
 }
+
+
+def mime_type(fmt: str | None, filename: str = "") -> str:
+    """The MIME type of a format (as `detect_format` names it), else guessed from the file name."""
+    if fmt and fmt in MIME_TYPES:
+        return MIME_TYPES[fmt]
+    return (mimetypes.guess_type(filename)[0] if filename else None) or "application/octet-stream"
 
 
 def detect_format(data: bytes) -> str | None:

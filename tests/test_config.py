@@ -47,7 +47,7 @@ def test_natty_run_without_token_explains_how_to_get_one(tmp_path):
 
 
 def test_bundled_catalog_is_valid_and_names_a_model_for_every_task():
-    from models.base import TASKS
+    from models.tasks import TASKS
 
     catalog = load_catalog()
     for task in TASKS:

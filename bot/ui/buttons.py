@@ -33,14 +33,13 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "reroll": ("Re-roll", "🎲", discord.ButtonStyle.secondary),
     "vary": ("Vary", "🌀", discord.ButtonStyle.secondary),
     "remix": ("Remix", "✏️", discord.ButtonStyle.secondary),
-    "upscale": ("Upscale", "🔍", discord.ButtonStyle.secondary),
     "imagine": ("Imagine", "🎨", discord.ButtonStyle.primary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
 }
 
 RESULT_ACTIONS: dict[str, tuple[str, ...]] = {
     "chat": ("regen", "continue", "delete"),
-    "text-to-image": ("reroll", "vary", "remix", "upscale", "delete"),
+    "text-to-image": ("reroll", "vary", "remix", "delete"),
     "image-to-image": ("reroll", "remix", "delete"),
     "text-to-speech": ("reroll", "delete"),
     "text-to-audio": ("reroll", "delete"),
@@ -83,13 +82,11 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         await handler(interaction, job, self.arg)
 
 
-def job_view(job: Job, running: bool = False, extra: list[tuple[str, str | None, str]] | None = None,
-             upscale: bool = False) -> discord.ui.View:
+def job_view(job: Job, running: bool = False, extra: list[tuple[str, str | None, str]] | None = None
+             ) -> discord.ui.View:
     """The buttons for a job's message: Cancel while it runs, the task's actions once it is done."""
     view = discord.ui.View(timeout=None)
     actions: tuple[str, ...] = ("cancel",) if running else RESULT_ACTIONS.get(job.task, ("delete",))
-    if not upscale and "upscale" in actions and not job.params.get("upscale_model"):
-        actions = tuple(a for a in actions if a != "upscale")
     for action in actions:
         view.add_item(JobButton(action, job.id, locale=job.locale))
     for action, arg, label in extra or []:

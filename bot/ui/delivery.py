@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import mimetypes
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -21,9 +20,10 @@ import soundfile as sf
 from PIL import Image, ImageOps, ImageSequence
 
 from bot.i18n import t
-from models.media import MAX_AUDIO_SECONDS, detect_format
+from bot.ui import provenance  # provenance never imports delivery
+from models.media import MAX_AUDIO_SECONDS, detect_format, mime_type
 
-# Discord's limits (see shared/notes/discord.md).
+# Discord's limits (discord.com/developers/docs: messages, embeds, uploads).
 MESSAGE_LIMIT = 2000
 MAX_FILES = 10
 MAX_EMBEDS = 10
@@ -342,26 +342,8 @@ class FittedFiles:
         return [f.note for f in self.files if f.note] + self.skipped
 
 
-_CONTENT_TYPES = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "wav": "audio/wav",
-    "flac": "audio/flac",
-    "ogg": "audio/ogg",
-    "mp3": "audio/mpeg",
-    "mp4": "video/mp4",
-    "webm": "video/webm",
-}
 _EXTENSIONS = {"jpeg": "jpg"}
 _LABELS = {"jpeg": "JPEG", "webp": "WebP", "ogg": "OGG"}
-
-
-def _content_type(fmt: str | None, filename: str) -> str:
-    if fmt:
-        return _CONTENT_TYPES[fmt]
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
 def _rename(filename: str, fmt: str) -> str:
@@ -401,7 +383,7 @@ def fit_file(data: bytes, filename: str, limit: int) -> Fitted:
     """
     fmt = detect_format(data)
     if len(data) <= limit:
-        return Fitted(data, filename, None, _content_type(fmt, filename))
+        return Fitted(data, filename, None, mime_type(fmt, filename))
     if fmt in ("png", "jpeg", "webp", "gif"):
         return _fit_image(data, filename, fmt, limit)
     if fmt in ("wav", "flac", "ogg", "mp3"):
@@ -432,8 +414,7 @@ def fit_files(files: Iterable[tuple[str, bytes]], limit: int, max_files: int = M
 
 
 def _carry_provenance(original: bytes, new: bytes, fmt: str) -> bytes:
-    from bot.ui import provenance  # provenance never imports delivery; imported late to keep startup light
-
+    """The re-encoded file with the original's natty label, so a re-encoding never loses it."""
     try:
         found = provenance.read(original)["natty"]
         return provenance.stamp(new, fmt, found) if found else new
@@ -444,8 +425,6 @@ def _carry_provenance(original: bytes, new: bytes, fmt: str) -> bytes:
 def _label_reserve(original: bytes) -> int:
     """Room to keep for the natty label when an encoder searches for a size (audio, where it is costly to
     check each try with the label on). The label's JSON appears at most twice in any format's tags."""
-    from bot.ui import provenance
-
     try:
         found = provenance.read(original)["natty"]
     except ValueError:
@@ -512,7 +491,7 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
                     out,
                     _rename(filename, fmt),
                     _note_values(src, len(data), _label(fmt), len(out), limit),
-                    _CONTENT_TYPES[fmt],
+                    mime_type(fmt),
                 )
             if best is None or len(out) < best[0]:
                 best = (len(out), fmt, quality)
@@ -538,7 +517,7 @@ def _fit_image(data: bytes, filename: str, src: str, limit: int) -> Fitted:
                 out,
                 _rename(filename, fmt),
                 _note_values(src, len(data), _label(fmt), len(out), limit, (w, h, size_to[0], size_to[1])),
-                _CONTENT_TYPES[fmt],
+                mime_type(fmt),
             )
         size = len(out)
     raise TooLarge(len(data), limit, filename, "scaled", px=_MIN_SIDE)
@@ -684,7 +663,7 @@ def _fit_audio(data: bytes, filename: str, src: str, limit: int) -> Fitted:
         channels = 1 if config[2] else x.shape[1]
         target = _describe_audio(config[1], len(out), seconds, rate, channels)
         return _fitted(out, _rename(filename, fmt), _note_values(src, len(data), target, len(out), limit),
-                       _CONTENT_TYPES[fmt])
+                       mime_type(fmt))
     raise TooLarge(len(data), limit, filename, "mono_audio")
 
 
@@ -798,11 +777,6 @@ def clamp_embed(embed: E, budget: int = EMBED_TOTAL) -> E:
     if isinstance(embed, discord.Embed):
         return discord.Embed.from_dict(_clamp_dict(embed.to_dict(), budget))
     return _clamp_dict(embed, budget)
-
-
-def clamp_discord_embed(embed: discord.Embed) -> discord.Embed:
-    """clamp_embed for a discord.Embed."""
-    return clamp_embed(embed)
 
 
 def clamp_embeds(embeds: Sequence[E]) -> list[E]:

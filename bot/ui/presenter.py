@@ -40,7 +40,6 @@ log = logging.getLogger("natty.presenter")
 SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 CURSOR = " ▌"
-AI_LABEL = "AI-generated"  # the en-US "result.ai_label"
 TOKEN_SWEEP_INTERVAL = 60.0  # seconds between two clearings of expired interaction tokens
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 from PIL import ExifTags, Image, PngImagePlugin
 
+from models.media import detect_format  # one sniffer for the whole bot
+
 GENERATOR = "natty"
 PROVENANCE_KEY = "natty:provenance"
 VORBIS_KEY = "NATTY_PROVENANCE"
@@ -159,18 +161,11 @@ def hash_prompt(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
-def sniff(data: bytes) -> str | None:
-    """The file format from its first bytes (png, jpeg, webp, gif, wav, flac, ogg, mp3, mp4, webm)."""
-    from bot.ui.delivery import detect_format  # one sniffer for the whole bot
-
-    return detect_format(data)
-
-
 _FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "opus": "ogg", "oga": "ogg", "m4a": "mp4", "mov": "mp4"}
 
 
 def _format_of(data: bytes, fmt_or_filename: str) -> str | None:
-    found = sniff(data)
+    found = detect_format(data)
     if found:
         return found
     ext = fmt_or_filename.rsplit(".", 1)[-1].lower()
@@ -805,7 +800,7 @@ def read(data: bytes) -> dict[str, Any]:
     TooLargeToRead for a file beyond the bounds at the top of this module (a decompression bomb). The work
     is bounded, yet CPU-bound: call it off the event loop.
     """
-    fmt = sniff(data)
+    fmt = detect_format(data)
     text: dict[str, str] = {}
     exif: dict[str, str] = {}
     natty: Provenance | None = None

@@ -26,6 +26,7 @@ from models.backends.hf import (
 )
 from models.base import AudioResult, ImageResult, Request, RunContext, TextResult
 from models.errors import BackendError, ErrorKind
+from models.media import mime_type
 
 if TYPE_CHECKING:
     import httpx2
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from models.catalog import ModelEntry
 
 T = TypeVar("T")
-_AUDIO_MIME = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
 
 
 class OpenAIBackend(RetryingBackend):
@@ -155,7 +155,7 @@ class OpenAIBackend(RetryingBackend):
 
         fmt = audio_format(request.audio) or "wav"
         params = merged_params(entry, request)
-        files = {"file": (f"audio.{fmt}", request.audio, _AUDIO_MIME.get(fmt, "application/octet-stream"))}
+        files = {"file": (f"audio.{fmt}", request.audio, mime_type(fmt))}
         form = {"model": entry.model, **{k: str(v) for k, v in params.items()}}
         response = await self._post(entry, ctx, "/audio/transcriptions", files=files, data=form)
         try:

@@ -14,6 +14,7 @@ with a clear error and the next call starts a fresh child.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import logging
 import multiprocessing
@@ -38,14 +39,14 @@ def _error_fields(exc: BaseException) -> tuple[str, str, float | None, int | Non
 
 # --- the child ---------------------------------------------------------------------------------------------
 
-def _child_main(conn: Connection) -> None:
-    asyncio.run(_serve(conn))
+def _child_main(conn: Connection, backend_path: str) -> None:
+    asyncio.run(_serve(conn, backend_path))
 
 
-async def _serve(conn: Connection) -> None:
-    from models.backends.local import LocalBackend
-
-    backend = LocalBackend(in_process=True)
+async def _serve(conn: Connection, backend_path: str) -> None:
+    # the backend to serve, by name ("module:Class", built with in_process=True): the worker depends on no backend
+    module_name, class_name = backend_path.split(":")
+    backend = getattr(importlib.import_module(module_name), class_name)(in_process=True)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
     send_lock = threading.Lock()
@@ -108,9 +109,12 @@ async def _serve(conn: Connection) -> None:
 # --- the parent --------------------------------------------------------------------------------------------
 
 class ProcessWorker:
-    """One child process serving local models; started on first use, restarted after a crash."""
+    """One child process serving local models; started on first use, restarted after a crash. `backend_path`
+    ("module:Class") names the backend the child runs, so that the local backend can own its worker without
+    the two modules importing each other."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend_path: str = "models.backends.local:LocalBackend") -> None:
+        self.backend_path = backend_path
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._pending: dict[int, tuple[asyncio.Future[Result], RunContext]] = {}
@@ -130,7 +134,8 @@ class ProcessWorker:
             self._loop = asyncio.get_running_loop()
             context = multiprocessing.get_context("spawn")  # no fork: the bot's threads and sockets stay behind
             parent, child = context.Pipe()
-            process = context.Process(target=_child_main, args=(child,), name="natty-local-models", daemon=True)
+            process = context.Process(target=_child_main, args=(child, self.backend_path), name="natty-local-models",
+                                      daemon=True)
             await asyncio.to_thread(process.start)
             child.close()
             self._process, self._conn = process, parent
