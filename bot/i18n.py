@@ -37,7 +37,7 @@ import discord
 from discord import app_commands
 from discord.app_commands import TranslationContextLocation as Where
 
-from models.errors import BackendError, ErrorKind, user_message
+from models.errors import BackendError, ErrorKind, shown_detail
 
 LANGUAGES = ("en-US", "pt-BR")
 DEFAULT = "en-US"
@@ -96,18 +96,30 @@ def placeholders(template: str) -> set[str]:
 # --- backend failures ------------------------------------------------------------------------------------------
 
 
-def error_templates(locale: str | None) -> dict[ErrorKind | str, str]:
-    """`models.errors.user_message`'s templates in a language, from the "error.*" keys of its catalog."""
-    loc = supported(locale) or DEFAULT
-    templates: dict[ErrorKind | str, str] = {kind: t(f"error.{kind.value}", loc) for kind in ErrorKind}
-    for extra in ("unexpected", "model", "no_reason", "a_while", "seconds", "minutes", "refused_reason"):
-        templates[extra] = t(f"error.{extra}", loc)
-    return templates
+def _wait(seconds: float | None, loc: str) -> str:
+    if seconds is None:
+        return t("error.a_while", loc)
+    seconds = max(1, round(seconds))
+    return t("error.seconds", loc, n=seconds) if seconds < 120 else t("error.minutes", loc, n=round(seconds / 60))
 
 
 def error_message(error: BaseException, model: str | None, locale: str | None) -> str:
-    """A backend failure in words, in `locale` (through the one function that words failures)."""
-    return user_message(error, model, templates=error_templates(locale))
+    """A backend failure as one short, specific sentence in `locale`: the only place that words failures
+    (the "error.<kind>" messages; {name} the model in bold, {wait} a duration, {reason} the provider's reason)."""
+    loc = supported(locale) or DEFAULT
+    if not isinstance(error, BackendError):
+        return t("error.unexpected", loc)
+    named = error.model or model
+    name = f"**{named}**" if named else t("error.model", loc)
+    kind = error.kind
+    if kind is ErrorKind.NOT_CONFIGURED and error.detail:
+        return shown_detail(error.detail)
+    reason = ""
+    if kind is ErrorKind.BAD_REQUEST:
+        reason = shown_detail(error.detail) if error.detail else t("error.no_reason", loc)
+    elif kind is ErrorKind.REFUSED:
+        reason = t("error.refused_reason", loc, detail=shown_detail(error.detail)) if error.detail else "."
+    return t(f"error.{kind.value}", loc, name=name, wait=_wait(error.retry_after, loc), reason=reason)
 
 
 def cancelled(locale: str | None) -> str:

@@ -1,4 +1,5 @@
-"""Backend failures, classified once, and the one function that turns them into words for users."""
+"""Backend failures, classified once (`ErrorKind`), and the redaction every reason shown to users goes through.
+The words for each kind are in the bot's message catalogs (bot/locales, worded by bot.i18n `error_message`)."""
 
 from __future__ import annotations
 
@@ -46,39 +47,6 @@ class BackendError(Exception):
         return self.kind in (ErrorKind.RATE_LIMITED, ErrorKind.BUSY, ErrorKind.LOADING)
 
 
-# The English words for each failure; `user_message(..., templates=...)` takes another language's. Fields:
-# {name} (the model in bold, or "The model"), {wait} (a duration), {reason} (the provider's reason or "").
-TEMPLATES: dict[ErrorKind | str, str] = {
-    ErrorKind.RATE_LIMITED: "{name} is rate-limited by its provider. Try again in {wait}.",
-    ErrorKind.BUSY: "{name} is busy or failing at the provider right now. Try again in a minute.",
-    ErrorKind.LOADING: "{name} is still loading at the provider (about {wait}). Try again then.",
-    ErrorKind.BAD_REQUEST: "{name} rejected the request: {reason}",
-    ErrorKind.AUTH: "{name} refused our credentials. A server admin needs to check its API key.",
-    ErrorKind.NOT_FOUND: "{name} was not found at its provider. A server admin needs to check the model catalog.",
-    ErrorKind.TIMEOUT: "{name} took too long to answer and the request was stopped.",
-    ErrorKind.UNREACHABLE: "{name} cannot be reached right now (its server is down or unreachable).",
-    ErrorKind.REFUSED: "{name} refused to generate this content{reason}",
-    ErrorKind.UNSUPPORTED: "{name} cannot do this task. Pick another model.",
-    ErrorKind.NOT_CONFIGURED: "No model is configured for this task on this server.",
-    ErrorKind.CANCELLED: "Cancelled.",
-    ErrorKind.INTERNAL: "{name} returned something we could not read. The error was logged.",
-    "unexpected": "Something went wrong on our side while generating. The error was logged.",
-    "model": "The model",  # {name} when the model is unknown
-    "no_reason": "no reason given",
-    "refused_reason": ": {detail}",  # the REFUSED {reason} when the provider gave one (else ".")
-    "a_while": "a little while",
-    "seconds": "{n} s",
-    "minutes": "{n} min",
-}
-
-
-def _seconds(s: float | None, templates: dict[ErrorKind | str, str]) -> str:
-    if s is None:
-        return templates["a_while"]
-    s = max(1, round(s))
-    return templates["seconds"].format(n=s) if s < 120 else templates["minutes"].format(n=round(s / 60))
-
-
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]+@")  # up to the last @ of the authority
 _SECRET_PARAMS = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|sig|signature)=)"
                             r"[^&\s#]+")
@@ -91,28 +59,8 @@ def redact_credentials(text: str) -> str:
     return _SECRET_PARAMS.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", text))
 
 
-def _short(text: str, limit: int = 200) -> str:
+def shown_detail(text: str, limit: int = 200) -> str:
+    """A provider's reason as users may read it: credentials hidden, on one line, at most `limit` characters.
+    The words around it come from the bot's message catalogs (bot.i18n `error_message`)."""
     text = " ".join(redact_credentials(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def user_message(error: BaseException, model: str | None = None,
-                 templates: dict[ErrorKind | str, str] | None = None) -> str:
-    """A short, specific sentence for the user who asked. The only place that words backend failures.
-
-    `templates` replaces the English `TEMPLATES` (the bot passes the user's language); missing keys fall back.
-    """
-    words = TEMPLATES if templates is None else {**TEMPLATES, **templates}
-    if not isinstance(error, BackendError):
-        return words["unexpected"]
-    name = f"**{error.model or model}**" if (error.model or model) else words["model"]
-    k = error.kind
-    if k is ErrorKind.NOT_CONFIGURED and error.detail:
-        return _short(error.detail)
-    reason = ""
-    if k is ErrorKind.BAD_REQUEST:
-        reason = _short(error.detail) if error.detail else words["no_reason"]
-    elif k is ErrorKind.REFUSED:
-        reason = words["refused_reason"].format(detail=_short(error.detail)) if error.detail else "."
-    template = words.get(k, words[ErrorKind.INTERNAL])
-    return template.format(name=name, wait=_seconds(error.retry_after, words), reason=reason)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import BackendError, ErrorKind, redact_credentials, user_message
+from bot.i18n import error_message
+from models.errors import BackendError, ErrorKind, redact_credentials
 
 
 @pytest.mark.parametrize("text, shown", [
@@ -24,5 +25,5 @@ def test_credentials_in_urls_are_hidden_and_the_rest_kept(text, shown):
 def test_a_failing_jobs_message_never_quotes_an_endpoint_password():
     error = BackendError(ErrorKind.BAD_REQUEST, "POST http://natty:hunter2@10.0.0.5:8000/v1/chat: model not loaded",
                          model="llama")
-    message = user_message(error)
+    message = error_message(error, None, "en-US")
     assert "hunter2" not in message and "http://***@10.0.0.5:8000/v1/chat" in message

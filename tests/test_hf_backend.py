@@ -18,10 +18,11 @@ import pytest
 import soundfile
 from PIL import Image
 
+from bot.i18n import error_message
 from models.backends.hf import HFBackend, classify, parse_retry_after
 from models.base import Progress, Request, RunContext
 from models.catalog import ModelEntry
-from models.errors import BackendError, ErrorKind, user_message
+from models.errors import BackendError, ErrorKind
 from tests.hf_server import HFTestServer, draw_png, tone
 
 
@@ -319,7 +320,7 @@ async def test_bad_request_is_not_retried_and_reason_reaches_user(
     err = info.value
     assert err.kind is ErrorKind.BAD_REQUEST and err.status == 400
     assert len(server.requests) == 1 and fake_time.sleeps == []
-    assert "must have less than 77 tokens" in user_message(err)
+    assert "must have less than 77 tokens" in error_message(err, None, "en-US")
     assert err.model == entry.name
 
 
@@ -328,7 +329,7 @@ async def test_422_on_a_stream_is_bad_request(server: HFTestServer, backend: HFB
     with pytest.raises(BackendError) as info:
         await backend.run(make_entry(server, "chat"), Request(task="chat", prompt="x"), RunContext())
     assert info.value.kind is ErrorKind.BAD_REQUEST
-    assert "max_tokens must be at most 4096" in user_message(info.value)
+    assert "max_tokens must be at most 4096" in error_message(info.value, None, "en-US")
 
 
 async def test_content_refusal(server: HFTestServer, backend: HFBackend) -> None:
@@ -337,7 +338,7 @@ async def test_content_refusal(server: HFTestServer, backend: HFBackend) -> None
         await backend.run(make_entry(server, "text-to-image"), Request(task="text-to-image", prompt="p"),
                           RunContext())
     assert info.value.kind is ErrorKind.REFUSED
-    assert "NSFW" in user_message(info.value)
+    assert "NSFW" in error_message(info.value, None, "en-US")
 
 
 @pytest.mark.parametrize(("status", "kind"), [(401, ErrorKind.AUTH), (403, ErrorKind.AUTH),
@@ -395,7 +396,7 @@ async def test_refused_connection_is_unreachable(server: HFTestServer, backend: 
     with pytest.raises(BackendError) as info:
         await backend.run(entry, Request(task=task, prompt="p"), RunContext())
     assert info.value.kind is ErrorKind.UNREACHABLE
-    assert "cannot be reached" in user_message(info.value)
+    assert "cannot be reached" in error_message(info.value, None, "en-US")
 
 
 async def test_cancel_stops_a_stalled_stream(server: HFTestServer, backend: HFBackend) -> None:
@@ -419,7 +420,7 @@ async def test_retry_after_past_the_entry_timeout_is_raised_not_slept(
     assert info.value.kind is ErrorKind.RATE_LIMITED
     assert info.value.retry_after == 100
     assert fake_time.sleeps == []
-    assert "100 s" in user_message(info.value)
+    assert "100 s" in error_message(info.value, None, "en-US")
 
 
 async def test_loading_past_the_context_deadline_is_raised_not_slept(
@@ -482,7 +483,7 @@ async def test_keys_never_appear_in_errors(
             await backend.run(make_entry(server, task, api_key_env="ENDPOINT_KEY"), Request(task=task, prompt="p"),
                               RunContext())
         err = info.value
-        for text in (str(err), err.detail, user_message(err), repr(err.args)):
+        for text in (str(err), err.detail, error_message(err, None, "en-US"), repr(err.args)):
             assert "endpoint-key-abc" not in text
             assert "hf_abcdefghijkl" not in text
 
