@@ -3,10 +3,11 @@
 Slash commands, buttons, modals, context menus, chat replies, game rounds, story scenes, collab generations,
 `natty generate`, `natty models` and `/help` all ask `Policy`:
 
-- **which model** a job uses (`resolve`): the model asked for → this server's default for the task
-  (`/settings model`) → the operator's `default = true` (a later catalog file wins over an earlier one and over
-  the bundled catalog, then a later entry in a file) → the first entry that can run now; and, when none can,
-  why, in the asker's language;
+- **which model** a job uses (`resolve`): the model asked for → the model a feature needs, when it can run
+  (`prefer`: a Natty or Not digit round needs a digit model whatever the server's default) → this server's
+  default for the task (`/settings model`) → the operator's `default = true` (a later catalog file wins over
+  an earlier one and over the bundled catalog, then a later entry in a file) → the first entry that can run
+  now; and, when none can, why, in the asker's language;
 - **whether a request may run here** (`gate`): commands this server turned off, the channels the bot answers
   in, adult models and adult prompts by channel and server policy, the model's prompt length. Turning off a
   command stops everything it starts; turning off a generation command (`/imagine`, `/chat`, …) also stops the

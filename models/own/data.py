@@ -2,7 +2,7 @@
 
 - digits: scikit-learn's bundled copy of the UCI optical handwritten digits (8x8, grey levels 0..16, CC BY 4.0),
   kept at 17 discrete levels.
-- corpus: `models/data/corpus.txt`, original prose and verse written for natty: hand-written passages plus
+- corpus: `models/own/data/corpus.txt`, original prose and verse written for natty: hand-written passages plus
   sentences from a small grammar, produced by `python -m models.own.data corpus` (deterministic).
 - tones: sine tones and triads with a few harmonics at 16 kHz, synthesized here from a seed.
 
@@ -199,7 +199,7 @@ def make_tones(n_clips: int, seed: int, seconds: float = 1.0) -> tuple[list[np.n
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.own.data", description="Write natty's training data.")
     sub = p.add_subparsers(dest="what", required=True)
-    c = sub.add_parser("corpus", help="write models/data/corpus.txt")
+    c = sub.add_parser("corpus", help="write models/own/data/corpus.txt")
     c.add_argument("--out", default=str(CORPUS))
     c.add_argument("--chars", type=int, default=200_000)
     t = sub.add_parser("tones", help="write synthesized clips as 16 kHz WAV files")

@@ -240,7 +240,7 @@ def plot_losses(history: dict[str, list], path: Path) -> None:
 def train_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="natty train", description="Train one of natty's own models.")
     p.add_argument("model", choices=sorted(KINDS))
-    p.add_argument("--data", help="rnn: a UTF-8 text file (default models/data/corpus.txt); pixelcnn: digits; "
+    p.add_argument("--data", help="rnn: a UTF-8 text file (default models/own/data/corpus.txt); pixelcnn: digits; "
                                   "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds train_state.pt)")
     p.add_argument("--steps", type=int, default=2000)
