@@ -47,8 +47,8 @@ CHAT_IMAGE_LIMIT = 20 * 1024 * 1024  # bytes per image a chat reply may carry (O
 
 
 def command_of(interaction: discord.Interaction) -> str:
-    """The command an interaction belongs to: its slash command or menu, else the one a button's job recalls
-    (the presenter keeps it in the job's record; "chat" and "imagine" buttons say their task's command)."""
+    """The command an interaction belongs to: its slash command or context menu; "" for a button or a modal,
+    whose job is then governed by its task's command (bot.policy `TASK_COMMANDS`, applied in `submit_job`)."""
     command = interaction.command
     if isinstance(command, app_commands.Command | app_commands.Group):
         return command.qualified_name.split()[0]
@@ -68,8 +68,25 @@ def invite_url(application_id: int) -> str:
                                    scopes=("bot", "applications.commands"))
 
 
-class NattyMixin:
-    """What NattyBot and its sharded twin share."""
+class NattyTree(app_commands.CommandTree["NattyBot"]):
+    """The bot's command tree: every command passes the server's rules first, and one error path answers."""
+
+    async def interaction_check(self, interaction: discord.Interaction[NattyBot], /) -> bool:
+        return await self.client.command_allowed(interaction)
+
+    async def on_error(self, interaction: discord.Interaction[NattyBot], error: app_commands.AppCommandError,
+                       /) -> None:
+        await self.client.on_app_command_error(interaction, error)
+
+
+def _intents() -> discord.Intents:
+    intents = discord.Intents.default()
+    intents.message_content = True  # reply chains continue conversations
+    return intents
+
+
+class NattyBot(commands.Bot):
+    """The bot; `ShardedNattyBot` is the same bot on discord.py's auto-sharded client."""
 
     settings: Settings
     catalog: Catalog
@@ -80,6 +97,17 @@ class NattyMixin:
     actions: dict[str, ActionHandler]
     availability: dict[str, tuple[bool, str]]
     policy: Policy
+    models_watch: Availability
+    started_at: float
+    synced_count: int | None
+    sync_only: tuple[bool, int | None] = (False, None)  # (sync the commands and stop, in this guild only)
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        commands.Bot.__init__(self, command_prefix=commands.when_mentioned, intents=_intents(), help_command=None,
+                              tree_cls=NattyTree, allowed_mentions=delivery.NO_MENTIONS,
+                              guild_ready_timeout=settings.guild_ready_timeout)
+        self._init_natty(settings, catalog)
+        self.started_at = time.time()
 
     def _init_natty(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
@@ -90,7 +118,7 @@ class NattyMixin:
         self.availability = {}
         self._guild_settings_cache: dict[int, dict[str, Any]] = {}
         self.policy = Policy(settings, catalog, self.availability, self._cached_settings)
-        self.presenter = Presenter(self)  # type: ignore[arg-type]
+        self.presenter = Presenter(self)
         self.engine = JobEngine(self.storage, catalog, self.backends, self.policy.limits)
         self.engine.listeners.append(self.presenter)
         self.models_watch = Availability(catalog, self.backends.check, self.availability,
@@ -101,17 +129,14 @@ class NattyMixin:
     # --- start-up ------------------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        bot: commands.Bot = self  # type: ignore[assignment]
         await self.storage.open()
         self._guild_settings_cache = await self.storage.all_guild_settings()
         await self.refresh_availability()
         for name in EXTENSIONS:
-            await bot.load_extension(name)
-        bot.add_dynamic_items(JobButton)
-        bot.tree.on_error = self.on_app_command_error
-        bot.tree.interaction_check = self.command_allowed  # type: ignore[method-assign]
-        await bot.tree.set_translator(NattyTranslator())  # before the hash and the sync: names travel with them
-        force, guild = getattr(self, "sync_only", (False, None))
+            await self.load_extension(name)
+        self.add_dynamic_items(JobButton)  # the tree's check and error path are NattyTree's
+        await self.tree.set_translator(NattyTranslator())  # before the hash and the sync: names travel with them
+        force, guild = self.sync_only
         self.synced_count = await self.sync_commands(force=force, guild_id=guild)
         if force:
             return
@@ -119,30 +144,29 @@ class NattyMixin:
         self.models_watch.start()
         log.info("ready to serve: %d models, %d jobs recovered", len(self.catalog.entries), len(self.engine.active))
 
-    async def close(self) -> None:  # type: ignore[override]
+    async def close(self) -> None:
         await self.models_watch.stop()
         if self.engine._loop_task is not None:
             await self.engine.stop()
         await self.presenter.close()  # pending progress edits, before the HTTP session closes under them
         await self.storage.close()
-        await super().close()  # type: ignore[misc]
+        await super().close()
 
     async def refresh_availability(self) -> None:
         await self.models_watch.refresh()
 
     async def command_hash(self) -> str:
         """A digest of the commands as Discord gets them, translations included."""
-        bot: commands.Bot = self  # type: ignore[assignment]
-        translator = bot.tree.translator
+        tree = self.tree
+        translator = tree.translator
         if translator is None:
-            payload = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]
+            payload = [c.to_dict(tree) for c in tree.get_commands()]
         else:
-            payload = [await c.get_translated_payload(bot.tree, translator) for c in bot.tree.get_commands()]
+            payload = [await c.get_translated_payload(tree, translator) for c in tree.get_commands()]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def sync_commands(self, force: bool = False, guild_id: int | None = None) -> int | None:
         """Sync slash commands when the command set changed (Discord allows 200 creations a day per guild)."""
-        bot: commands.Bot = self  # type: ignore[assignment]
         guild_id = guild_id or self.settings.sync_guild
         scope = f"commands:{guild_id or 'global'}"
         digest = await self.command_hash()
@@ -151,8 +175,8 @@ class NattyMixin:
             return None
         guild = discord.Object(guild_id) if guild_id else None
         if guild:
-            bot.tree.copy_global_to(guild=guild)
-        synced = await bot.tree.sync(guild=guild)
+            self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
         await self.storage.set_meta(scope, digest)
         log.info("synced %d slash commands (%s)", len(synced), scope)
         return len(synced)
@@ -342,7 +366,7 @@ class NattyMixin:
         task.add_done_callback(self._notices.discard)
 
     async def _send_notice(self, channel_id: int, guild_id: int | None, text: str) -> None:
-        channel = self.get_partial_messageable(channel_id, guild_id=guild_id)  # type: ignore[attr-defined]
+        channel = self.get_partial_messageable(channel_id, guild_id=guild_id)
         try:
             await channel.send(text, allowed_mentions=delivery.NO_MENTIONS)
         except discord.HTTPException as exc:
@@ -389,25 +413,15 @@ class NattyMixin:
             log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)
 
 
-def _intents() -> discord.Intents:
-    intents = discord.Intents.default()
-    intents.message_content = True  # reply chains continue conversations
-    return intents
+class ShardedNattyBot(NattyBot, commands.AutoShardedBot):
+    """NattyBot on the auto-sharded client. `commands.Bot` defines nothing of its own (it is `BotBase` and
+    `discord.Client`), so the MRO puts AutoShardedBot's client methods before Client's, as a plain
+    AutoShardedBot subclass has them."""
 
-
-class NattyBot(NattyMixin, commands.Bot):
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
-        commands.Bot.__init__(self, command_prefix=commands.when_mentioned, intents=_intents(), help_command=None,
-                              allowed_mentions=delivery.NO_MENTIONS,
-                              guild_ready_timeout=settings.guild_ready_timeout)
-        self._init_natty(settings, catalog)
-        self.started_at = time.time()
-
-
-class ShardedNattyBot(NattyMixin, commands.AutoShardedBot):
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         commands.AutoShardedBot.__init__(self, command_prefix=commands.when_mentioned, intents=_intents(),
-                                         help_command=None, allowed_mentions=delivery.NO_MENTIONS,
+                                         help_command=None, tree_cls=NattyTree,
+                                         allowed_mentions=delivery.NO_MENTIONS,
                                          shard_count=settings.shard_count,
                                          guild_ready_timeout=settings.guild_ready_timeout)
         self._init_natty(settings, catalog)
@@ -418,7 +432,7 @@ def make_bot(settings: Settings, catalog: Catalog) -> NattyBot:
     """The bot for these settings, pointed at the configured REST base and gateway."""
     apply_endpoints(settings)
     cls = ShardedNattyBot if settings.sharded else NattyBot
-    return cls(settings, catalog)  # type: ignore[return-value]
+    return cls(settings, catalog)
 
 
 def apply_endpoints(settings: Settings) -> None:

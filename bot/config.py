@@ -168,6 +168,6 @@ def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
             if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value.strip()) >= 8:
                 values.add(value.strip())
     for entry in (catalog.entries.values() if catalog else ()):
-        if entry.api_key_env and (value := settings.key(entry.api_key_env)):
-            values.add(value)
+        if entry.api_key_env and (key := settings.key(entry.api_key_env)):
+            values.add(key)
     return sorted(v for v in values if v)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -21,6 +21,9 @@ from bot.jobs.job import Job
 from bot.policy import Origin, Refused
 from bot.ui import delivery
 from cogs.common import model_autocomplete
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 log = logging.getLogger("natty.chat")
 
@@ -37,28 +40,28 @@ def history_of(job: Job) -> list[dict]:
 
 
 class Chat(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        bot.actions["regen"] = self.on_regen  # type: ignore[attr-defined]
-        bot.actions["continue"] = self.on_continue  # type: ignore[attr-defined]
+        bot.actions["regen"] = self.on_regen
+        bot.actions["continue"] = self.on_continue
 
     @app_commands.command(name="chat", description="Talk with a language model; reply to its answer to go on")
     @app_commands.describe(prompt="What to say", model="Which language model",
                            private="Only you see the answer")
     @app_commands.autocomplete(model=model_autocomplete("chat"))
-    async def chat(self, interaction: discord.Interaction, prompt: str, model: str | None = None,
+    async def chat(self, interaction: discord.Interaction[NattyBot], prompt: str, model: str | None = None,
                    private: bool = False) -> None:
-        await self.bot.submit(interaction, "chat", prompt, model=model, ephemeral=private,  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, "chat", prompt, model=model, ephemeral=private,
                               params={"messages": [{"role": "user", "content": prompt}]})
 
-    async def on_regen(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        await self.bot.submit(interaction, "chat", job.prompt, model=job.model, ephemeral=job.ephemeral,  # type: ignore[attr-defined]
+    async def on_regen(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
+        await self.bot.submit(interaction, "chat", job.prompt, model=job.model, ephemeral=job.ephemeral,
                               params={"messages": job.params.get("messages")}, parent_id=job.parent_id)
 
-    async def on_continue(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        go_on = t("chat.continue", await self.bot.locale_for(interaction))  # type: ignore[attr-defined]
+    async def on_continue(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
+        go_on = t("chat.continue", await self.bot.locale_for(interaction))
         messages = [*history_of(job), {"role": "user", "content": go_on}]
-        await self.bot.submit(interaction, "chat", go_on, model=job.model, ephemeral=job.ephemeral,  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, "chat", go_on, model=job.model, ephemeral=job.ephemeral,
                               params={"messages": messages}, parent_id=job.id)
 
     @commands.Cog.listener()
@@ -68,7 +71,7 @@ class Chat(commands.Cog):
         the bot, the member under their limits)."""
         if message.author.bot or message.reference is None or message.reference.message_id is None:
             return
-        bot: Any = self.bot
+        bot = self.bot
         parent = await bot.storage.job_for_message(message.reference.message_id)
         if parent is None or parent.task != "chat" or parent.ephemeral:
             return
@@ -124,7 +127,7 @@ class Chat(commands.Cog):
         if len(data) > CHAT_IMAGE_LIMIT:  # the attachment's stated size was wrong
             return None, t("attachment.too_big", loc, filename=attachment.filename,
                            size=delivery.human_size(len(data)), limit=delivery.human_size(CHAT_IMAGE_LIMIT))
-        folder = self.bot.settings.data_dir / "inputs" / "chat"  # type: ignore[attr-defined]
+        folder = self.bot.settings.data_dir / "inputs" / "chat"
         path = folder / hashlib.sha256(data).hexdigest()
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,7 @@ class Chat(commands.Cog):
         return str(path.resolve()), ""
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Chat(bot))
 
 

@@ -19,7 +19,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -30,19 +30,23 @@ from bot.community import game as g
 from bot.i18n import t
 from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
 from bot.ui import delivery
+from cogs.common import natty
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 log = logging.getLogger("natty.collab")
 
 OLD_MESSAGE_EDIT, UNKNOWN_MESSAGE, ARCHIVED_THREAD = 30046, 10008, 50083  # Discord's JSON error codes
 
 
-async def _loc(interaction: discord.Interaction) -> str:
-    return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
+async def _loc(interaction: discord.Interaction[NattyBot]) -> str:
+    return await interaction.client.locale_for(interaction)
 
 
-async def _server_loc(interaction: discord.Interaction) -> str:
+async def _server_loc(interaction: discord.Interaction[NattyBot]) -> str:
     """The language of messages the whole server sees (see NattyBot.guild_locale)."""
-    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)  # type: ignore[attr-defined]
+    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)
 
 
 class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
@@ -61,13 +65,14 @@ class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
         self.action, self.sid, self.arg = action, sid, arg
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> CollabButton:
         return cls(match["action"], match["sid"], int(match["arg"]) if match["arg"] else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog: Collab | None = interaction.client.get_cog("Collab")  # type: ignore[assignment]
-        if cog is None:
+        interaction = natty(interaction)
+        cog = interaction.client.get_cog("Collab")
+        if not isinstance(cog, Collab):  # not loaded
             await interaction.response.send_message(t("collab.not_running", await _loc(interaction)), ephemeral=True)
             return
         handler = {"add": cog.on_add, "gen": cog.on_generate, "vote": cog.on_vote, "remix": cog.on_remix}
@@ -97,28 +102,30 @@ class IdeaModal(discord.ui.Modal):
     def __init__(self, cog: Collab, sid: str, locale: str | None = None) -> None:
         super().__init__(timeout=900, title=t("collab.modal_title", locale))
         self.cog, self.sid = cog, sid
-        self.idea = discord.ui.TextInput(label=t("collab.modal_label", locale), style=discord.TextStyle.paragraph,
-                                         max_length=300, placeholder=t("collab.modal_placeholder", locale))
+        self.idea: discord.ui.TextInput[IdeaModal] = discord.ui.TextInput(
+            label=t("collab.modal_label", locale), style=discord.TextStyle.paragraph, max_length=300,
+            placeholder=t("collab.modal_placeholder", locale))
         self.add_item(self.idea)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.add_idea(interaction, self.sid, str(self.idea.value))
+    async def on_submit(self, interaction: discord.Interaction, /) -> None:
+        await self.cog.add_idea(natty(interaction), self.sid, str(self.idea.value))
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+    async def on_error(  # type: ignore[override]  # discord.py's Modal.on_error drops BaseView's item argument
+            self, interaction: discord.Interaction, error: Exception, /) -> None:
         log.exception("adding an idea to session %s failed", self.sid, exc_info=error)
-        await self.cog.bot.send_error(interaction, t("collab.idea_failed", await _loc(interaction)))  # type: ignore[attr-defined]
+        await self.cog.bot.send_error(interaction, t("collab.idea_failed", await _loc(natty(interaction))))
 
 
 @app_commands.guild_only()
 class Collab(commands.GroupCog, group_name="collab", group_description="Write a prompt together, then generate it"):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.wakeups: dict[str, asyncio.Event] = {}
         self.panels: dict[str, int] = {}  # a session's panel once it was posted again (see _refresh_panel)
         self.saving: set[asyncio.Task[None]] = set()
-        self.store = g.SessionStore(bot.storage, "collab")  # type: ignore[attr-defined]
+        self.store = g.SessionStore(bot.storage, "collab")
         super().__init__()
 
     async def cog_load(self) -> None:
@@ -176,7 +183,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     @app_commands.command(name="start", description="Open a session where everyone adds and votes on ideas")
     @app_commands.describe(task="What to make", theme="What the session is about",
                            minutes="How long ideas and votes stay open (fractions allowed)")
-    async def start(self, interaction: discord.Interaction, theme: app_commands.Range[str, 1, 200],
+    async def start(self, interaction: discord.Interaction[NattyBot], theme: app_commands.Range[str, 1, 200],
                     task: Literal["image", "text"] = "image",
                     minutes: app_commands.Range[float, 0.05, 1440.0] = 5.0) -> None:
         problem = await self._may_open(interaction)
@@ -211,20 +218,20 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     @app_commands.command(name="remix", description="Start a new collab round from an earlier session's result")
     @app_commands.describe(session="The session id, as shown under its result",
                            minutes="How long ideas and votes stay open (fractions allowed)")
-    async def remix(self, interaction: discord.Interaction, session: str,
+    async def remix(self, interaction: discord.Interaction[NattyBot], session: str,
                     minutes: app_commands.Range[float, 0.05, 1440.0] = 5.0) -> None:
         await self._remix(interaction, session.strip().lower(), minutes)
 
     # --- buttons and the modal ---------------------------------------------------------------------------------
 
-    async def on_add(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+    async def on_add(self, interaction: discord.Interaction[NattyBot], sid: str, arg: int | None) -> None:
         s = await self._load(sid)
         if s is None or s.state != "open":
             await interaction.response.send_message(t("collab.closed", await _loc(interaction)), ephemeral=True)
             return
         await interaction.response.send_modal(IdeaModal(self, sid, await _loc(interaction)))
 
-    async def add_idea(self, interaction: discord.Interaction, sid: str, text: str) -> None:
+    async def add_idea(self, interaction: discord.Interaction[NattyBot], sid: str, text: str) -> None:
         # Acknowledge first: the lock may be held by another idea's post, waiting out a rate limit.
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self._lock(sid):
@@ -248,7 +255,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             await self._save(s)
         await self._refresh_panel(s)
 
-    async def on_vote(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+    async def on_vote(self, interaction: discord.Interaction[NattyBot], sid: str, arg: int | None) -> None:
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None:
@@ -265,7 +272,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         log.info("session %s: %s %s idea %d", sid, interaction.user.id, "voted for" if voted else "unvoted", arg or 0)
         await self._refresh_panel(s)
 
-    async def on_generate(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+    async def on_generate(self, interaction: discord.Interaction[NattyBot], sid: str, arg: int | None) -> None:
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None or s.state != "open":
@@ -286,10 +293,10 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         self._spawn(sid)
         self.wakeups.setdefault(sid, asyncio.Event()).set()
 
-    async def on_remix(self, interaction: discord.Interaction, sid: str, arg: int | None) -> None:
+    async def on_remix(self, interaction: discord.Interaction[NattyBot], sid: str, arg: int | None) -> None:
         await self._remix(interaction, sid, None)
 
-    async def _remix(self, interaction: discord.Interaction, sid: str, minutes: float | None) -> None:
+    async def _remix(self, interaction: discord.Interaction[NattyBot], sid: str, minutes: float | None) -> None:
         parent = await self._load(sid)
         if parent is None or parent.state != "done" or not parent.prompt or parent.guild_id != interaction.guild_id:
             await interaction.response.send_message(t("collab.no_session", await _loc(interaction), id=sid[:20]),
@@ -424,11 +431,11 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                     await self._thread(s).get_partial_message(idea.message_id).edit(view=None)
         await self._refresh_panel(s)
 
-    async def _may_open(self, interaction: discord.Interaction) -> str | None:
+    async def _may_open(self, interaction: discord.Interaction[NattyBot]) -> str | None:
         """Whether this member may open a session here: /collab's switch and the channels (a Remix button
         passes no slash-command check), and at most MAX_OPEN_SESSIONS open sessions of their own, since each
         holds a thread and a timer for up to a day."""
-        bot: Any = self.bot
+        bot = self.bot
         loc = await _loc(interaction)
         problem = bot.policy.gate_command(dataclasses.replace(bot.origin_of(interaction, loc), command="collab"))
         if problem:
@@ -451,7 +458,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def _fuse(self, s: c.Session) -> tuple[str, str]:
         """The prompt from the top ideas: by the language model when one is configured, else by the rule."""
         ideas = [i.text for i in c.top_ideas(s)]
-        gs = await self.bot.guild_settings(s.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(s.guild_id)
         try:
             entry = g.pick_model(self.bot, "chat", gs)
         except g.GenerationFailed:
@@ -493,7 +500,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         log.info("collab session %s done: job %s", s.id, job.id)
 
     async def _post_result(self, s: c.Session, job) -> None:  # noqa: ANN001
-        presenter = self.bot.presenter  # type: ignore[attr-defined]
+        presenter = self.bot.presenter
         loc = s.locale
         how = t("collab.fused_by_rule", loc) if s.fused_by == "rule" else t("collab.fused_by", loc, model=s.fused_by)
         head = [t("collab.result_title", loc) + (t("collab.result_remix", loc, id=s.parent_id) if s.parent_id else ""),
@@ -516,13 +523,13 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         view = discord.ui.View(timeout=None)
         view.add_item(CollabButton("remix", s.id, locale=loc))
         message = await self._send(s, content, files=files, view=view)
-        await self.bot.storage.link_message(message.id, job.id, message.channel.id)  # type: ignore[attr-defined]
+        await self.bot.storage.link_message(message.id, job.id, message.channel.id)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     bot.add_dynamic_items(CollabButton)
     await bot.add_cog(Collab(bot))
 
 
-async def teardown(bot: commands.Bot) -> None:
+async def teardown(bot: NattyBot) -> None:
     bot.remove_dynamic_items(CollabButton)

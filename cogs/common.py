@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord import app_commands
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 CHOICE_LIMIT, CHOICES_MAX = 100, 25  # Discord: a choice's name and value are 1-100 characters; 25 choices
 
@@ -24,16 +28,25 @@ def choices(options: Iterable[tuple[str, str]]) -> list[app_commands.Choice[str]
     return out
 
 
-def model_autocomplete(task: str):
+def natty(interaction: discord.Interaction) -> discord.Interaction[NattyBot]:
+    """The interaction a UI hook (a button, a modal) gets, as the NattyBot interaction it is: discord.py types
+    those hooks for any client, and every interaction this bot gets comes to NattyBot."""
+    return cast("discord.Interaction[NattyBot]", interaction)
+
+
+Autocomplete = Callable[["discord.Interaction[NattyBot]", str], Coroutine[Any, Any, list[app_commands.Choice[str]]]]
+
+
+def model_autocomplete(task: str) -> Autocomplete:
     """An autocomplete callback listing this server's models for `task` that match what was typed."""
 
-    async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def complete(interaction: discord.Interaction[NattyBot], current: str) -> list[app_commands.Choice[str]]:
         bot = interaction.client
-        gs = await bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        gs = await bot.guild_settings(interaction.guild_id)
         found = []
-        for entry in bot.policy.models_for(task, gs):  # type: ignore[attr-defined]
+        for entry in bot.policy.models_for(task, gs):
             if current.lower() in entry.name.lower():
-                ok, _ = bot.policy.can_run(entry.name)  # type: ignore[attr-defined]
+                ok, _ = bot.policy.can_run(entry.name)
                 found.append((entry.name if ok else f"{entry.name} (unavailable)", entry.name))
         return choices(found)
 

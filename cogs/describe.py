@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -13,6 +15,9 @@ from bot.ui.buttons import job_view
 from bot.ui.presenter import Render
 from cogs.common import model_autocomplete, new_seed
 
+if TYPE_CHECKING:
+    from bot.client import NattyBot
+
 STYLES = ("a detailed oil painting", "a cinematic photograph, golden hour", "a soft watercolour illustration")
 
 
@@ -23,10 +28,10 @@ def suggestions(caption: str) -> list[str]:
 
 
 class Describe(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        bot.actions["imagine"] = self.on_imagine  # type: ignore[attr-defined]
-        bot.presenter.result_renderers["image-to-text"] = self.render  # type: ignore[attr-defined]
+        bot.actions["imagine"] = self.on_imagine
+        bot.presenter.result_renderers["image-to-text"] = self.render
         self.menu = app_commands.ContextMenu(name="Describe", callback=self.describe_message)
         bot.tree.add_command(self.menu)
 
@@ -36,32 +41,33 @@ class Describe(commands.Cog):
     @app_commands.command(name="describe", description="Caption an image and suggest prompts from it")
     @app_commands.describe(image="The image", model="Which captioning model")
     @app_commands.autocomplete(model=model_autocomplete("image-to-text"))
-    async def describe(self, interaction: discord.Interaction, image: discord.Attachment,
+    async def describe(self, interaction: discord.Interaction[NattyBot], image: discord.Attachment,
                        model: str | None = None) -> None:
         await self._start(interaction, image, model)
 
-    async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+    async def describe_message(self, interaction: discord.Interaction[NattyBot], message: discord.Message) -> None:
         image = next((a for a in message.attachments if (a.content_type or "").startswith("image/")), None)
         if image is None:
-            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
-            await self.bot.refuse(interaction, t("describe.no_image", loc), "image-to-text")  # type: ignore[attr-defined]
+            loc = await self.bot.locale_for(interaction)
+            await self.bot.refuse(interaction, t("describe.no_image", loc), "image-to-text")
             return
         await self._start(interaction, image, None)
 
-    async def _start(self, interaction: discord.Interaction, image: discord.Attachment, model: str | None) -> None:
+    async def _start(self, interaction: discord.Interaction[NattyBot], image: discord.Attachment,
+                     model: str | None) -> None:
         bot = self.bot
-        loc = await bot.locale_for(interaction)  # type: ignore[attr-defined]
+        loc = await bot.locale_for(interaction)
         if not (image.content_type or "").startswith("image/"):
-            await bot.refuse(interaction, t("describe.not_image", loc, filename=image.filename,  # type: ignore[attr-defined]
+            await bot.refuse(interaction, t("describe.not_image", loc, filename=image.filename,
                                             type=image.content_type or t("attachment.unknown_type", loc)),
                              "image-to-text")
             return
-        await bot.ack(interaction)  # type: ignore[attr-defined]
-        data, problem = await bot.read_attachment(interaction, image, ("image",))  # type: ignore[attr-defined]
+        await bot.ack(interaction)
+        data, problem = await bot.read_attachment(interaction, image, ("image",))
         if data is None:
-            await bot.fail_after_ack(interaction, problem or t("describe.unreadable", loc), "image-to-text")  # type: ignore[attr-defined]
+            await bot.fail_after_ack(interaction, problem or t("describe.unreadable", loc), "image-to-text")
             return
-        await bot.submit(interaction, "image-to-text", "", model=model, check_prompt=False,  # type: ignore[attr-defined]
+        await bot.submit(interaction, "image-to-text", "", model=model, check_prompt=False,
                          inputs={"image": (image.filename, data)})
 
     def render(self, job: Job) -> list[Render]:
@@ -70,16 +76,16 @@ class Describe(commands.Cog):
         lines = [f"{t('describe.caption', job.locale)} {caption or t('describe.no_caption', job.locale)}", ""]
         lines += [f"**{i + 1}.** {idea}" for i, idea in enumerate(suggestions(caption))]
         extra = [("imagine", str(i), t("describe.imagine", job.locale, n=i + 1)) for i in range(len(STYLES))]
-        footer = self.bot.presenter.footer(job)  # type: ignore[attr-defined]
+        footer = self.bot.presenter.footer(job)
         content = "\n".join(lines)[: delivery.MESSAGE_LIMIT - 200] + "\n" + footer
         return [Render(content, view=job_view(job, extra=extra), final=True)]
 
-    async def on_imagine(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+    async def on_imagine(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
         ideas = suggestions(((job.result or {}).get("text") or "").strip())  # the stored result is the caption
         prompt = ideas[int(arg or 0) % len(ideas)]
-        await self.bot.submit(interaction, "text-to-image", prompt, params={"seed": new_seed()},  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, "text-to-image", prompt, params={"seed": new_seed()},
                               parent_id=job.id)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Describe(bot))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -9,26 +11,29 @@ from discord.ext import commands
 from bot.i18n import command_word, t
 from bot.policy import task_name
 from bot.ui import delivery
-from models.base import TASKS
+from models.tasks import TASKS
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 
 class Help(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="help", description="What natty can do here, and with which models")
-    async def help(self, interaction: discord.Interaction) -> None:
+    async def help(self, interaction: discord.Interaction[NattyBot]) -> None:
         bot = self.bot
-        gs = await bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        loc = await bot.locale_for(interaction)  # type: ignore[attr-defined]
+        gs = await bot.guild_settings(interaction.guild_id)
+        loc = await bot.locale_for(interaction)
         commands_ = [(command_word(cmd.name, loc), command_word(cmd.description, loc, "descriptions"))
                      for cmd in bot.tree.get_commands() if isinstance(cmd, app_commands.Command | app_commands.Group)]
         lines = [f"`/{name}` {description}" for name, description in sorted(commands_)]
         models = []
         for task in TASKS:
-            entries = bot.policy.models_for(task, gs)  # type: ignore[attr-defined]
-            ready = [e.name for e in entries if bot.policy.can_run(e.name)[0]]  # type: ignore[attr-defined]
-            default = bot.policy.default_model(task, gs)  # type: ignore[attr-defined]
+            entries = bot.policy.models_for(task, gs)
+            ready = [e.name for e in entries if bot.policy.can_run(e.name)[0]]
+            default = bot.policy.default_model(task, gs)
             ready = [t("help.default", loc, model=f"__{name}__") if default and name == default.name else name
                      for name in ready]
             if ready:
@@ -39,9 +44,9 @@ class Help(commands.Cog):
                               colour=discord.Colour.blurple())
         embed.add_field(name=t("help.models", loc), value="\n".join(models)[:1024], inline=False)
         embed.set_footer(text=t("help.footer", loc))
-        await interaction.response.send_message(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
+        await interaction.response.send_message(embed=delivery.clamp_embed(embed),
                                                 ephemeral=True)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Help(bot))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -13,6 +13,9 @@ from discord.ext import commands
 from bot.i18n import t
 from bot.jobs.job import Job
 from cogs.common import model_autocomplete, new_seed
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 log = logging.getLogger("natty.imagine")
 
@@ -25,65 +28,67 @@ class RemixModal(discord.ui.Modal, title="Remix"):
     def __init__(self, cog: Imagine, job: Job, locale: str) -> None:
         super().__init__(timeout=600, title=t("remix.title", locale))
         self.cog, self.job, self.locale = cog, job, locale
-        self.prompt = discord.ui.TextInput(label=t("remix.prompt", locale), style=discord.TextStyle.paragraph,
-                                           default=job.prompt[:4000], max_length=4000)
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label=t("remix.prompt", locale), style=discord.TextStyle.paragraph, default=job.prompt[:4000],
+            max_length=4000)
         self.add_item(self.prompt)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
+    async def on_submit(self, interaction: discord.Interaction, /) -> None:
         params = {k: v for k, v in self.job.params.items() if k in ("negative", "aspect", "count", "model_params")}
         params["seed"] = new_seed()
-        await self.cog.bot.submit(interaction, self.job.task, str(self.prompt.value), model=self.job.model,  # type: ignore[attr-defined]
+        await self.cog.bot.submit(interaction, self.job.task, str(self.prompt.value), model=self.job.model,
                                   params=params, parent_id=self.job.id)
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+    async def on_error(  # type: ignore[override]  # discord.py's Modal.on_error drops BaseView's item argument
+            self, interaction: discord.Interaction, error: Exception, /) -> None:
         log.exception("remix of job %s failed", self.job.id, exc_info=error)
-        await self.cog.bot.send_error(interaction, t("remix.failed", self.locale))  # type: ignore[attr-defined]
+        await self.cog.bot.send_error(interaction, t("remix.failed", self.locale))
 
 
 class Imagine(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        bot.actions["reroll"] = self.on_reroll  # type: ignore[attr-defined]
-        bot.actions["vary"] = self.on_vary  # type: ignore[attr-defined]
-        bot.actions["remix"] = self.on_remix  # type: ignore[attr-defined]
+        bot.actions["reroll"] = self.on_reroll
+        bot.actions["vary"] = self.on_vary
+        bot.actions["remix"] = self.on_remix
 
     @app_commands.command(name="imagine", description="Make images from a prompt")
     @app_commands.describe(prompt="What to draw", negative="What to keep out of it", model="Which image model",
                            seed="Same seed + same prompt = same image", aspect="Shape of the image",
                            count="How many images (1-4)")
     @app_commands.autocomplete(model=model_autocomplete("text-to-image"))
-    async def imagine(self, interaction: discord.Interaction, prompt: str, negative: str | None = None,
+    async def imagine(self, interaction: discord.Interaction[NattyBot], prompt: str, negative: str | None = None,
                       model: str | None = None, seed: app_commands.Range[int, 0, 2**31 - 1] | None = None,
                       aspect: Literal["square", "portrait", "landscape", "wide"] = "square",
                       count: app_commands.Range[int, 1, 4] = 1) -> None:
         width, height = ASPECTS[aspect]
-        params = {"seed": new_seed() if seed is None else seed, "aspect": aspect, "count": count,
+        params: dict[str, Any] = {"seed": new_seed() if seed is None else seed, "aspect": aspect, "count": count,
                   "model_params": {"width": width, "height": height}}
         if negative:
             params["negative"] = negative
-        await self.bot.submit(interaction, "text-to-image", prompt, model=model, params=params)  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, "text-to-image", prompt, model=model, params=params)
 
-    async def on_reroll(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+    async def on_reroll(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
         """The same request with a new seed, as a new job and a new message."""
         params = {k: v for k, v in job.params.items() if k not in ("filesize_limit",) and not k.endswith("_path")}
         params["seed"] = new_seed()
         inputs = self._inputs_of(job)
-        await self.bot.submit(interaction, job.task, job.prompt, model=job.model, params=params,  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, job.task, job.prompt, model=job.model, params=params,
                               parent_id=job.id, inputs=inputs, check_prompt=bool(job.prompt))
 
-    async def on_vary(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+    async def on_vary(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
         """Image-to-image from the first image of this result, with the same prompt."""
         files = (job.result or {}).get("files", [])
         if not files:
-            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+            loc = await self.bot.locale_for(interaction)
             await interaction.response.send_message(t("imagine.nothing_to_vary", loc), ephemeral=True)
             return
         path = Path(files[int(arg or 0) if arg and int(arg) < len(files) else 0]["path"])
-        await self.bot.submit(interaction, "image-to-image", job.prompt, params={"seed": new_seed()},  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, "image-to-image", job.prompt, params={"seed": new_seed()},
                               parent_id=job.id, inputs={"image": (path.name, path.read_bytes())})
 
-    async def on_remix(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        await interaction.response.send_modal(RemixModal(self, job, await self.bot.locale_for(interaction)))  # type: ignore[attr-defined]
+    async def on_remix(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
+        await interaction.response.send_modal(RemixModal(self, job, await self.bot.locale_for(interaction)))
 
     def _inputs_of(self, job: Job) -> dict[str, tuple[str, bytes]]:
         inputs = {}
@@ -94,5 +99,5 @@ class Imagine(commands.Cog):
         return inputs
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Imagine(bot))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -15,6 +16,9 @@ from bot.jobs.job import Job, JobState
 from bot.policy import age_restricted
 from bot.ui import delivery
 from bot.ui.buttons import can_manage
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE: "✅", JobState.FAILED: "⚠️",
                JobState.CANCELLED: "🚫"}
@@ -31,17 +35,17 @@ def _ago(ts: float) -> str:
 
 
 class Jobs(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        bot.actions["cancel"] = self.on_cancel  # type: ignore[attr-defined]
-        bot.actions["delete"] = self.on_delete  # type: ignore[attr-defined]
+        bot.actions["cancel"] = self.on_cancel
+        bot.actions["delete"] = self.on_delete
 
     @app_commands.command(name="jobs", description="Your queued, running and recent jobs")
-    async def jobs(self, interaction: discord.Interaction) -> None:
+    async def jobs(self, interaction: discord.Interaction[NattyBot]) -> None:
         await interaction.response.defer(ephemeral=True)
-        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
-        engine = self.bot.engine  # type: ignore[attr-defined]
-        recent = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)  # type: ignore[attr-defined]
+        loc = await self.bot.locale_for(interaction)
+        engine = self.bot.engine
+        recent = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)
         if not recent:
             await interaction.edit_original_response(content=t("jobs.none", loc))
             return
@@ -56,14 +60,14 @@ class Jobs(commands.Cog):
                          f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")
         embed = discord.Embed(title=t("jobs.title", loc), description="\n".join(lines))
         embed.set_footer(text=t("jobs.footer", loc))
-        await interaction.edit_original_response(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
+        await interaction.edit_original_response(embed=delivery.clamp_embed(embed),
                                                  allowed_mentions=delivery.NO_MENTIONS)
 
     @app_commands.command(name="show", description="Bring back a past job with its buttons")
     @app_commands.describe(job="The job id, as shown under each result")
-    async def show(self, interaction: discord.Interaction, job: str) -> None:
-        record = await self.bot.storage.get_job(job.strip().lower())  # type: ignore[attr-defined]
-        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+    async def show(self, interaction: discord.Interaction[NattyBot], job: str) -> None:
+        record = await self.bot.storage.get_job(job.strip().lower())
+        loc = await self.bot.locale_for(interaction)
         if record is None or not self._may_see(interaction, record):
             await interaction.response.send_message(t("show.not_found", loc, id=job[:20]), ephemeral=True,
                                                     allowed_mentions=delivery.NO_MENTIONS)
@@ -80,33 +84,34 @@ class Jobs(commands.Cog):
             # the output checks run again for this channel, as they would have had the job been made here
             seen_here = dataclasses.replace(record, params={**record.params, "age_restricted": age_restricted(
                 interaction.channel)})
-            for check in self.bot.presenter.output_checks:  # type: ignore[attr-defined]
+            for check in self.bot.presenter.output_checks:
                 if withheld := await check(seen_here):
                     await interaction.edit_original_response(content=f"⚠️ {withheld}\n-# `{record.id}`",
                                                              allowed_mentions=delivery.NO_MENTIONS)
                     return
         renders, attachment = await asyncio.to_thread(
-            self.bot.presenter.render_result, record, interaction.filesize_limit)  # type: ignore[attr-defined]
+            self.bot.presenter.render_result, record, interaction.filesize_limit)
         for i, render in enumerate(renders):
             files = render.files + ([attachment] if attachment and i == len(renders) - 1 else [])
             kwargs: dict = dict(content=render.content, allowed_mentions=delivery.NO_MENTIONS)
             if render.view is not None:
                 kwargs["view"] = render.view
+            message: discord.Message
             if i == 0:  # the deferred message becomes the first part
                 message = await interaction.edit_original_response(attachments=files, **kwargs)
             else:
                 message = await interaction.followup.send(files=files, wait=True, ephemeral=record.ephemeral, **kwargs)
-            await self.bot.storage.link_message(message.id, record.id, message.channel.id)  # type: ignore[attr-defined]
+            await self.bot.storage.link_message(message.id, record.id, message.channel.id)
 
-    async def _not_here(self, interaction: discord.Interaction, job: Job, loc: str) -> str | None:
+    async def _not_here(self, interaction: discord.Interaction[NattyBot], job: Job, loc: str) -> str | None:
         """Why this channel may not show the job's result, or None: what the job needed (an age-restricted
         channel, for one made in such a channel or by an adult model) and the prompt rules must hold here too."""
         if job.state is not JobState.DONE:
             return None  # a failure or cancellation shows no content
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
         policy = safety.policy_of(gs)
         here = age_restricted(interaction.channel)
-        entry = self.bot.catalog.get(job.model)  # type: ignore[attr-defined]
+        entry = self.bot.catalog.get(job.model)
         if job.params.get("age_restricted") or (entry is not None and entry.nsfw):
             if policy == "never" or not here:
                 return t("show.age_restricted", loc, id=job.id)
@@ -115,24 +120,24 @@ class Jobs(commands.Cog):
             return t("show.age_restricted", loc, id=job.id)
         return None
 
-    def _may_see(self, interaction: discord.Interaction, job: Job) -> bool:
+    def _may_see(self, interaction: discord.Interaction[NattyBot], job: Job) -> bool:
         if job.user_id == interaction.user.id:
             return True
         return not job.ephemeral and job.guild_id is not None and job.guild_id == interaction.guild_id
 
-    async def on_cancel(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
-        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+    async def on_cancel(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
+        loc = await self.bot.locale_for(interaction)
         if not can_manage(interaction, job):
             await interaction.response.send_message(t("cancel.not_allowed", loc), ephemeral=True)
             return
-        if not await self.bot.engine.cancel(job.id, interaction.user.id):  # type: ignore[attr-defined]
+        if not await self.bot.engine.cancel(job.id, interaction.user.id):
             await interaction.response.send_message(t("cancel.finished", loc, id=job.id), ephemeral=True)
             return
         await interaction.response.defer()  # the job's message turns into "Cancelled." when it stops
 
-    async def on_delete(self, interaction: discord.Interaction, job: Job, arg: str | None) -> None:
+    async def on_delete(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
         if not can_manage(interaction, job):
-            loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+            loc = await self.bot.locale_for(interaction)
             await interaction.response.send_message(t("delete.not_allowed", loc), ephemeral=True)
             return
         await interaction.response.defer()
@@ -141,7 +146,7 @@ class Jobs(commands.Cog):
                 await interaction.message.delete()
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Jobs(bot))
 
 

@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -34,6 +34,10 @@ from bot.policy import Origin, may_manage, require_configure
 from bot.ui import delivery
 from bot.ui.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
 from bot.ui.provenance import read as read_provenance
+from cogs.common import natty
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 log = logging.getLogger("natty.game")
 
@@ -42,13 +46,13 @@ DETECTOR = "ai-image-detector"
 STRENGTH_COLOURS = {"none": 0x99AAB5, "weak": 0xF1C40F, "strong": 0x2ECC71}
 
 
-async def _loc(interaction: discord.Interaction) -> str:
-    return await interaction.client.locale_for(interaction)  # type: ignore[attr-defined]
+async def _loc(interaction: discord.Interaction[NattyBot]) -> str:
+    return await interaction.client.locale_for(interaction)
 
 
-async def _server_loc(interaction: discord.Interaction) -> str:
+async def _server_loc(interaction: discord.Interaction[NattyBot]) -> str:
     """The language of messages the whole server sees (see NattyBot.guild_locale)."""
-    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)  # type: ignore[attr-defined]
+    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)
 
 
 def _too_large(filename: str, loc: str) -> str:
@@ -72,6 +76,7 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"nn:(?P<ga
 
     def __init__(self, game_id: str, rnd: int, item: int, choice: str, n_items: int = 1,
                  locale: str | None = None) -> None:
+        button: discord.ui.Button[discord.ui.View]
         if choice == "end":
             button = discord.ui.Button(label=t("game.button_end", locale), style=discord.ButtonStyle.secondary,
                                        emoji="⏱️", custom_id=f"nn:{game_id}:{rnd}:0:end")
@@ -84,13 +89,14 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"nn:(?P<ga
         self.game_id, self.rnd, self.index, self.choice = game_id, rnd, item, choice
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> VoteButton:
         return cls(match["game"], int(match["round"]), int(match["item"]), match["choice"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog: NattyGame | None = interaction.client.get_cog("NattyGame")  # type: ignore[assignment]
-        if cog is None:
+        interaction = natty(interaction)
+        cog = interaction.client.get_cog("NattyGame")
+        if not isinstance(cog, NattyGame):  # not loaded
             await interaction.response.send_message(t("game.not_running", await _loc(interaction)), ephemeral=True)
             return
         if self.choice == "end":
@@ -110,7 +116,7 @@ def round_view(game: g.Game, rnd: g.Round) -> discord.ui.View:
 
 @app_commands.guild_only()
 class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty or Not: spot the AI"):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
@@ -119,7 +125,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     @property
     def storage(self):  # noqa: ANN201
-        return self.bot.storage  # type: ignore[attr-defined]
+        return self.bot.storage
 
     async def cog_load(self) -> None:
         for game_id in await g.SessionStore(self.storage, "game").open_ids():
@@ -156,7 +162,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     @app_commands.command(name="play", description="Natural or AI? Vote on each item before the timer ends")
     @app_commands.describe(rounds="How many rounds", kind="What the items are",
                            seconds="Seconds to vote in each round")
-    async def play(self, interaction: discord.Interaction, rounds: app_commands.Range[int, 1, 10] = 3,
+    async def play(self, interaction: discord.Interaction[NattyBot], rounds: app_commands.Range[int, 1, 10] = 3,
                    kind: Literal["digits", "text", "images", "mixed"] = "digits",
                    seconds: app_commands.Range[int, 1, 600] = 30) -> None:
         open_here = await g.SessionStore(self.storage, "game").open_ids(channel_id=interaction.channel_id)
@@ -185,7 +191,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         self._spawn(game.id)
 
     @app_commands.command(name="leaderboard", description="This server's best Natty or Not players")
-    async def leaderboard_cmd(self, interaction: discord.Interaction) -> None:
+    async def leaderboard_cmd(self, interaction: discord.Interaction[NattyBot]) -> None:
         rows = await g.leaderboard(self.storage, interaction.guild_id or 0)
         loc = await _server_loc(interaction)  # a public post: the server's language
         if not rows:
@@ -205,7 +211,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     @app_commands.command(name="add-real", description="Add a real image or text to this server's Natty or Not pool")
     @app_commands.describe(image="A real photo or drawing (not AI-made)", text="A real text written by a person")
     @app_commands.check(require_configure)
-    async def add_real(self, interaction: discord.Interaction, image: discord.Attachment | None = None,
+    async def add_real(self, interaction: discord.Interaction[NattyBot], image: discord.Attachment | None = None,
                        text: app_commands.Range[str, 20, 1000] | None = None) -> None:
         if image is None and text is None:
             await interaction.response.send_message(t("game.add_real_nothing", await _loc(interaction)),
@@ -217,7 +223,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         guild = interaction.guild_id or 0
         added = []
         if image is not None:
-            data, problem = await self.bot.read_attachment(interaction, image, ("image",))  # type: ignore[attr-defined]
+            data, problem = await self.bot.read_attachment(interaction, image, ("image",))
             if data is None:
                 await interaction.edit_original_response(content=f"⚠️ {problem}")
                 return
@@ -248,7 +254,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     @app_commands.command(name="check",
                           description="What a file's metadata says about AI generation, and what it proves")
     @app_commands.describe(file="An image, audio or video file", text="A text to look up in natty's records")
-    async def check(self, interaction: discord.Interaction, file: discord.Attachment | None = None,
+    async def check(self, interaction: discord.Interaction[NattyBot], file: discord.Attachment | None = None,
                     text: str | None = None) -> None:
         if file is None and not (text or "").strip():
             await interaction.response.send_message(t("game.check_nothing", await _loc(interaction)), ephemeral=True)
@@ -256,7 +262,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         await interaction.response.defer(thinking=True)
         loc = await _loc(interaction)  # the findings answer one person: their language
         if file is not None:
-            data, problem = await self.bot.read_attachment(  # type: ignore[attr-defined]
+            data, problem = await self.bot.read_attachment(
                 interaction, file, ("image", "audio", "video"))
             if data is None:
                 await interaction.edit_original_response(content=f"⚠️ {problem}")
@@ -277,10 +283,10 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         embed.add_field(name=t("check.proves", loc), value="\n".join(f"• {x}" for x in finding.proves),
                         inline=False)
         embed.set_footer(text=t("check.footer", loc))
-        await interaction.edit_original_response(embed=discord.Embed.from_dict(delivery.clamp_embed(embed.to_dict())),
+        await interaction.edit_original_response(embed=delivery.clamp_embed(embed),
                                                  allowed_mentions=delivery.NO_MENTIONS)
 
-    async def _check_file(self, interaction: discord.Interaction, file: discord.Attachment, data: bytes,
+    async def _check_file(self, interaction: discord.Interaction[NattyBot], file: discord.Attachment, data: bytes,
                           loc: str) -> g.Finding:
         prov = await asyncio.to_thread(read_provenance, data)  # bounded, but CPU work: off the loop
         mime = (file.content_type or mimetypes.guess_type(file.filename)[0] or "").split(";")[0]
@@ -301,18 +307,18 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             detector, note = await self._detect(interaction, data, loc)
         return g.assess_file(prov, c2pa_report, natty_match, detector, note, loc)
 
-    async def _detect(self, interaction: discord.Interaction, data: bytes,
+    async def _detect(self, interaction: discord.Interaction[NattyBot], data: bytes,
                       loc: str) -> tuple[tuple[str, list[tuple[str, float]]] | None, str | None]:
         """The AI-image detector's labels, when the catalog has one that can run here."""
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        entry = next((e for e in self.bot.policy.models_for("image-classification", gs)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
+        entry = next((e for e in self.bot.policy.models_for("image-classification", gs)
                       if e.name == DETECTOR), None)
-        if entry is None or not self.bot.policy.can_run(entry.name)[0]:  # type: ignore[attr-defined]
+        if entry is None or not self.bot.policy.can_run(entry.name)[0]:
             return None, None
         try:
             png = await asyncio.to_thread(g.normalize_image, data, 1024)
             # the detector is a job like any other: metered, recorded, under the server's rules
-            job = await g.run_silent_job(self.bot, self.bot.origin_of(interaction, loc),  # type: ignore[attr-defined]
+            job = await g.run_silent_job(self.bot, self.bot.origin_of(interaction, loc),
                                          task="image-classification", model=entry.name, image=png)
         except (g.GenerationFailed, OSError, ValueError) as exc:
             return None, t("check.detector_failed", loc, model=entry.name, error=exc)
@@ -321,14 +327,14 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     # --- votes ------------------------------------------------------------------------------------------------
 
-    async def on_vote(self, interaction: discord.Interaction, game_id: str, index: int, item: int,
+    async def on_vote(self, interaction: discord.Interaction[NattyBot], game_id: str, index: int, item: int,
                       choice: str) -> None:
         try:
             await self._vote(interaction, game_id, index, item, choice)
         finally:
             self._prune(game_id)
 
-    async def _vote(self, interaction: discord.Interaction, game_id: str, index: int, item: int,
+    async def _vote(self, interaction: discord.Interaction[NattyBot], game_id: str, index: int, item: int,
                     choice: str) -> None:
         async with self._lock(game_id):
             game = await g.load_game(self.storage, game_id)
@@ -350,13 +356,13 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             t("game.your_call", loc, which=which, word=word, changed=changed, until=f"<t:{int(rnd.deadline or 0)}:T>"),
             ephemeral=True)
 
-    async def on_end_round(self, interaction: discord.Interaction, game_id: str, index: int) -> None:
+    async def on_end_round(self, interaction: discord.Interaction[NattyBot], game_id: str, index: int) -> None:
         try:
             await self._end_round(interaction, game_id, index)
         finally:
             self._prune(game_id)
 
-    async def _end_round(self, interaction: discord.Interaction, game_id: str, index: int) -> None:
+    async def _end_round(self, interaction: discord.Interaction[NattyBot], game_id: str, index: int) -> None:
         async with self._lock(game_id):
             game = await g.load_game(self.storage, game_id)
             if game is None or index >= len(game.rounds) or game.rounds[index].phase != "voting":
@@ -525,7 +531,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     async def _generate(self, game: g.Game, task: str, prompt: str, *, prefer: tuple[str, ...] = (),
                         image: bytes | None = None, shape: dict | None = None):  # noqa: ANN202
-        gs = await self.bot.guild_settings(game.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(game.guild_id)
         entry = g.pick_model(self.bot, task, gs, prefer, game.locale)
         params: dict = {"seed": game.seed % 100_000 + len(game.rounds)}
         if task == "text-to-image":  # natty's PixelCNN takes a size; hosted models a width and height
@@ -536,8 +542,9 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     async def _generate_text(self, game: g.Game, start: str):  # noqa: ANN202
         """A passage from the chat model: natty's char-RNN continues the opening; a language model is asked to."""
-        gs = await self.bot.guild_settings(game.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(game.guild_id)
         entry = g.pick_model(self.bot, "chat", gs, locale=game.locale)
+        params: dict[str, Any]
         if entry.backend == "local":
             prompt, params = start, {"model_params": {"max_new_tokens": 220}}
         else:
@@ -578,11 +585,11 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         log.info("game %s finished: %s", game.id, game.points)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     bot.add_dynamic_items(VoteButton)
     await bot.add_cog(NattyGame(bot))
 
 
-async def teardown(bot: commands.Bot) -> None:
+async def teardown(bot: NattyBot) -> None:
     bot.remove_dynamic_items(VoteButton)
 

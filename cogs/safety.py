@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from discord.ext import commands
 
@@ -20,25 +20,28 @@ from bot.policy import TASK_COMMANDS, age_restricted
 from models.base import LabelsResult, Request, RunContext
 from models.catalog import ModelEntry
 
+if TYPE_CHECKING:
+    from bot.client import NattyBot
+
 log = logging.getLogger("natty.safety")
 
 CLASSIFIER_TIMEOUT = 60.0  # seconds per image at most, whatever the entry allows
 
 
 class Safety(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        bot.presenter.output_checks.append(self.check_output)  # type: ignore[attr-defined]
+        bot.presenter.output_checks.append(self.check_output)
 
     async def cog_unload(self) -> None:
-        if self.check_output in self.bot.presenter.output_checks:  # type: ignore[attr-defined]
-            self.bot.presenter.output_checks.remove(self.check_output)  # type: ignore[attr-defined]
+        if self.check_output in self.bot.presenter.output_checks:
+            self.bot.presenter.output_checks.remove(self.check_output)
 
     async def check_output(self, job: Job) -> str | None:
         """Classify a finished job's images; withhold them when one scores as adult where that is not allowed."""
         if job.task not in safety.IMAGE_OUTPUT_TASKS:
             return None
-        gs = await self.bot.guild_settings(job.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(job.guild_id)
         policy = safety.policy_of(gs)
         adult_ok = job.params.get("age_restricted")
         if adult_ok is None:  # a job queued before this check existed
@@ -53,7 +56,7 @@ class Safety(commands.Cog):
             try:
                 data = await asyncio.to_thread(Path(item["path"]).read_bytes)
                 ctx = RunContext(deadline=time.monotonic() + min(entry.timeout, CLASSIFIER_TIMEOUT))
-                result = await self.bot.backends.run(  # type: ignore[attr-defined]
+                result = await self.bot.backends.run(
                     entry, Request(task="image-classification", image=data), ctx)
                 if not isinstance(result, LabelsResult):
                     raise TypeError(f"{entry.name} returned {type(result).__name__}, not labels")
@@ -72,15 +75,15 @@ class Safety(commands.Cog):
     def classifier(self, gs: dict[str, Any]) -> ModelEntry | None:
         """The server's output classifier when it is in the catalog and can run now."""
         name = safety.classifier_name(gs)
-        entry = self.bot.catalog.get(name) if name else None  # type: ignore[attr-defined]
+        entry = self.bot.catalog.get(name) if name else None
         if entry is None or entry.task != "image-classification":
             return None
-        ok, _ = self.bot.policy.can_run(entry.name)  # type: ignore[attr-defined]
+        ok, _ = self.bot.policy.can_run(entry.name)
         return entry if ok else None
 
     def report(self, gs: dict[str, Any], job: Job, command: str, block: safety.Block) -> None:
-        self.bot.report_block(gs, job, command, block)  # type: ignore[attr-defined]
+        self.bot.report_block(gs, job, command, block)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Safety(bot))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -18,8 +18,11 @@ from bot import safety
 from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
 from bot.policy import ALWAYS_ON, TASK_NAMES, channel_mentions, may_configure, task_name
 from bot.ui import delivery
-from cogs.common import choices
-from models.base import TASKS
+from cogs.common import choices, natty
+from models.tasks import TASKS
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
 
 log = logging.getLogger("natty.settings")
 
@@ -53,15 +56,15 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     channels = app_commands.Group(name="channels", description="Where natty answers")
     blocklist = app_commands.Group(name="blocklist", description="Words blocked in image and video prompts")
 
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
         super().__init__()
 
     # --- permission ---------------------------------------------------------------------------------------
 
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         # default_permissions only hides the command by default; server admins can grant it to anyone
-        loc = await self._loc(interaction)
+        loc = await self._loc(natty(interaction))
         if interaction.guild_id is None:
             raise app_commands.CheckFailure(t("settings.guild_only", loc))
         if not may_configure(interaction.permissions):
@@ -70,20 +73,21 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     # --- helpers ------------------------------------------------------------------------------------------
 
-    async def _loc(self, interaction: discord.Interaction) -> str:
-        return await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+    async def _loc(self, interaction: discord.Interaction[NattyBot]) -> str:
+        return await self.bot.locale_for(interaction)
 
-    async def _settings(self, interaction: discord.Interaction) -> dict[str, Any]:
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+    async def _settings(self, interaction: discord.Interaction[NattyBot]) -> dict[str, Any]:
+        gs = await self.bot.guild_settings(interaction.guild_id)
         return copy.deepcopy(gs)
 
-    async def _save(self, interaction: discord.Interaction, gs: dict[str, Any], done: str) -> None:
+    async def _save(self, interaction: discord.Interaction[NattyBot], gs: dict[str, Any], done: str) -> None:
         assert interaction.guild_id is not None
-        await self.bot.save_guild_settings(interaction.guild_id, gs)  # type: ignore[attr-defined]
+        await self.bot.save_guild_settings(interaction.guild_id, gs)
         log.info("guild %s: settings changed by %s: %s", interaction.guild_id, interaction.user.id, done)
         await self._reply(interaction, f"✅ {done}", gs)
 
-    async def _reply(self, interaction: discord.Interaction, text: str, gs: dict[str, Any] | None = None) -> None:
+    async def _reply(self, interaction: discord.Interaction[NattyBot], text: str,
+                     gs: dict[str, Any] | None = None) -> None:
         embed = self.summary(gs, await self._loc(interaction)) if gs is not None else None
         kwargs: dict[str, Any] = {"embed": embed} if embed else {}
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS,
@@ -97,7 +101,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         """The server's settings at a glance, with the bot's defaults filled in."""
         bot = self.bot
         loc = locale
-        cfg = bot.settings  # type: ignore[attr-defined]
+        cfg = bot.settings
         embed = discord.Embed(title=t("settings.title", loc), colour=discord.Colour.blurple())
         language = gs.get("language", "en-US")
         embed.description = t("settings.language_line", loc, language=LANGUAGES.get(language, language))
@@ -113,10 +117,10 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         defaults = gs.get("defaults") or {}
         lines = []
         for task in TASKS:
-            entries = bot.policy.models_for(task, gs)  # type: ignore[attr-defined]
+            entries = bot.policy.models_for(task, gs)
             if not entries:
                 continue
-            chosen = bot.policy.default_model(task, gs)  # type: ignore[attr-defined]
+            chosen = bot.policy.default_model(task, gs)
             mark = t("settings.set_here", loc) if defaults.get(task) else ""
             model = chosen.name if chosen else t("settings.none_can_run", loc)
             lines.append(f"{task_name(task, loc)}: **{model}**{mark}")
@@ -134,10 +138,10 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         classifier = safety.classifier_name(gs)
         if classifier is None:
             check = t("settings.off", loc)
-        elif bot.catalog.get(classifier) is None:  # type: ignore[attr-defined]
+        elif bot.catalog.get(classifier) is None:
             check = t("settings.classifier_missing", loc, classifier=classifier)
         else:
-            ok, why = bot.policy.can_run(classifier)  # type: ignore[attr-defined]
+            ok, why = bot.policy.can_run(classifier)
             check = t("settings.classifier", loc, classifier=classifier, threshold=f"{safety.threshold(gs):.0%}") + (
                 "" if ok else t("settings.cannot_run", loc, reason=why))
         words = gs.get("blocklist") or []
@@ -151,13 +155,13 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     # --- commands -----------------------------------------------------------------------------------------
 
     @app_commands.command(name="show", description="natty's settings on this server")
-    async def show(self, interaction: discord.Interaction) -> None:
+    async def show(self, interaction: discord.Interaction[NattyBot]) -> None:
         await self._reply(interaction, "", await self._settings(interaction))
 
     @app_commands.command(name="model", description="The model a task uses when nobody names one")
     @app_commands.describe(task="Which task", model="A model for it, or 'auto' for the catalog's default")
     @app_commands.choices(task=[app_commands.Choice(name=TASK_NAMES[task], value=task) for task in TASKS])
-    async def model(self, interaction: discord.Interaction, task: str, model: str) -> None:
+    async def model(self, interaction: discord.Interaction[NattyBot], task: str, model: str) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         defaults = gs.setdefault("defaults", {})
@@ -165,7 +169,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
             defaults.pop(task, None)
             await self._save(interaction, gs, t("settings.model_auto", loc, task=task_name(task, loc)))
             return
-        entries = self.bot.policy.models_for(task, gs)  # type: ignore[attr-defined]
+        entries = self.bot.policy.models_for(task, gs)
         if model not in {e.name for e in entries}:
             names = ", ".join(e.name for e in entries) or t("common.none", loc)
             await self._reply(interaction, t("settings.model_unknown", loc, model=model, task=task_name(task, loc),
@@ -173,26 +177,27 @@ class ServerSettings(commands.GroupCog, group_name="settings",
             return
         defaults[task] = model
         note = ""
-        ok, why = self.bot.policy.can_run(model)  # type: ignore[attr-defined]
+        ok, why = self.bot.policy.can_run(model)
         if not ok:
             note = t("settings.model_cannot_run", loc, reason=why)
         await self._save(interaction, gs, t("settings.model_set", loc, task=task_name(task, loc), model=model,
                                             note=note))
 
     @model.autocomplete("model")
-    async def _model_complete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def _model_complete(self, interaction: discord.Interaction[NattyBot],
+                              current: str) -> list[app_commands.Choice[str]]:
         task = getattr(interaction.namespace, "task", None)
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
-        entries = self.bot.policy.models_for(task, gs) if task else []  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
+        entries = self.bot.policy.models_for(task, gs) if task else []
         names = ["auto", *(e.name for e in entries)]
         return choices((n, n) for n in names if current.lower() in n.lower())
 
     @app_commands.command(name="disable-model", description="Stop this server from using a model")
     @app_commands.describe(model="The model to turn off")
-    async def disable_model(self, interaction: discord.Interaction, model: str) -> None:
+    async def disable_model(self, interaction: discord.Interaction[NattyBot], model: str) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
-        if self.bot.catalog.get(model) is None:  # type: ignore[attr-defined]
+        if self.bot.catalog.get(model) is None:
             await self._reply(interaction, t("settings.no_such_model", loc, model=model))
             return
         disabled = gs.setdefault("disabled_models", [])
@@ -204,18 +209,18 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         await self._save(interaction, gs, t("settings.model_off", loc, model=model))
 
     @disable_model.autocomplete("model")
-    async def _disable_complete(self, interaction: discord.Interaction,
+    async def _disable_complete(self, interaction: discord.Interaction[NattyBot],
                                 current: str) -> list[app_commands.Choice[str]]:
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
         off = set(gs.get("disabled_models") or [])
         loc = await self._loc(interaction)
         return choices((f"{e.name} ({task_name(e.task, loc)})", e.name)
-                       for e in self.bot.catalog.entries.values()  # type: ignore[attr-defined]
+                       for e in self.bot.catalog.entries.values()
                        if e.name not in off and current.lower() in e.name.lower())
 
     @app_commands.command(name="enable-model", description="Let this server use a model again")
     @app_commands.describe(model="The model to turn back on")
-    async def enable_model(self, interaction: discord.Interaction, model: str) -> None:
+    async def enable_model(self, interaction: discord.Interaction[NattyBot], model: str) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         disabled = gs.get("disabled_models") or []
@@ -226,14 +231,14 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         await self._save(interaction, gs, t("settings.model_on", loc, model=model))
 
     @enable_model.autocomplete("model")
-    async def _enable_complete(self, interaction: discord.Interaction,
+    async def _enable_complete(self, interaction: discord.Interaction[NattyBot],
                                current: str) -> list[app_commands.Choice[str]]:
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
         return choices((n, n) for n in gs.get("disabled_models") or [] if current.lower() in n.lower())
 
     @app_commands.command(name="commands", description="Turn natty's commands off or on for this server")
     @app_commands.describe(disable="A command to turn off", enable="A command to turn back on")
-    async def commands_(self, interaction: discord.Interaction, disable: str | None = None,
+    async def commands_(self, interaction: discord.Interaction[NattyBot], disable: str | None = None,
                         enable: str | None = None) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
@@ -264,9 +269,9 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         await self._save(interaction, gs, t("settings.and", loc).join(done) + ".")
 
     @commands_.autocomplete("disable")
-    async def _cmd_disable_complete(self, interaction: discord.Interaction,
+    async def _cmd_disable_complete(self, interaction: discord.Interaction[NattyBot],
                                     current: str) -> list[app_commands.Choice[str]]:
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
         off = set(gs.get("disabled_commands") or [])
         loc = await self._loc(interaction)
         typed = current.lower().lstrip("/")
@@ -274,9 +279,9 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                        if c not in off and (typed in c or typed in command_word(c, loc)))
 
     @commands_.autocomplete("enable")
-    async def _cmd_enable_complete(self, interaction: discord.Interaction,
+    async def _cmd_enable_complete(self, interaction: discord.Interaction[NattyBot],
                                    current: str) -> list[app_commands.Choice[str]]:
-        gs = await self.bot.guild_settings(interaction.guild_id)  # type: ignore[attr-defined]
+        gs = await self.bot.guild_settings(interaction.guild_id)
         loc = await self._loc(interaction)
         typed = current.lower().lstrip("/")
         return choices((f"/{command_word(c, loc)}", c) for c in gs.get("disabled_commands") or []
@@ -284,7 +289,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     @channels.command(name="add", description="Let natty answer in this channel (then only in the listed ones)")
     @app_commands.describe(channel="The channel")
-    async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+    async def channels_add(self, interaction: discord.Interaction[NattyBot], channel: discord.TextChannel) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         allowed: list[int] = gs.setdefault("channels", [])
@@ -297,7 +302,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     @channels.command(name="remove", description="Stop natty answering in a listed channel")
     @app_commands.describe(channel="The channel")
-    async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+    async def channels_remove(self, interaction: discord.Interaction[NattyBot], channel: discord.TextChannel) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         allowed: list[int] = gs.get("channels") or []
@@ -312,7 +317,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
             await self._save(interaction, gs, t("settings.answers_everywhere_again", loc))
 
     @channels.command(name="clear", description="Let natty answer in every channel")
-    async def channels_clear(self, interaction: discord.Interaction) -> None:
+    async def channels_clear(self, interaction: discord.Interaction[NattyBot]) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         gs.pop("channels", None)
@@ -323,7 +328,8 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                            per_guild="Jobs the whole server may have queued or running",
                            cooldown="Seconds between one member's jobs", daily_quota="Jobs per member a day; 0: none",
                            reset="Back to the bot's defaults")
-    async def limits(self, interaction: discord.Interaction, per_user: app_commands.Range[int, 1, 100] | None = None,
+    async def limits(self, interaction: discord.Interaction[NattyBot],
+                     per_user: app_commands.Range[int, 1, 100] | None = None,
                      per_guild: app_commands.Range[int, 1, 10_000] | None = None,
                      cooldown: app_commands.Range[int, 0, 86_400] | None = None,
                      daily_quota: app_commands.Range[int, 0, 100_000] | None = None, reset: bool = False) -> None:
@@ -352,12 +358,13 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                            threshold="Withhold images scored as adult above this (0.05-1.0)")
     @app_commands.choices(policy=[app_commands.Choice(name=f"{k}: {v}"[:100], value=k)
                                   for k, v in safety.POLICIES.items()])
-    async def nsfw(self, interaction: discord.Interaction, policy: str | None = None, classifier: str | None = None,
+    async def nsfw(self, interaction: discord.Interaction[NattyBot], policy: str | None = None,
+                   classifier: str | None = None,
                    threshold: app_commands.Range[float, 0.05, 1.0] | None = None) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         if classifier is not None and classifier != safety.CLASSIFIER_OFF:
-            entry = self.bot.catalog.get(classifier)  # type: ignore[attr-defined]
+            entry = self.bot.catalog.get(classifier)
             if entry is None or entry.task != "image-classification":
                 await self._reply(interaction, t("settings.not_a_classifier", loc, classifier=classifier))
                 return
@@ -373,14 +380,14 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         await self._save(interaction, gs, t("settings.safety_updated", loc))
 
     @nsfw.autocomplete("classifier")
-    async def _classifier_complete(self, interaction: discord.Interaction,
+    async def _classifier_complete(self, interaction: discord.Interaction[NattyBot],
                                    current: str) -> list[app_commands.Choice[str]]:
-        names = [safety.CLASSIFIER_OFF, *(e.name for e in self.bot.catalog.for_task("image-classification"))]  # type: ignore[attr-defined]
+        names = [safety.CLASSIFIER_OFF, *(e.name for e in self.bot.catalog.for_task("image-classification"))]
         return choices((n, n) for n in names if current.lower() in n.lower())
 
     @blocklist.command(name="add", description="Block words or phrases in image and video prompts")
     @app_commands.describe(words="Words or phrases, separated by commas")
-    async def blocklist_add(self, interaction: discord.Interaction, words: str) -> None:
+    async def blocklist_add(self, interaction: discord.Interaction[NattyBot], words: str) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         current: list[str] = gs.setdefault("blocklist", [])
@@ -393,7 +400,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     @blocklist.command(name="remove", description="Unblock words or phrases")
     @app_commands.describe(words="Words or phrases, separated by commas")
-    async def blocklist_remove(self, interaction: discord.Interaction, words: str) -> None:
+    async def blocklist_remove(self, interaction: discord.Interaction[NattyBot], words: str) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         gone = set(_split_words(words))
@@ -404,7 +411,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     @app_commands.command(name="audit-channel", description="Where admins see a notice of each blocked request")
     @app_commands.describe(channel="The channel; leave empty to turn notices off")
-    async def audit_channel(self, interaction: discord.Interaction,
+    async def audit_channel(self, interaction: discord.Interaction[NattyBot],
                             channel: discord.TextChannel | None = None) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
@@ -418,7 +425,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.command(name="language", description="The language natty speaks on this server")
     @app_commands.describe(language="The language")
     @app_commands.choices(language=[app_commands.Choice(name=v, value=k) for k, v in LANGUAGES.items()])
-    async def language(self, interaction: discord.Interaction, language: str) -> None:
+    async def language(self, interaction: discord.Interaction[NattyBot], language: str) -> None:
         gs = await self._settings(interaction)
         loc = await self._loc(interaction)
         gs["language"] = language
@@ -431,5 +438,5 @@ def _split_words(text: str) -> list[str]:
     return [w.strip().lower()[:100] for w in text.replace("\n", ",").split(",") if w.strip()]
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(ServerSettings(bot))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -23,18 +23,21 @@ from bot.ui import delivery
 from bot.ui.presenter import Render
 from cogs.common import new_seed
 
+if TYPE_CHECKING:
+    from bot.client import NattyBot
+
 log = logging.getLogger("natty.story")
 
 
 class Story(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        bot.presenter.custom_renderers["story"] = self.on_script  # type: ignore[attr-defined]
+        bot.presenter.custom_renderers["story"] = self.on_script
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
         """Resume stories that a restart interrupted after their script was written."""
-        for job in await self.bot.storage.jobs_in_states(JobState.DONE):  # type: ignore[attr-defined]
+        for job in await self.bot.storage.jobs_in_states(JobState.DONE):
             story = job.params.get("story")
             if job.params.get("renderer") == "story" and story and not story.get("complete"):
                 log.info("resuming story %s at scene %d", job.id, story.get("done", 0) + 1)
@@ -47,16 +50,16 @@ class Story(commands.Cog):
     @app_commands.command(name="story", description="A short illustrated story, scene by scene, in a thread")
     @app_commands.describe(premise="What the story is about", scenes="How many scenes (2-6)",
                            narrate="Read each scene aloud too")
-    async def story(self, interaction: discord.Interaction, premise: str,
+    async def story(self, interaction: discord.Interaction[NattyBot], premise: str,
                     scenes: app_commands.Range[int, 2, 6] = 3, narrate: bool = False) -> None:
-        loc = await self.bot.locale_for(interaction)  # type: ignore[attr-defined]
+        loc = await self.bot.locale_for(interaction)
         params = {"messages": [{"role": "user", "content": writer_prompt(premise, scenes, loc)}], "renderer": "story",
                   "story": {"premise": premise, "scenes": scenes, "narrate": narrate, "done": 0}}
-        await self.bot.submit(interaction, "chat", premise, params=params)  # type: ignore[attr-defined]
+        await self.bot.submit(interaction, "chat", premise, params=params)
 
     async def on_script(self, job: Job) -> None:
         if job.state is not JobState.DONE:
-            await self.bot.presenter.deliver(job)  # type: ignore[attr-defined]
+            await self.bot.presenter.deliver(job)
             return
         self._spawn(job)
 
@@ -67,7 +70,7 @@ class Story(commands.Cog):
 
     async def _status(self, job: Job, text: str, files: list[discord.File] | None = None) -> None:
         try:
-            await self.bot.presenter.edit_job_message(job, Render(text, files=files or []))  # type: ignore[attr-defined]
+            await self.bot.presenter.edit_job_message(job, Render(text, files=files or []))
         except discord.HTTPException as exc:
             log.warning("story %s: status edit failed: %s", job.id, exc)
 
@@ -75,7 +78,7 @@ class Story(commands.Cog):
         """Run one part of the story as a silent job through the one submission path (the channel's rules, the
         safety checks and the member's caps and quota apply to each scene) and wait for it; None when no model
         can do it, the refused record when a rule stops it."""
-        bot: Any = self.bot
+        bot = self.bot
         entry = bot.policy.default_model(task, bot.policy.server(parent.guild_id))
         if entry is None:
             return None
@@ -88,7 +91,7 @@ class Story(commands.Cog):
         return await bot.engine.wait(child.id)
 
     async def _illustrate(self, job: Job) -> None:
-        bot: Any = self.bot
+        bot = self.bot
         story = job.params["story"]
         script = parse_script((job.result or {}).get("text", ""), story["premise"], story["scenes"])
         total = len(script.scenes)
@@ -122,13 +125,15 @@ class Story(commands.Cog):
 
     async def _thread(self, job: Job, script: Script) -> discord.abc.Messageable:
         """The thread that holds the scenes: started from the story's message, or reopened after a restart."""
-        bot: Any = self.bot
+        bot = self.bot
         story = job.params["story"]
         if story.get("thread_id"):
             return bot.get_partial_messageable(story["thread_id"])
+        assert job.channel_id is not None  # a story is told where /story was asked
         channel = bot.get_channel(job.channel_id)
         if channel is None:
             channel = await bot.fetch_channel(job.channel_id)
+        assert isinstance(channel, discord.abc.Messageable)  # /story was asked there: members can post in it
         if not isinstance(channel, discord.TextChannel) or job.ephemeral or job.message_id is None:
             return channel  # no threads here (a DM, a thread, a private answer): post the scenes in place
         me = channel.guild.me
@@ -148,7 +153,7 @@ class Story(commands.Cog):
 
     async def _post_scene(self, job: Job, thread: discord.abc.Messageable, number: int, passage: str,
                           parts: list[Job | None]) -> None:
-        bot: Any = self.bot
+        bot = self.bot
         files: list[discord.File] = []
         notes: list[str] = []
         loc = job.locale
@@ -169,5 +174,5 @@ class Story(commands.Cog):
         await bot.storage.link_message(message.id, job.id, message.channel.id)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: NattyBot) -> None:
     await bot.add_cog(Story(bot))

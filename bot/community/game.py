@@ -20,11 +20,17 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.i18n import DEFAULT, t
 from bot.jobs.storage import Storage
 from bot.ui.provenance import open_image
+
+if TYPE_CHECKING:
+    from bot.client import NattyBot
+    from bot.jobs.job import Job
+    from bot.policy import Origin
+    from models.catalog import ModelEntry
 
 NATURAL, AI = "natural", "ai"
 CHOICES = (NATURAL, AI)
@@ -350,7 +356,7 @@ def normalize_image(data: bytes, side: int = ITEM_SIDE, size: tuple[int, int] | 
         scale = side / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     small = max(img.size) <= side // 2
-    img = img.resize(size, Image.NEAREST if small else Image.LANCZOS)
+    img = img.resize(size, Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()
@@ -597,8 +603,8 @@ class GenerationFailed(Exception):
     """An item or a collab result could not be generated; the message is for users."""
 
 
-def pick_model(bot: Any, task: str, guild_settings: dict[str, Any], prefer: tuple[str, ...] = (),
-               locale: str | None = None) -> Any:
+def pick_model(bot: NattyBot, task: str, guild_settings: dict[str, Any], prefer: tuple[str, ...] = (),
+               locale: str | None = None) -> ModelEntry:
     """The catalog entry a feature's job would use (bot.policy decides; `prefer` first when it can run), or
     GenerationFailed worded in `locale` when there is none."""
     entry, problem = bot.policy.resolve(task, None, guild_settings, locale, prefer)
@@ -607,8 +613,9 @@ def pick_model(bot: Any, task: str, guild_settings: dict[str, Any], prefer: tupl
     return entry
 
 
-async def run_silent_job(bot: Any, origin: Any, *, task: str, prompt: str = "", params: dict[str, Any] | None = None,
-                         prefer: tuple[str, ...] = (), image: bytes | None = None, model: str | None = None) -> Any:
+async def run_silent_job(bot: NattyBot, origin: Origin, *, task: str, prompt: str = "",
+                         params: dict[str, Any] | None = None, prefer: tuple[str, ...] = (),
+                         image: bytes | None = None, model: str | None = None) -> Job:
     """Run one part of a game, session or check through the bot's one submission path (every rule, limit and
     record applies; `origin` says for whom and where) and wait for it. The presenter posts nothing for it
     (`silent`): the caller shows the result its own way. Returns the finished Job or raises GenerationFailed."""
@@ -623,6 +630,7 @@ async def run_silent_job(bot: Any, origin: Any, *, task: str, prompt: str = "", 
     except Refused as exc:
         raise GenerationFailed(exc.message) from None
     entry = bot.catalog.get(job.model)
+    assert entry is not None  # submit_job resolved the model, or refused
     try:
         done = await bot.engine.wait(job.id, timeout=entry.timeout + 60)
     except TimeoutError as exc:

@@ -124,7 +124,6 @@ class JobEngine:
         self._announced: dict[str, int] = {}  # the queue position each job's message last showed
         # called with (model name, exception) when a job fails: bot.jobs.availability re-checks a model that is down
         self.failure_hooks: list[Callable[[str, BaseException], None]] = []
-        self.requests: dict[str, Callable[[Job], Request]] = {}  # task -> request builder override
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -397,8 +396,6 @@ class JobEngine:
 
     def build_request(self, job: Job, entry: ModelEntry) -> Request:
         """Turn a job record into a backend request: the catalog's defaults under the job's parameters."""
-        if job.task in self.requests:
-            return self.requests[job.task](job)
         p = dict(job.params)
         params = {**entry.params, **p.pop("model_params", {})}
         messages = p.get("messages")

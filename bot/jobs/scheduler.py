@@ -256,7 +256,9 @@ class FairScheduler:
             best = overlay[0] if overlay else None
             if first is None and best is None:
                 break
-            uid = (best if first is None or (best is not None and best < first) else first)[2]
+            pick = best if first is None or (best is not None and best < first) else first
+            assert pick is not None  # both None ended the loop above
+            uid = pick[2]
             state = touch(uid)
             queue = queues.get(uid)
             if queue is None:

@@ -152,7 +152,9 @@ class Storage:
         """Apply the migrations not applied yet; returns the schema version."""
         await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         async with self.db.execute("SELECT MAX(version) FROM schema_version") as cur:
-            current = (await cur.fetchone())[0] or 0
+            row = await cur.fetchone()
+            assert row is not None  # MAX() gives one row, NULL on an empty table
+            current = row[0] or 0
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             await self.db.executescript(f"BEGIN;\n{script}\nINSERT INTO schema_version VALUES ({version});\nCOMMIT;")
         return len(MIGRATIONS)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natty.buttons")
 
-ActionHandler = Callable[[discord.Interaction, Job, str | None], Awaitable[None]]
+ActionHandler = Callable[[discord.Interaction["NattyBot"], Job, str | None], Awaitable[None]]
 
 # action -> (English label, emoji, style); the order is the order on the message. Labels are the catalogs'
 # "button.<action>" keys.
@@ -62,12 +62,14 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         self.action, self.job_id, self.arg = action, job_id, arg
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> JobButton:
         return cls(match["action"], match["job"], match["arg"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot: NattyBot = interaction.client  # type: ignore[assignment]
+        # discord.py types a UI item's interaction for any client; every one this bot gets comes to NattyBot
+        natty = cast("discord.Interaction[NattyBot]", interaction)
+        bot = natty.client
         job = await bot.storage.get_job(self.job_id)
         if job is None:
             await interaction.response.send_message(t("button.job_gone", await bot.locale_for(interaction)),
@@ -79,10 +81,10 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
                                                     ephemeral=True)
             return
         log.info("button %s on job %s pressed by %s", self.action, job.id, interaction.user.id)
-        await handler(interaction, job, self.arg)
+        await handler(natty, job, self.arg)
 
 
-def job_view(job: Job, running: bool = False, extra: list[tuple[str, str | None, str]] | None = None
+def job_view(job: Job, running: bool = False, extra: Sequence[tuple[str, str | None, str]] | None = None
              ) -> discord.ui.View:
     """The buttons for a job's message: Cancel while it runs, the task's actions once it is done."""
     view = discord.ui.View(timeout=None)

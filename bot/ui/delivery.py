@@ -10,7 +10,7 @@ import io
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -458,7 +458,7 @@ def _encode_image(frames: list[Image.Image], fmt: str, quality: int, exif: bytes
 def _has_alpha(im: Image.Image) -> bool:
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         alpha = im.convert("RGBA").getchannel("A")
-        return alpha.getextrema()[0] < 255
+        return alpha.getextrema()[0] < 255  # type: ignore[operator]  # one band: (min, max)
     return False
 
 
@@ -703,14 +703,14 @@ def _cut(s: str, n: int) -> str:
     return s[: max(0, n - 1)] + ELLIPSIS if n > 0 else ""
 
 
-def _embed_size(e: dict[str, Any]) -> int:
+def _embed_size(e: Mapping[str, Any]) -> int:
     total = len(e.get("title") or "") + len(e.get("description") or "")
     total += sum(len(f.get("name") or "") + len(f.get("value") or "") for f in e.get("fields") or [])
     total += len((e.get("footer") or {}).get("text") or "") + len((e.get("author") or {}).get("name") or "")
     return total
 
 
-def _clamp_dict(embed: dict[str, Any], budget: int) -> dict[str, Any]:
+def _clamp_dict(embed: Mapping[str, Any], budget: int) -> dict[str, Any]:
     e = dict(embed)
     if e.get("title"):
         e["title"] = _cut(e["title"], EMBED_TITLE)

@@ -266,12 +266,13 @@ class Presenter:
         return f"**{discord.utils.escape_markdown(prompt)}**\n{line}"
 
     def footer(self, job: Job) -> str:
-        meta = (job.result or {}).get("meta", {})
+        result = job.result or {}
+        meta = result.get("meta", {})
         bits = [f"`{job.id}`", job.model]
         if meta.get("seed") is not None:
             bits.append(t("result.seed", job.locale, seed=meta["seed"]))
-        if (job.result or {}).get("duration"):
-            bits.append(f"{job.result['duration']:.1f} s")
+        if result.get("duration"):
+            bits.append(f"{result['duration']:.1f} s")
         bits.append(t("result.ai_label", job.locale))
         return "-# " + " · ".join(bits)
 
@@ -339,6 +340,8 @@ class Presenter:
     # --- sending --------------------------------------------------------------------------------------
 
     def _webhook(self, job: Job) -> discord.Webhook:
+        # callers check job.token_valid() first: a job with a live token has its application id too
+        assert job.application_id is not None and job.interaction_token is not None
         return discord.Webhook.partial(job.application_id, job.interaction_token, client=self.bot)
 
     async def edit_job_message(self, job: Job, render: Render) -> None:
@@ -446,6 +449,7 @@ class Presenter:
     async def _deliver_interaction(self, job: Job, renders: list[Render],
                                    attachment: discord.File | None) -> list[discord.Message]:
         webhook = self._webhook(job)
+        assert job.message_id is not None  # the caller checked (via_interaction)
         earlier = await self._earlier_parts(job, "interaction")
         first, rest = renders[0], renders[1:]
         files = first.files + ([attachment] if attachment and not rest else [])
@@ -482,13 +486,14 @@ class Presenter:
         written still posts that one message twice (a channel message has no idempotency key natty could
         reuse across processes; @original, edited in place, never doubles)."""
         in_dm = job.ephemeral or not job.channel_id
+        channel_id = job.channel_id or 0  # 0 only in_dm
         if in_dm:
             user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
             target: discord.abc.Messageable = await user.create_dm()
         else:
-            target = self.bot.get_partial_messageable(job.channel_id)
+            target = self.bot.get_partial_messageable(channel_id)
         edits_placeholder = bool(job.params.get("channel_message") and job.message_id and job.channel_id)
-        if not in_dm and (seen := self._channel_permissions(job.channel_id)):  # type: ignore[arg-type]
+        if not in_dm and (seen := self._channel_permissions(channel_id)):
             perms, thread = seen
             can_send = perms.send_messages_in_threads if thread else perms.send_messages
             if not perms.view_channel or (not can_send and not (edits_placeholder and len(renders) == 1
@@ -506,8 +511,8 @@ class Presenter:
         async def post(**kwargs: Any) -> None:
             nonlocal part
             if part in earlier:  # posted by a try before a crash: edit it into this render instead
-                message_id, channel_id = earlier[part]
-                old = self.bot.get_partial_messageable(channel_id or job.channel_id).get_partial_message(message_id)
+                message_id, part_channel = earlier[part]
+                old = self.bot.get_partial_messageable(part_channel or channel_id).get_partial_message(message_id)
                 files = kwargs.pop("files", None) or ([kwargs.pop("file")] if "file" in kwargs else [])
                 message = await old.edit(attachments=files, **kwargs)
             else:
@@ -519,7 +524,8 @@ class Presenter:
         if edits_placeholder:
             # a reply in a conversation: its placeholder becomes the answer, no ping needed
             first = renders[0]
-            placeholder = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
+            assert job.message_id is not None  # edits_placeholder says so
+            placeholder = self.bot.get_partial_messageable(channel_id).get_partial_message(job.message_id)
             warnings = "".join(f"\n-# {w}" for w in job.params.get("warnings", []))
             content = first.content if len(first.content) + len(warnings) > delivery.MESSAGE_LIMIT \
                 else first.content + warnings

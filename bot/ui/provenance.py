@@ -256,7 +256,7 @@ def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
     """APPn/COM/other header segments before the scan, and where the scan (SOS) starts."""
     if not data.startswith(b"\xff\xd8"):
         raise ValueError("not a JPEG")
-    segments = []
+    segments: list[tuple[int, bytes]] = []
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
@@ -420,6 +420,7 @@ def _flac_blocks(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
 
 def _stamp_flac(data: bytes, prov: Provenance) -> bytes:
     blocks, audio = _flac_blocks(data)
+    comments: list[bytes]
     vendor, comments = b"natty", []
     for kind, body in blocks:
         if kind == 4:
@@ -742,7 +743,7 @@ def _png_texts(image: Image.Image) -> dict[str, str]:
     except ValueError as e:
         raise TooLargeToRead(f"its metadata is larger than {MAX_TEXT_MEMORY >> 20} MiB of text") from e
     except (OSError, SyntaxError, EOFError):  # damaged pixels: the text before them still counts
-        found = {k: v for k, v in image.info.items() if isinstance(v, str)}
+        found = {k: v for k, v in image.info.items() if isinstance(v, str)}  # type: ignore[misc]  # PNG keys are str
     return {k: str(v) for k, v in found.items()}
 
 
@@ -805,6 +806,7 @@ def read(data: bytes) -> dict[str, Any]:
     exif: dict[str, str] = {}
     natty: Provenance | None = None
     manifest: bytes | None = None
+    kind: bytes | int  # RIFF chunk ids are bytes, FLAC block types ints
     try:
         if fmt == "png":
             image = open_image(data)  # Pillow's reader, with its text bounds

@@ -39,8 +39,8 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     eos_token_ids: Iterable[int] = ()
-    on_token: Callable[[int], None] = lambda token: None
-    on_done: Callable[[BaseException | None], None] = lambda error: None  # None: finished normally
+    on_token: Callable[[int], object] = lambda token: None  # what it returns is ignored
+    on_done: Callable[[BaseException | None], object] = lambda error: None  # None: finished normally
     should_stop: Callable[[], bool] = lambda: False  # polled once per step; True cancels the request
     _aborted: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -118,7 +118,7 @@ def _growing_layer_class() -> type:
             buf[..., :n, :] = t
             return buf
 
-        @property  # type: ignore[override]
+        @property
         def keys(self) -> torch.Tensor | None:
             return None if self._k is None else self._k[..., : self._nk, :]
 
@@ -127,7 +127,7 @@ def _growing_layer_class() -> type:
             self._k = self._room(t)
             self._nk = 0 if t is None or self._k is None else t.shape[-2]
 
-        @property  # type: ignore[override]
+        @property
         def values(self) -> torch.Tensor | None:
             return None if self._v is None else self._v[..., : self._nv, :]
 

@@ -293,7 +293,7 @@ class Retrying:
             log.info("retrying %s in %.1f s after %s", model, wait, err.kind.value)
             await self.guard(self.sleep(wait), ctx, None)
 
-    async def guard(self, coro: Coroutine[Any, Any, T], ctx: RunContext, deadline: float | None) -> T:
+    async def guard(self, coro: Awaitable[T], ctx: RunContext, deadline: float | None) -> T:
         """Run `coro`, stopping it when ctx.cancel is set (CANCELLED) or the deadline passes (TIMEOUT)."""
         task = asyncio.ensure_future(coro)
         try:
@@ -337,7 +337,8 @@ def share_tls_context() -> None:
     import httpx2
     from huggingface_hub.utils import _http, set_async_client_factory
 
-    hooks = {"request": [_http.async_hf_request_event_hook], "response": [_http.async_hf_response_event_hook]}
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [_http.async_hf_request_event_hook],
+                                                  "response": [_http.async_hf_response_event_hook]}
     context = httpx2.create_ssl_context()
 
     def factory() -> httpx2.AsyncClient:
@@ -365,7 +366,8 @@ def inference_client(
 
     headers: dict[str, Any] = {} if api_key else {"authorization": None}
     return AsyncInferenceClient(
-        model=model, base_url=base_url, provider=provider, api_key=api_key or None, timeout=timeout,
+        model=model, base_url=base_url, api_key=api_key or None, timeout=timeout,
+        provider=provider,  # type: ignore[arg-type]  # the catalog's name; huggingface_hub checks it
         headers=headers,
     )
 
@@ -530,7 +532,9 @@ class HFBackend(RetryingBackend):
         from huggingface_hub.inference._providers import get_provider_helper
 
         def resolve() -> None:
-            helper = get_provider_helper(entry.provider or "auto", _HF_TASKS[task], entry.model)  # type: ignore[arg-type]
+            provider = entry.provider or "auto"
+            task_name = _HF_TASKS[task]
+            helper = get_provider_helper(provider, task_name, entry.model)  # type: ignore[arg-type]  # catalog's names
             helper._prepare_mapping_info(entry.model)
 
         await asyncio.to_thread(resolve)

@@ -13,9 +13,13 @@ import importlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.base import Backend, Request, Result, RunContext
 from models.catalog import ModelEntry
+
+if TYPE_CHECKING:
+    from models.backends.worker import ProcessWorker
 
 
 @functools.lru_cache(maxsize=256)
@@ -46,7 +50,7 @@ class LocalBackend(Backend):
         self.in_process = in_process
         self._own: Backend | None = None
         self._pipelines: Backend | None = None
-        self._worker = None
+        self._worker: ProcessWorker | None = None
 
     async def _family(self, entry: ModelEntry) -> Backend:
         # torch and transformers take seconds to import: never on the event loop

@@ -66,7 +66,7 @@ def progress_tqdm(report: Callable[[Progress], None], label: str, min_interval: 
     """
     from huggingface_hub.utils import tqdm as hf_tqdm
 
-    class ProgressTqdm(hf_tqdm):  # type: ignore[misc, valid-type]
+    class ProgressTqdm(hf_tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             name = kwargs.get("name") or ""
             self._forward = kwargs.get("unit") == "B" and not str(name).endswith(".transfer")
@@ -254,7 +254,8 @@ class PipelinesBackend(Backend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(
+            self.device).eval()  # type: ignore[arg-type]  # transformers types to() without self
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         return _ChatModel(model, tokenizer, Batcher(model, max_batch=self.max_batch, name=name), max_positions)
@@ -263,7 +264,8 @@ class PipelinesBackend(Backend):
         def build(folder: str, dtype: Any) -> Any:
             from transformers import pipeline
 
-            return pipeline(task, model=folder, device=self.device, dtype=dtype)
+            # transformers overloads pipeline() per literal task name
+            return pipeline(task, model=folder, device=self.device, dtype=dtype)  # type: ignore[call-overload]  # a str
 
         return build
 
@@ -433,8 +435,8 @@ class PipelinesBackend(Backend):
             pipe = pipeline("image-text-to-text", model=folder, device=self.device, dtype=dtype)
 
             def run_pipeline(image: Any, prompt: str | None, max_new_tokens: int) -> str:
-                out = pipe(images=image, text=prompt or "", max_new_tokens=max_new_tokens, return_full_text=False)
-                out = out[0] if isinstance(out, list) else out
+                outs = pipe(images=image, text=prompt or "", max_new_tokens=max_new_tokens, return_full_text=False)
+                out = outs[0] if isinstance(outs, list) else outs
                 text = out.get("generated_text", "")
                 return text if isinstance(text, str) else _text_of(text[-1].get("content") if text else "")
 
@@ -442,13 +444,15 @@ class PipelinesBackend(Backend):
 
         images = AutoImageProcessor.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype).to(self.device).eval()
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype).to(
+            self.device).eval()  # type: ignore[arg-type]  # transformers types to() without self
 
         def run_model(image: Any, prompt: str | None, max_new_tokens: int) -> str:
             pixels = images(images=image, return_tensors="pt").pixel_values.to(self.device, model.dtype)
             with torch.inference_mode():
                 ids = model.generate(pixel_values=pixels, max_new_tokens=max_new_tokens)
-            return tokenizer.decode(ids[0], skip_special_tokens=True)
+            text = tokenizer.decode(ids[0], skip_special_tokens=True)
+            return text  # type: ignore[return-value]  # decode() of one sequence is a str
 
         return run_model
 

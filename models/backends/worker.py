@@ -21,10 +21,11 @@ import multiprocessing
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from models.base import CancelToken, Request, Result, RunContext
+from models.base import CancelToken, Progress, Request, Result, RunContext
 from models.catalog import ModelEntry
 from models.errors import BackendError, ErrorKind
 
@@ -59,6 +60,9 @@ async def _serve(conn: Connection, backend_path: str) -> None:
                 conn.send(message)
             except (OSError, ValueError):
                 pass  # the parent went away; the run loop ends on its own
+
+    def reporter(rid: int) -> Callable[[Progress], None]:
+        return lambda p: send(("progress", rid, p))
 
     def read() -> None:
         while True:
@@ -95,7 +99,7 @@ async def _serve(conn: Connection, backend_path: str) -> None:
             continue
         _, rid, entry, request, seconds_left = message
         token = tokens[rid] = CancelToken()
-        ctx = RunContext(report=lambda p, rid=rid: send(("progress", rid, p)), cancel=token,
+        ctx = RunContext(report=reporter(rid), cancel=token,
                          deadline=None if seconds_left is None else time.monotonic() + seconds_left)
         task = asyncio.create_task(run_one(rid, entry, request, ctx))
         tasks.add(task)

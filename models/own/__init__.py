@@ -50,6 +50,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, info: dict[str, 
     name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / "model.safetensors"))
+    assert isinstance(model, CharRNN | PixelCNN | WaveNet)  # MODEL_TYPES' classes: `name` found it
     meta = {"natty_model": name, "config": model.config.to_dict(), **(info or {})}
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -89,7 +90,7 @@ def digits_png(x: np.ndarray, n_levels: int, scale: int, rows_done: int | None =
     for i in range(b):
         r, c = divmod(i, cols)
         sheet[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = grey[i]
-    img = Image.fromarray(sheet, "L").resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST)
+    img = Image.fromarray(sheet, "L").resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue(), img.width, img.height

@@ -42,6 +42,8 @@ class PixelCNNConfig:
 class MaskedConv2d(nn.Conv2d):
     """A convolution whose weight is multiplied by a fixed 0/1 mask, so hidden taps never contribute."""
 
+    mask: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, *args, mask: torch.Tensor, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.register_buffer("mask", mask.expand_as(self.weight).clone(), persistent=False)
@@ -190,13 +192,15 @@ class _NumpyWeights:
     """The model's weights as NumPy matrices laid out for the cached sampler (masks applied)."""
 
     def __init__(self, model: PixelCNN) -> None:
-        def np_(t: torch.Tensor) -> np.ndarray:
+        def np_(t: torch.Tensor | None) -> np.ndarray:
+            assert t is not None  # every layer here has a bias
             return t.detach().cpu().numpy()
 
         self.embed = np_(model.embed.weight)
         self.dtype = self.embed.dtype
-        self.layers = []
+        self.layers: list[dict[str, np.ndarray]] = []
         for layer in model.layers:
+            assert isinstance(layer, GatedLayer)  # what PixelCNN.layers holds (torch types it as Module)
             wv = np_(layer.v_conv.weight * layer.v_conv.mask)  # (2C, C, p+1, k)
             wh = np_(layer.h_conv.weight * layer.h_conv.mask)  # (2C, C, 1, p+1)
             self.layers.append({

@@ -23,7 +23,9 @@ import torch
 
 from models.own import CHECKPOINTS, MODEL_TYPES, load_checkpoint, save_checkpoint
 from models.own import data as datasets
-from models.own.wavenet import mu_law_encode
+from models.own.charrnn import CharRNN
+from models.own.pixelcnn import PixelCNN
+from models.own.wavenet import WaveNet, mu_law_encode
 
 KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "pixelcnn": "pixelcnn", "wavenet": "wavenet"}
 
@@ -57,6 +59,7 @@ class Task:
 
 class RNNTask(Task):
     natty_model = "charrnn"
+    seq_len: int  # 128 unless given
 
     def __init__(self, data: str | None, seq_len: int | None) -> None:
         super().__init__(data, seq_len or 128)
@@ -127,6 +130,9 @@ class PixelTask(Task):
 
 class WaveTask(Task):
     natty_model = "wavenet"
+    data: str  # "tones" unless given
+    seq_len: int  # 1024 unless given
+    rf: int  # the model's receptive field, in samples
     defaults = {"n_global": len(datasets.SOUND_KINDS)}
 
     def __init__(self, data: str | None, seq_len: int | None) -> None:
@@ -271,12 +277,14 @@ def train_main(argv: list[str]) -> int:
     if resume:
         model, meta = load_checkpoint(out, device=device)
         if natty_model == "wavenet":
+            assert isinstance(task, WaveTask) and isinstance(model, WaveNet)
             task.rf = model.config.receptive_field
     else:
         model = MODEL_TYPES[natty_model][0](task.make_config(overrides)).to(device)
         meta = {}
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    history: dict[str, list[Any]]
     step, history = 0, {"train": [], "val": []}
     if resume:
         st = torch.load(state_path, map_location=device, weights_only=False)
@@ -344,12 +352,15 @@ def eval_main(argv: list[str]) -> int:
     data = args.data or meta.get("data")
     task = TASKS[natty_model](data, None)
     if natty_model == "wavenet":
+        assert isinstance(task, WaveTask) and isinstance(model, WaveNet)
         task.rf = model.config.receptive_field
     metrics = task.evaluate(model, device)
     if natty_model == "pixelcnn":
+        assert isinstance(model, PixelCNN)
         print(f"pixelcnn {path}: {metrics['bits_per_dim']:.3f} bits/dim on held-out digits "
               f"(uniform over {model.config.n_levels} levels: {metrics['uniform_bits_per_dim']:.3f})")
     elif natty_model == "charrnn":
+        assert isinstance(model, CharRNN)
         print(f"charrnn {path}: {metrics['bits_per_char']:.3f} bits/char on held-out text "
               f"(uniform over {model.config.vocab_size} characters: {math.log2(model.config.vocab_size):.3f})")
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,8 @@ class WaveNet(nn.Module):
         for layer in self.layers:
             h, s = layer(h, g)
             skips = skips + s
-        logits = self.out2(F.relu(self.out1(F.relu(skips)))).transpose(1, 2)
+        hidden = F.relu(skips)  # type: ignore[arg-type]  # a Tensor once the first layer added to it
+        logits = self.out2(F.relu(self.out1(hidden))).transpose(1, 2)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
@@ -154,6 +156,7 @@ class WaveNet(nn.Module):
         cur = seq[:, n0 - 1]
         for t in range(n_samples):
             logits = step(cur)
+            assert logits is not None  # need_logits
             if logits_out is not None:
                 logits_out.append(logits.astype(np.float64))
             cur = out[:, t] = sample_logits(logits, rng, temperature)
@@ -169,14 +172,16 @@ class _FastStep:
         cfg = model.config
         R, D, S = cfg.n_residual, cfg.n_dilation, cfg.n_skip
 
-        def np_(t: torch.Tensor) -> np.ndarray:
+        def np_(t: torch.Tensor | None) -> np.ndarray:
+            assert t is not None  # every layer here has a bias
             return t.detach().cpu().numpy()
 
         self.embed = np_(model.embed.weight)
         dt = self.embed.dtype
         self.R, self.D = R, D
-        self.layers = []
+        self.layers: list[dict[str, Any]] = []
         for layer in model.layers:
+            assert isinstance(layer, ResidualLayer)  # what WaveNet.layers holds (torch types it as Module)
             w = np_(layer.dilated.weight)  # (2D, R, 2): tap 0 is x[t - d], tap 1 is x[t]
             bias = np.broadcast_to(np_(layer.dilated.bias), (batch, 2 * D)).copy()
             if layer.cond is not None and g is not None:
