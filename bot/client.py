@@ -103,6 +103,8 @@ class NattyBot(commands.Bot):
     sync_only: tuple[bool, int | None] = (False, None)  # (sync the commands and stop, in this guild only)
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        # no mentions by default, for every message the bot sends (one place: only the channel fallback's ping
+        # of the requester asks for more, explicitly)
         commands.Bot.__init__(self, command_prefix=commands.when_mentioned, intents=_intents(), help_command=None,
                               tree_cls=NattyTree, allowed_mentions=delivery.NO_MENTIONS,
                               guild_ready_timeout=settings.guild_ready_timeout)
@@ -208,12 +210,7 @@ class NattyBot(commands.Bot):
     async def refuse(self, interaction: discord.Interaction, message: str, task: str = "", model: str = "",
                      prompt: str = "") -> None:
         """Answer a bad request with a short ephemeral message and keep a failed job record of it."""
-        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-            await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
-        elif interaction.response.is_done():
-            await interaction.followup.send(message, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
-        else:
-            await interaction.response.send_message(message, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+        await self.send_error(interaction, message)
         if task:
             await self.engine.record_failure(
                 Job(user_id=interaction.user.id, task=task, model=model or "-", prompt=prompt[:4000],
@@ -253,7 +250,7 @@ class NattyBot(commands.Bot):
         await self.engine.record_failure(Job(user_id=interaction.user.id, task=task, model="-",
                                              guild_id=interaction.guild_id, channel_id=interaction.channel_id,
                                              locale=await self.locale_for(interaction)), message)
-        await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
+        await self.send_error(interaction, message)
 
     def origin_of(self, interaction: discord.Interaction, locale: str) -> Origin:
         """An interaction as the rules see it: who, where, through which command."""
@@ -329,7 +326,7 @@ class NattyBot(commands.Bot):
                                         inputs=inputs, parent_id=parent_id, message_id=message_id,
                                         interaction=interaction, ephemeral=ephemeral, check_prompt=check_prompt)
         except Refused as exc:
-            await interaction.edit_original_response(content=f"⚠️ {exc.message}", allowed_mentions=delivery.NO_MENTIONS)
+            await self.send_error(interaction, exc.message)
             return None
         await self.storage.link_message(message_id, job.id, interaction.channel_id)
         return job
@@ -368,7 +365,7 @@ class NattyBot(commands.Bot):
     async def _send_notice(self, channel_id: int, guild_id: int | None, text: str) -> None:
         channel = self.get_partial_messageable(channel_id, guild_id=guild_id)
         try:
-            await channel.send(text, allowed_mentions=delivery.NO_MENTIONS)
+            await channel.send(text)
         except discord.HTTPException as exc:
             log.warning("could not post to audit channel %s: %s", channel_id, exc)
 
@@ -400,15 +397,17 @@ class NattyBot(commands.Bot):
         await self.send_error(interaction, message)
 
     async def send_error(self, interaction: discord.Interaction, message: str) -> None:
+        """The one way a problem is told to the member who asked: in the "thinking" message when there is one,
+        else privately; never raises (the error path must answer even when Discord refuses)."""
+        text = delivery.warning(message)
         try:
             if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
                 # the "thinking" message is the place for the answer (a followup would leave it spinning)
-                await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=delivery.NO_MENTIONS)
+                await interaction.edit_original_response(content=text)
             elif interaction.response.is_done():
-                await interaction.followup.send(f"⚠️ {message}", ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+                await interaction.followup.send(text, ephemeral=True)
             else:
-                await interaction.response.send_message(f"⚠️ {message}", ephemeral=True,
-                                                        allowed_mentions=delivery.NO_MENTIONS)
+                await interaction.response.send_message(text, ephemeral=True)
         except discord.HTTPException as exc:
             log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)
 
@@ -420,8 +419,7 @@ class ShardedNattyBot(NattyBot, commands.AutoShardedBot):
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         commands.AutoShardedBot.__init__(self, command_prefix=commands.when_mentioned, intents=_intents(),
-                                         help_command=None, tree_cls=NattyTree,
-                                         allowed_mentions=delivery.NO_MENTIONS,
+                                         help_command=None, tree_cls=NattyTree, allowed_mentions=delivery.NO_MENTIONS,
                                          shard_count=settings.shard_count,
                                          guild_ready_timeout=settings.guild_ready_timeout)
         self._init_natty(settings, catalog)

@@ -100,18 +100,18 @@ class Chat(commands.Cog):
         elif images:
             warnings.append(t("chat.no_images", loc, model=parent.model))
         if not text and isinstance(content, str):
-            await message.reply("\n".join(f"⚠️ {w}" for w in warnings), allowed_mentions=delivery.NO_MENTIONS,
+            await message.reply("\n".join(delivery.warning(w) for w in warnings),
                                 mention_author=False)
             return
         messages = [*history_of(parent), {"role": "user", "content": content}]
         placeholder = await message.reply(t("chat.thinking", loc) + "".join(f"\n-# {w}" for w in warnings),
-                                          allowed_mentions=delivery.NO_MENTIONS, mention_author=False)
+                                          mention_author=False)
         try:
             job = await bot.submit_job(origin, "chat", text or t("chat.what_is_this", loc), model=parent.model,
                                        params={"messages": messages, "channel_message": True, "warnings": warnings},
                                        parent_id=parent.id, message_id=placeholder.id)
         except Refused as exc:
-            await placeholder.edit(content=f"⚠️ {exc.message}", allowed_mentions=delivery.NO_MENTIONS)
+            await placeholder.edit(content=delivery.warning(exc.message))
             return
         await bot.storage.link_message(placeholder.id, job.id, message.channel.id)
 

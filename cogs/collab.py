@@ -188,7 +188,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                     minutes: app_commands.Range[float, 0.05, 1440.0] = 5.0) -> None:
         problem = await self._may_open(interaction)
         if problem:
-            await interaction.response.send_message(f"⚠️ {problem}", ephemeral=True)
+            await self.bot.send_error(interaction, problem)
             return
         await interaction.response.defer(thinking=True)
         channel = interaction.channel
@@ -198,8 +198,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         theme_md = discord.utils.escape_markdown(s.theme)
         await interaction.edit_original_response(
             content=t("collab.started", s.locale, user=interaction.user.mention, theme=theme_md,
-                      when=f"<t:{int(s.deadline) + 1}:R>", id=s.id),
-            allowed_mentions=delivery.NO_MENTIONS)
+                      when=f"<t:{int(s.deadline) + 1}:R>", id=s.id))
         if isinstance(channel, discord.Thread):
             s.thread_id = channel.id
         else:
@@ -250,7 +249,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             message = await self._send(
                 s, t("collab.idea_post", s.locale, text=discord.utils.escape_markdown(idea.text), n=index + 1,
                   user=interaction.user.mention),
-                view=idea_view(s, index), allowed_mentions=delivery.NO_MENTIONS)
+                view=idea_view(s, index))
             idea.message_id = message.id
             await self._save(s)
         await self._refresh_panel(s)
@@ -282,7 +281,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             if not may_manage(interaction.user.id, s.host_id, getattr(interaction, "permissions", None)):
                 await interaction.response.send_message(
                     t("collab.not_host", await _loc(interaction), host=f"<@{s.host_id}>"),
-                    ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+                    ephemeral=True)
                 return
             if not s.ideas:
                 await interaction.response.send_message(t("collab.no_ideas", await _loc(interaction)), ephemeral=True)
@@ -300,11 +299,11 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         parent = await self._load(sid)
         if parent is None or parent.state != "done" or not parent.prompt or parent.guild_id != interaction.guild_id:
             await interaction.response.send_message(t("collab.no_session", await _loc(interaction), id=sid[:20]),
-                                                    ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+                                                    ephemeral=True)
             return
         problem = await self._may_open(interaction)
         if problem:
-            await interaction.response.send_message(f"⚠️ {problem}", ephemeral=True)
+            await self.bot.send_error(interaction, problem)
             return
         minutes = minutes or parent.minutes
         s = c.Session(id=secrets.token_hex(5), guild_id=parent.guild_id, channel_id=parent.channel_id,

@@ -60,8 +60,7 @@ class Jobs(commands.Cog):
                          f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")
         embed = discord.Embed(title=t("jobs.title", loc), description="\n".join(lines))
         embed.set_footer(text=t("jobs.footer", loc))
-        await interaction.edit_original_response(embed=delivery.clamp_embed(embed),
-                                                 allowed_mentions=delivery.NO_MENTIONS)
+        await interaction.edit_original_response(embed=delivery.clamp_embed(embed))
 
     @app_commands.command(name="show", description="Bring back a past job with its buttons")
     @app_commands.describe(job="The job id, as shown under each result")
@@ -69,15 +68,14 @@ class Jobs(commands.Cog):
         record = await self.bot.storage.get_job(job.strip().lower())
         loc = await self.bot.locale_for(interaction)
         if record is None or not self._may_see(interaction, record):
-            await interaction.response.send_message(t("show.not_found", loc, id=job[:20]), ephemeral=True,
-                                                    allowed_mentions=delivery.NO_MENTIONS)
+            await interaction.response.send_message(t("show.not_found", loc, id=job[:20]), ephemeral=True)
             return
         if not record.state.finished:
             await interaction.response.send_message(
                 t("show.unfinished", loc, id=record.id, state=t(f"state.{record.state.value}", loc)), ephemeral=True)
             return
         if refusal := await self._not_here(interaction, record, loc):
-            await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS)
+            await interaction.response.send_message(refusal, ephemeral=True)
             return
         await interaction.response.defer(ephemeral=record.ephemeral)
         if record.state is JobState.DONE:
@@ -86,14 +84,13 @@ class Jobs(commands.Cog):
                 interaction.channel)})
             for check in self.bot.presenter.output_checks:
                 if withheld := await check(seen_here):
-                    await interaction.edit_original_response(content=f"⚠️ {withheld}\n-# `{record.id}`",
-                                                             allowed_mentions=delivery.NO_MENTIONS)
+                    await self.bot.send_error(interaction, f"{withheld}\n-# `{record.id}`")
                     return
         renders, attachment = await asyncio.to_thread(
             self.bot.presenter.render_result, record, interaction.filesize_limit)
         for i, render in enumerate(renders):
             files = render.files + ([attachment] if attachment and i == len(renders) - 1 else [])
-            kwargs: dict = dict(content=render.content, allowed_mentions=delivery.NO_MENTIONS)
+            kwargs: dict = dict(content=render.content)
             if render.view is not None:
                 kwargs["view"] = render.view
             message: discord.Message

@@ -185,8 +185,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         loc = game.locale
         await interaction.edit_original_response(
             content=t("game.intro", loc, rounds=g.count("game.n_rounds", rounds, loc), kind=kind_name(kind, loc),
-                      seconds=seconds, host=interaction.user.mention, id=game.id),
-            allowed_mentions=delivery.NO_MENTIONS)
+                      seconds=seconds, host=interaction.user.mention, id=game.id))
         log.info("game %s started by %s: %d rounds of %s", game.id, interaction.user.id, rounds, kind)
         self._spawn(game.id)
 
@@ -206,7 +205,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                            right=r["correct"], wrong=r["wrong"], accuracy=accuracy,
                            games=g.count("game.n_games", r["games"], loc)))
         embed = discord.Embed(title=t("game.board_title", loc), description="\n".join(lines), colour=0xF1C40F)
-        await interaction.response.send_message(embed=embed, allowed_mentions=delivery.NO_MENTIONS)
+        await interaction.response.send_message(embed=embed)
 
     @app_commands.command(name="add-real", description="Add a real image or text to this server's Natty or Not pool")
     @app_commands.describe(image="A real photo or drawing (not AI-made)", text="A real text written by a person")
@@ -225,7 +224,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         if image is not None:
             data, problem = await self.bot.read_attachment(interaction, image, ("image",))
             if data is None:
-                await interaction.edit_original_response(content=f"⚠️ {problem}")
+                await self.bot.send_error(interaction, problem or "")
                 return
             try:
                 prov = await asyncio.to_thread(read_provenance, data)  # bounded, but CPU work: off the loop
@@ -265,7 +264,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             data, problem = await self.bot.read_attachment(
                 interaction, file, ("image", "audio", "video"))
             if data is None:
-                await interaction.edit_original_response(content=f"⚠️ {problem}")
+                await self.bot.send_error(interaction, problem or "")
                 return
             try:
                 finding = await self._check_file(interaction, file, data, loc)
@@ -283,8 +282,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         embed.add_field(name=t("check.proves", loc), value="\n".join(f"• {x}" for x in finding.proves),
                         inline=False)
         embed.set_footer(text=t("check.footer", loc))
-        await interaction.edit_original_response(embed=delivery.clamp_embed(embed),
-                                                 allowed_mentions=delivery.NO_MENTIONS)
+        await interaction.edit_original_response(embed=delivery.clamp_embed(embed))
 
     async def _check_file(self, interaction: discord.Interaction[NattyBot], file: discord.Attachment, data: bytes,
                           loc: str) -> g.Finding:
@@ -460,7 +458,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             content.append(f"-# {rnd.note}")
         content.append(t("game.vote_prompt", loc, when=f"<t:{int(rnd.deadline) + 1}:R>"))
         message = await self._channel(game).send("\n".join(content)[: delivery.MESSAGE_LIMIT], files=files,
-                                                 view=round_view(game, rnd), allowed_mentions=delivery.NO_MENTIONS)
+                                                 view=round_view(game, rnd))
         async with self._lock(game.id):
             fresh = await g.load_game(self.storage, game.id)
             if fresh is not None:
@@ -573,7 +571,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         if rnd.message_id:
             with contextlib.suppress(discord.HTTPException):
                 await channel.get_partial_message(rnd.message_id).edit(view=None)
-        await channel.send(g.reveal_text(game, rnd, result), allowed_mentions=delivery.NO_MENTIONS)
+        await channel.send(g.reveal_text(game, rnd, result))
 
     async def _finish(self, game: g.Game) -> None:
         game.state = "done"
@@ -581,7 +579,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         players = sorted({int(u) for r in game.rounds for u in r.votes})
         if game.guild_id and players:
             await g.count_game(self.storage, game.guild_id, players)
-        await self._channel(game).send(g.final_text(game), allowed_mentions=delivery.NO_MENTIONS)
+        await self._channel(game).send(g.final_text(game))
         log.info("game %s finished: %s", game.id, game.points)
 
 

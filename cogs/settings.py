@@ -90,7 +90,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                      gs: dict[str, Any] | None = None) -> None:
         embed = self.summary(gs, await self._loc(interaction)) if gs is not None else None
         kwargs: dict[str, Any] = {"embed": embed} if embed else {}
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=delivery.NO_MENTIONS,
+        await interaction.response.send_message(text, ephemeral=True,
                                                 **kwargs)
 
     def _commands(self) -> list[str]:

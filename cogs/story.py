@@ -170,7 +170,7 @@ class Story(commands.Cog):
         body = t("story.scene", loc, n=number, passage=passage)
         footer = "\n".join([*(f"-# {n}" for n in notes), f"-# `{job.id}` · {t('result.ai_label', loc)}"])
         content = body[: delivery.MESSAGE_LIMIT - len(footer) - 1] + "\n" + footer
-        message = await thread.send(content=content, files=files, allowed_mentions=delivery.NO_MENTIONS)
+        message = await thread.send(content=content, files=files)
         await bot.storage.link_message(message.id, job.id, message.channel.id)
 
 

@@ -46,6 +46,11 @@ ELLIPSIS = "…"
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
+def warning(text: str) -> str:
+    """A problem as members see it, wherever it is said: one mark, then the short sentence."""
+    return f"⚠️ {text}"
+
+
 def requester_only(user_id: int) -> discord.AllowedMentions:
     """Mentions that may ping only the requester: no @everyone, no roles, no reply ping."""
     return discord.AllowedMentions(everyone=False, users=[discord.Object(id=user_id)], roles=False, replied_user=False)

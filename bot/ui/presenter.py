@@ -347,7 +347,7 @@ class Presenter:
     async def edit_job_message(self, job: Job, render: Render) -> None:
         """Edit the job's message in place: through the interaction while its token lives, else the channel."""
         kwargs: dict[str, Any] = dict(content=render.content, attachments=render.files,
-                                      view=render.view, allowed_mentions=delivery.NO_MENTIONS)
+                                      view=render.view)
         if job.token_valid(self.bot.settings.token_margin) and job.message_id:
             await self._webhook(job).edit_message(job.message_id, **kwargs)
             return
@@ -455,18 +455,16 @@ class Presenter:
         files = first.files + ([attachment] if attachment and not rest else [])
         # @original: an edit, the same whether or not a try before a crash made it already
         message = await webhook.edit_message(job.message_id, content=first.content, attachments=files,
-                                             view=first.view, allowed_mentions=delivery.NO_MENTIONS)
+                                             view=first.view)
         await self._sent(job, "interaction", 0, message)
         sent: list[discord.Message] = [message]
         for i, render in enumerate(rest):
             extra = [attachment] if attachment and i == len(rest) - 1 else []
             if i + 1 in earlier:  # this followup is out already: make it this render again
                 message = await webhook.edit_message(earlier[i + 1][0], content=render.content,
-                                                     attachments=render.files + extra, view=render.view,
-                                                     allowed_mentions=delivery.NO_MENTIONS)
+                                                     attachments=render.files + extra, view=render.view)
             else:
-                kwargs: dict[str, Any] = dict(content=render.content, files=render.files + extra,
-                                              allowed_mentions=delivery.NO_MENTIONS, wait=True,
+                kwargs: dict[str, Any] = dict(content=render.content, files=render.files + extra, wait=True,
                                               ephemeral=job.ephemeral)
                 if render.view is not None:
                     kwargs["view"] = render.view
@@ -529,14 +527,13 @@ class Presenter:
             warnings = "".join(f"\n-# {w}" for w in job.params.get("warnings", []))
             content = first.content if len(first.content) + len(warnings) > delivery.MESSAGE_LIMIT \
                 else first.content + warnings
-            message = await placeholder.edit(content=content, attachments=first.files, view=first.view,
-                                             allowed_mentions=delivery.NO_MENTIONS)
+            message = await placeholder.edit(content=content, attachments=first.files, view=first.view)
             await self._sent(job, "channel", part, message)
             sent.append(message)
             part += 1
             renders = renders[1:]
             if not renders and attachment:
-                await post(file=attachment, allowed_mentions=delivery.NO_MENTIONS)
+                await post(file=attachment)
         if renders and not job.ephemeral and not job.params.get("channel_message"):
             # The mention goes in front of the first message; a chunk already near the limit is split again
             # (one splitter for all text) instead of losing its end.
