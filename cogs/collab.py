@@ -27,6 +27,7 @@ from discord.ext import commands
 
 from bot.community import collab as c
 from bot.community import game as g
+from bot.community.sessions import Sessions
 from bot.i18n import t
 from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
 from bot.ui import delivery
@@ -120,9 +121,7 @@ class IdeaModal(discord.ui.Modal):
 class Collab(commands.GroupCog, group_name="collab", group_description="Write a prompt together, then generate it"):
     def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
-        self.wakeups: dict[str, asyncio.Event] = {}
+        self.sessions = Sessions("collab")  # each open session's timer task, lock and wakeup
         self.panels: dict[str, int] = {}  # a session's panel once it was posted again (see _refresh_panel)
         self.saving: set[asyncio.Task[None]] = set()
         self.store = g.SessionStore(bot.storage, "collab")
@@ -130,18 +129,13 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
 
     async def cog_load(self) -> None:
         for sid in await self.store.open_ids():
-            self._spawn(sid)
+            self.sessions.spawn(sid, self._drive)
 
     async def cog_unload(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
-
-    def _spawn(self, sid: str) -> None:
-        if sid not in self.tasks or self.tasks[sid].done():
-            self.tasks[sid] = asyncio.create_task(self._drive(sid), name=f"collab-{sid}")
+        self.sessions.cancel_all()
 
     def _lock(self, sid: str) -> asyncio.Lock:
-        return self.locks.setdefault(sid, asyncio.Lock())
+        return self.sessions.lock(sid)
 
     async def _load(self, sid: str) -> c.Session | None:
         raw = await self.store.load(sid)
@@ -289,8 +283,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             s.deadline = time.time()
             await self._save(s)
         await interaction.response.send_message(t("collab.generating", await _loc(interaction)), ephemeral=True)
-        self._spawn(sid)
-        self.wakeups.setdefault(sid, asyncio.Event()).set()
+        self.sessions.spawn(sid, self._drive)
+        self.sessions.wake(sid)
 
     async def on_remix(self, interaction: discord.Interaction[NattyBot], sid: str, arg: int | None) -> None:
         await self._remix(interaction, sid, None)
@@ -321,7 +315,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         s.panel_id = panel.id
         await self._save(s)
         log.info("collab session %s opened by %s in thread %s", s.id, s.host_id, s.thread_id)
-        self._spawn(s.id)
+        self.sessions.spawn(s.id, self._drive)
 
     async def _refresh_panel(self, s: c.Session) -> None:
         """Show the session's state in its panel. Discord refuses edits of messages older than an hour (30046),
@@ -357,12 +351,6 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         with contextlib.suppress(discord.HTTPException):
             await self._thread(s).get_partial_message(panel_id).delete()
 
-    async def _wait_until(self, sid: str, deadline: float) -> None:
-        event = self.wakeups.setdefault(sid, asyncio.Event())
-        event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - time.time()))
-
     async def _drive(self, sid: str) -> None:
         """Wait for the session's deadline (or Generate), then fuse, generate and post the result."""
         await self.bot.wait_until_ready()  # the job engine starts after the cogs load
@@ -372,7 +360,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                 if s is None or s.state in ("done", "failed"):
                     return
                 if s.state == "open":
-                    await self._wait_until(sid, s.deadline)
+                    await self.sessions.wait_until(sid, s.deadline)
                     async with self._lock(sid):
                         s = await self._load(sid)
                         if s is None or s.state != "open" or time.time() < s.deadline:
@@ -399,17 +387,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                     await self._save(s)
                     await self._refresh_panel(s)
         finally:  # ended, failed, or the bot stopping: either way this task holds nothing more
-            self._forget(sid)
-
-    def _forget(self, sid: str) -> None:
-        """A session that ended keeps no wakeup, task, panel or idle lock here (a later press makes a new lock)."""
-        self.wakeups.pop(sid, None)
-        self.panels.pop(sid, None)
-        if self.tasks.get(sid) is asyncio.current_task():
-            del self.tasks[sid]
-        lock = self.locks.get(sid)
-        if lock is not None and not lock.locked():
-            del self.locks[sid]
+            self.panels.pop(sid, None)
+            self.sessions.forget(sid)
 
     async def _save_panel(self, sid: str, panel_id: int) -> None:
         """Record a re-posted panel in the session, under its lock (the caller may hold it: hence a task)."""

@@ -28,6 +28,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.community import game as g
+from bot.community.sessions import Sessions
 from bot.i18n import t
 from bot.jobs.job import JobState
 from bot.policy import Origin, may_manage, require_configure
@@ -118,9 +119,7 @@ def round_view(game: g.Game, rnd: g.Round) -> discord.ui.View:
 class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty or Not: spot the AI"):
     def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
-        self.wakeups: dict[str, asyncio.Event] = {}
+        self.sessions = Sessions("game")  # each running game's timer task, lock and wakeup
         super().__init__()
 
     @property
@@ -129,33 +128,12 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
 
     async def cog_load(self) -> None:
         for game_id in await g.SessionStore(self.storage, "game").open_ids():
-            self._spawn(game_id)
-        if self.tasks:
-            log.info("resuming %d open game(s)", len(self.tasks))
+            self.sessions.spawn(game_id, self._drive)
+        if self.sessions.tasks:
+            log.info("resuming %d open game(s)", len(self.sessions.tasks))
 
     async def cog_unload(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
-
-    def _spawn(self, game_id: str) -> None:
-        if game_id not in self.tasks or self.tasks[game_id].done():
-            self.tasks[game_id] = asyncio.create_task(self._drive(game_id), name=f"game-{game_id}")
-
-    def _lock(self, game_id: str) -> asyncio.Lock:
-        return self.locks.setdefault(game_id, asyncio.Lock())
-
-    def _prune(self, game_id: str) -> None:
-        """Forget a game's lock, wakeup and task once nothing drives it any more (it ended, failed or was
-        stopped), so the dicts hold running games only. A press on an old round's button lands here too."""
-        task = self.tasks.get(game_id)
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            return
-        lock = self.locks.get(game_id)
-        if lock is not None and lock.locked():
-            return
-        self.tasks.pop(game_id, None)
-        self.locks.pop(game_id, None)
-        self.wakeups.pop(game_id, None)
+        self.sessions.cancel_all()
 
     # --- commands -------------------------------------------------------------------------------------------
 
@@ -187,7 +165,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             content=t("game.intro", loc, rounds=g.count("game.n_rounds", rounds, loc), kind=kind_name(kind, loc),
                       seconds=seconds, host=interaction.user.mention, id=game.id))
         log.info("game %s started by %s: %d rounds of %s", game.id, interaction.user.id, rounds, kind)
-        self._spawn(game.id)
+        self.sessions.spawn(game.id, self._drive)
 
     @app_commands.command(name="leaderboard", description="This server's best Natty or Not players")
     async def leaderboard_cmd(self, interaction: discord.Interaction[NattyBot]) -> None:
@@ -330,11 +308,11 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         try:
             await self._vote(interaction, game_id, index, item, choice)
         finally:
-            self._prune(game_id)
+            self.sessions.forget(game_id)
 
     async def _vote(self, interaction: discord.Interaction[NattyBot], game_id: str, index: int, item: int,
                     choice: str) -> None:
-        async with self._lock(game_id):
+        async with self.sessions.lock(game_id):
             game = await g.load_game(self.storage, game_id)
             rnd = game.rounds[index] if game and index < len(game.rounds) else None
             if game is None or rnd is None or rnd.phase != "voting" or time.time() >= (rnd.deadline or 0):
@@ -358,10 +336,10 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         try:
             await self._end_round(interaction, game_id, index)
         finally:
-            self._prune(game_id)
+            self.sessions.forget(game_id)
 
     async def _end_round(self, interaction: discord.Interaction[NattyBot], game_id: str, index: int) -> None:
-        async with self._lock(game_id):
+        async with self.sessions.lock(game_id):
             game = await g.load_game(self.storage, game_id)
             if game is None or index >= len(game.rounds) or game.rounds[index].phase != "voting":
                 await interaction.response.send_message(t("game.round_already_over", await _loc(interaction)),
@@ -373,8 +351,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             game.rounds[index].deadline = time.time()
             await g.save_game(self.storage, game)
         await interaction.response.send_message(t("game.ending", await _loc(interaction)), ephemeral=True)
-        if (wakeup := self.wakeups.get(game_id)) is not None:
-            wakeup.set()
+        self.sessions.wake(game_id)
 
     # --- the game's timer task ---------------------------------------------------------------------------------
 
@@ -383,7 +360,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         await self.bot.wait_until_ready()  # the engine starts after the cogs load
         try:
             while True:
-                async with self._lock(game_id):
+                async with self.sessions.lock(game_id):
                     game = await g.load_game(self.storage, game_id)
                     if game is None or game.state != "running":
                         return
@@ -398,8 +375,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                 if rnd.phase == "generating":
                     await self._open_round(game, rnd)
                     continue
-                await self._wait_until(game_id, rnd.deadline or 0)
-                async with self._lock(game_id):
+                await self.sessions.wait_until(game_id, rnd.deadline or 0)
+                async with self.sessions.lock(game_id):
                     game = await g.load_game(self.storage, game_id)
                     assert game is not None
                     rnd = game.rounds[rnd.index]
@@ -416,16 +393,10 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                     await g.save_game(self.storage, game)
                     await self._channel(game).send(t("game.stopped", game.locale))
         finally:
-            self._prune(game_id)
+            self.sessions.forget(game_id)
 
     def _channel(self, game: g.Game) -> discord.PartialMessageable:
         return self.bot.get_partial_messageable(game.channel_id)
-
-    async def _wait_until(self, game_id: str, deadline: float) -> None:
-        event = self.wakeups.setdefault(game_id, asyncio.Event())
-        event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - time.time()))
 
     async def _open_round(self, game: g.Game, rnd: g.Round) -> None:
         """Make the round's items, then post them with the vote buttons and start its timer."""
@@ -441,7 +412,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             rnd.items = await self._make_items(game, rnd, [g.NATURAL], rng)
             rnd.note = t("game.one_item_note", game.locale, error=str(exc)[:150])
         rnd.phase, rnd.deadline = "voting", time.time() + game.seconds
-        async with self._lock(game.id):
+        async with self.sessions.lock(game.id):
             await g.save_game(self.storage, game)
         loc = game.locale
         files, content = [], [t("game.round_title", loc, n=rnd.index + 1, total=game.rounds_total,
@@ -459,7 +430,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         content.append(t("game.vote_prompt", loc, when=f"<t:{int(rnd.deadline) + 1}:R>"))
         message = await self._channel(game).send("\n".join(content)[: delivery.MESSAGE_LIMIT], files=files,
                                                  view=round_view(game, rnd))
-        async with self._lock(game.id):
+        async with self.sessions.lock(game.id):
             fresh = await g.load_game(self.storage, game.id)
             if fresh is not None:
                 fresh.rounds[rnd.index].message_id = message.id

@@ -121,6 +121,8 @@ async def test_a_text_session_and_one_nobody_joined(tmp_path):
         empty_thread, empty_panel = await start_session(n, n.alice, theme="nothing yet", minutes=0.05)
         await n.wait(lambda: "ended without a result" in empty_panel.content and not empty_panel.buttons)
         assert "nobody added an idea" in empty_panel.content
+        sessions = n.bot.get_cog("Collab").sessions  # both sessions ended: nothing of theirs stays in memory
+        await n.wait(lambda: not (sessions.tasks or sessions.locks or sessions.wakeups), timeout=10)
         assert n.server.violations == []
 
 

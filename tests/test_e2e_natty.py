@@ -318,11 +318,11 @@ async def test_a_finished_game_leaves_no_lock_wakeup_or_task_behind(tmp_path):
         await n.server.slash(n.alice, n.general, "natty play", rounds=1, kind="digits", seconds=300)
         msg = await round_message(n, 1, 1)
         await current_round(n, 1)
-        assert cog.tasks and cog.locks  # a running game has its timer task and lock
+        assert cog.sessions.tasks and cog.sessions.locks  # a running game has its timer task and lock
         await (await n.server.press(n.alice, msg, label="End round")).response()
         await n.wait(lambda: next((m for m in n.general.messages if "Natty or Not is over" in m.content), None))
         async with asyncio.timeout(30):
-            while cog.tasks or cog.locks or cog.wakeups:
+            while cog.sessions.tasks or cog.sessions.locks or cog.sessions.wakeups:
                 await asyncio.sleep(0.02)
-        assert (cog.tasks, cog.locks, cog.wakeups) == ({}, {}, {})
+        assert (cog.sessions.tasks, cog.sessions.locks, cog.sessions.wakeups) == ({}, {}, {})
         assert n.server.violations == []
