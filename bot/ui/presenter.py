@@ -364,36 +364,31 @@ class Presenter:
         limit = job.params.get("filesize_limit") or delivery.DEFAULT_FILE_LIMIT
         # re-encoding to fit can take seconds of CPU: keep it off the event loop
         renders, attachment = await asyncio.to_thread(self.render_result, job, limit)
-        via_interaction = job.token_valid(self.bot.settings.token_margin) and job.message_id
+        # the interaction while its token lives (and the channel if that fails), else the channel alone
+        routes = ["interaction", "channel"] if job.token_valid(self.bot.settings.token_margin) and job.message_id \
+            else ["channel"]
         sent: list[discord.Message] = []
         settled: str | None = None
-        try:
-            if via_interaction:
-                sent = await self._deliver_interaction(job, renders, attachment)
-                settled = "interaction"
-            else:
-                sent = await self._deliver_channel(job, renders, attachment)
-                settled = "channel"
-        except Undeliverable as exc:
-            settled = self._undeliverable(job, exc)
-        except SEND_ERRORS as exc:
-            log.warning("job %s: delivery through %s failed (%s); %s", job.id,
-                        "the interaction" if via_interaction else "the channel", exc or type(exc).__name__,
-                        "trying the channel" if via_interaction else "giving up")
-            if not via_interaction and _permanent(exc):
-                settled = f"failed: {exc}"
-            if via_interaction:
+        for i, route in enumerate(routes):
+            if i:
                 _rewind(renders, attachment)  # the failed upload read the files to their end
-                try:
+            try:
+                if route == "interaction":
+                    sent = await self._deliver_interaction(job, renders, attachment)
+                else:
                     sent = await self._deliver_channel(job, renders, attachment)
-                    settled = "channel"
-                except Undeliverable as again:
-                    settled = self._undeliverable(job, again)
-                except SEND_ERRORS as again:
-                    log.warning("job %s: delivery through the channel failed too (%s)", job.id,
-                                again or type(again).__name__)
-                    if _permanent(again):
-                        settled = f"failed: {again}"
+                settled = route
+                break
+            except Undeliverable as exc:
+                settled = self._undeliverable(job, exc)
+                break
+            except SEND_ERRORS as exc:
+                last = i == len(routes) - 1
+                log.warning("job %s: delivery through %s failed%s (%s); %s", job.id,
+                            "the interaction" if route == "interaction" else "the channel", " too" * (i > 0),
+                            exc or type(exc).__name__, "giving up" if last else "trying the channel")
+                if last and _permanent(exc):
+                    settled = f"failed: {exc}"
         if settled is None:
             log.warning("job %s: not delivered (%s); it is tried again at the next start", job.id, job.state)
             return
