@@ -188,7 +188,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         channel = interaction.channel
         s = c.Session(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
                       host_id=interaction.user.id, task=task, theme=" ".join(theme.split()),
-                      deadline=time.time() + minutes * 60, minutes=minutes, locale=await _server_loc(interaction))
+                      deadline=time.time() + minutes * 60, minutes=minutes, locale=await _server_loc(interaction),
+                      filesize_limit=interaction.filesize_limit)
         theme_md = discord.utils.escape_markdown(s.theme)
         await interaction.edit_original_response(
             content=t("collab.started", s.locale, user=interaction.user.mention, theme=theme_md,
@@ -303,7 +304,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         s = c.Session(id=secrets.token_hex(5), guild_id=parent.guild_id, channel_id=parent.channel_id,
                       host_id=interaction.user.id, task=parent.task, theme=parent.prompt[:300],
                       deadline=time.time() + minutes * 60, minutes=minutes, thread_id=parent.thread_id,
-                      parent_id=parent.id, locale=await _server_loc(interaction))
+                      parent_id=parent.id, locale=await _server_loc(interaction),
+                      filesize_limit=interaction.filesize_limit)
         await interaction.response.send_message(t("collab.remix_started", await _loc(interaction),
                                                   thread=f"<#{s.thread_id}>"), ephemeral=True)
         await self._open(s)
@@ -495,12 +497,14 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                 text = text[: max(0, room - 40)] + t("collab.text_attached", loc)
             head.append(text)
         else:
-            files, notes = await asyncio.to_thread(presenter.result_files, job, delivery.DEFAULT_FILE_LIMIT)
+            files, notes = await asyncio.to_thread(presenter.result_files, job, delivery.upload_limit(s.filesize_limit))
         footer = t("collab.result_footer", loc, job=job.id, model=job.model, label=t("result.ai_label", loc), id=s.id)
-        content = "\n".join([*head, *(f"-# {n}" for n in notes), footer])[: delivery.MESSAGE_LIMIT]
+        *before, last = delivery.with_footer("\n".join([*head, *(f"-# {n}" for n in notes)]), footer)
+        for text in before:
+            await self._send(s, text)
         view = discord.ui.View(timeout=None)
         view.add_item(CollabButton("remix", s.id, locale=loc))
-        message = await self._send(s, content, files=files, view=view)
+        message = await self._send(s, last, files=files, view=view)
         await self.bot.storage.link_message(message.id, job.id, message.channel.id)
 
 

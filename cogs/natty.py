@@ -428,8 +428,10 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         if rnd.note:
             content.append(f"-# {rnd.note}")
         content.append(t("game.vote_prompt", loc, when=f"<t:{int(rnd.deadline) + 1}:R>"))
-        message = await self._channel(game).send("\n".join(content)[: delivery.MESSAGE_LIMIT], files=files,
-                                                 view=round_view(game, rnd))
+        *before, last = delivery.split_text("\n".join(content)) or [""]
+        for text in before:
+            await self._channel(game).send(text)
+        message = await self._channel(game).send(last, files=files, view=round_view(game, rnd))
         async with self.sessions.lock(game.id):
             fresh = await g.load_game(self.storage, game.id)
             if fresh is not None:

@@ -164,13 +164,15 @@ class Story(commands.Cog):
                 notes.append(part.error or t("story.part_failed", loc))
             else:
                 made, fit_notes = await asyncio.to_thread(bot.presenter.result_files, part,
-                                                          delivery.DEFAULT_FILE_LIMIT)
+                                                          delivery.upload_limit(job.params.get("filesize_limit")))
                 files += made
                 notes += fit_notes
         body = t("story.scene", loc, n=number, passage=passage)
         footer = "\n".join([*(f"-# {n}" for n in notes), f"-# `{job.id}` · {t('result.ai_label', loc)}"])
-        content = body[: delivery.MESSAGE_LIMIT - len(footer) - 1] + "\n" + footer
-        message = await thread.send(content=content, files=files)
+        *before, last = delivery.with_footer(body, footer)
+        for text in before:  # a passage too long for one message goes on in the next, each labelled
+            await thread.send(content=text)
+        message = await thread.send(content=last, files=files)
         await bot.storage.link_message(message.id, job.id, message.channel.id)
 
 

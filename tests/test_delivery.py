@@ -442,3 +442,16 @@ def test_a_labelled_file_fits_with_its_label_on_at_any_limit():
         fitted = fit_file(labelled, "sky.png", limit)
         assert len(fitted.data) <= limit, limit
         assert read(fitted.data)["natty"] is not None
+
+
+def test_a_body_too_long_for_one_message_goes_on_in_the_next_each_with_its_footer() -> None:
+    from bot.ui.delivery import with_footer
+
+    body = "\n\n".join(f"Paragraph {i}. " + "The sea was grey and the boats were small. " * 12 for i in range(8))
+    footer = "-# `abc123` · AI-generated"
+    parts = with_footer(body, footer)
+    assert len(parts) >= 3
+    assert all(len(p) <= 2000 and p.endswith("\n" + footer) for p in parts)
+    shown = "".join(p.removesuffix("\n" + footer) for p in parts)
+    assert all(shown.count(f"Paragraph {i}.") == 1 for i in range(8))  # nothing cut off, nothing twice
+    assert with_footer("short", footer) == ["short\n" + footer]

@@ -70,6 +70,7 @@ class Session:
     error: str | None = None  # why it failed, in the session's language
     created_at: float = field(default_factory=time.time)
     locale: str = DEFAULT  # the language of what it posts (the server's, picked when it started)
+    filesize_limit: int | None = None  # the upload limit Discord gave the interaction that started it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -156,6 +156,21 @@ def _render(text: str, start: int, end: int, head: _Fence | None, tail: _Fence |
     return (head.opener if head else "") + body + (tail.closer if tail else "")
 
 
+def upload_limit(recorded: int | None) -> int:
+    """The upload limit a message may use: the one Discord gave the interaction it answers (kept in the job or
+    session that came of it), else Discord's smallest."""
+    return recorded or DEFAULT_FILE_LIMIT
+
+
+def with_footer(body: str, footer: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """`body` as messages of at most `limit` characters, each ending with `footer` (the job id and the AI
+    label: every message with generated content says so): the body split by `split_text` where it must be."""
+    footer = footer[: limit // 2]
+    if not body:
+        return [footer]
+    return [f"{part}\n{footer}" for part in split_text(body, limit - len(footer) - 1)]
+
+
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Split text into messages of at most `limit` characters, never breaking a code fence.
 

@@ -361,7 +361,7 @@ class Presenter:
         was delivered. A delivery that failed for a reason that may pass (the connection, a server error) is
         left unrecorded, and the next start tries it again; one Discord refused for good is recorded as failed
         with a log line, and its result stays available with /show."""
-        limit = job.params.get("filesize_limit") or delivery.DEFAULT_FILE_LIMIT
+        limit = delivery.upload_limit(job.params.get("filesize_limit"))
         # re-encoding to fit can take seconds of CPU: keep it off the event loop
         renders, attachment = await asyncio.to_thread(self.render_result, job, limit)
         # the interaction while its token lives (and the channel if that fails), else the channel alone
