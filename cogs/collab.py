@@ -498,7 +498,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
             head.append(text)
         else:
             files, notes = await asyncio.to_thread(presenter.result_files, job, delivery.upload_limit(s.filesize_limit))
-        footer = t("collab.result_footer", loc, job=job.id, model=job.model, label=t("result.ai_label", loc), id=s.id)
+        footer = t("collab.result_footer", loc, footer=presenter.footer(job), id=s.id)
         *before, last = delivery.with_footer("\n".join([*head, *(f"-# {n}" for n in notes)]), footer)
         for text in before:
             await self._send(s, text)

@@ -116,7 +116,7 @@ class Story(commands.Cog):
             where = t("story.in_thread", loc, thread=thread.mention) if isinstance(thread, discord.Thread) else ""
             await self._status(
                 job, t("story.done", loc, title=discord.utils.escape_markdown(script.title), total=total, where=where,
-                       id=job.id, model=job.model, ai=t("result.ai_label", loc)),
+                       footer=bot.presenter.footer(job)),
                 files=[discord.File(io.BytesIO(markdown), "story.md")])
             log.info("story %s finished with %d scenes", job.id, total)
         except Exception:
@@ -168,7 +168,7 @@ class Story(commands.Cog):
                 files += made
                 notes += fit_notes
         body = t("story.scene", loc, n=number, passage=passage)
-        footer = "\n".join([*(f"-# {n}" for n in notes), f"-# `{job.id}` · {t('result.ai_label', loc)}"])
+        footer = "\n".join([*(f"-# {n}" for n in notes), bot.presenter.footer(job)])
         *before, last = delivery.with_footer(body, footer)
         for text in before:  # a passage too long for one message goes on in the next, each labelled
             await thread.send(content=text)

@@ -266,6 +266,8 @@ class Presenter:
         return f"**{discord.utils.escape_markdown(prompt)}**\n{line}"
 
     def footer(self, job: Job) -> str:
+        """The line under everything natty makes: the job, the model, the seed and time when known, and the
+        AI label. Results, collab results and story scenes all end with it."""
         result = job.result or {}
         meta = result.get("meta", {})
         bits = [f"`{job.id}`", job.model]
