@@ -31,7 +31,7 @@ from bot.community.sessions import Sessions
 from bot.i18n import t
 from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
 from bot.ui import delivery
-from cogs.common import natty
+from cogs.common import lang, natty, server_lang
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -39,15 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("natty.collab")
 
 OLD_MESSAGE_EDIT, UNKNOWN_MESSAGE, ARCHIVED_THREAD = 30046, 10008, 50083  # Discord's JSON error codes
-
-
-async def _loc(interaction: discord.Interaction[NattyBot]) -> str:
-    return await interaction.client.locale_for(interaction)
-
-
-async def _server_loc(interaction: discord.Interaction[NattyBot]) -> str:
-    """The language of messages the whole server sees (see NattyBot.guild_locale)."""
-    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)
 
 
 class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
@@ -74,7 +65,7 @@ class CollabButton(discord.ui.DynamicItem[discord.ui.Button],
         interaction = natty(interaction)
         cog = interaction.client.get_cog("Collab")
         if not isinstance(cog, Collab):  # not loaded
-            await interaction.response.send_message(t("collab.not_running", await _loc(interaction)), ephemeral=True)
+            await interaction.response.send_message(t("collab.not_running", await lang(interaction)), ephemeral=True)
             return
         handler = {"add": cog.on_add, "gen": cog.on_generate, "vote": cog.on_vote, "remix": cog.on_remix}
         await handler[self.action](interaction, self.sid, self.arg)
@@ -114,7 +105,7 @@ class IdeaModal(discord.ui.Modal):
     async def on_error(  # type: ignore[override]  # discord.py's Modal.on_error drops BaseView's item argument
             self, interaction: discord.Interaction, error: Exception, /) -> None:
         log.exception("adding an idea to session %s failed", self.sid, exc_info=error)
-        await self.cog.bot.send_error(interaction, t("collab.idea_failed", await _loc(natty(interaction))))
+        await self.cog.bot.send_error(interaction, t("collab.idea_failed", await lang(natty(interaction))))
 
 
 @app_commands.guild_only()
@@ -188,7 +179,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         channel = interaction.channel
         s = c.Session(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
                       host_id=interaction.user.id, task=task, theme=" ".join(theme.split()),
-                      deadline=time.time() + minutes * 60, minutes=minutes, locale=await _server_loc(interaction),
+                      deadline=time.time() + minutes * 60, minutes=minutes, locale=await server_lang(interaction),
                       filesize_limit=interaction.filesize_limit)
         theme_md = discord.utils.escape_markdown(s.theme)
         await interaction.edit_original_response(
@@ -204,7 +195,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                                                      auto_archive_duration=1440)
             except discord.HTTPException as exc:
                 await interaction.edit_original_response(
-                    content=t("collab.no_thread", await _loc(interaction), status=exc.status))
+                    content=t("collab.no_thread", await lang(interaction), status=exc.status))
                 return
             s.thread_id = thread.id
         await self._open(s)
@@ -221,9 +212,9 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def on_add(self, interaction: discord.Interaction[NattyBot], sid: str, arg: int | None) -> None:
         s = await self._load(sid)
         if s is None or s.state != "open":
-            await interaction.response.send_message(t("collab.closed", await _loc(interaction)), ephemeral=True)
+            await interaction.response.send_message(t("collab.closed", await lang(interaction)), ephemeral=True)
             return
-        await interaction.response.send_modal(IdeaModal(self, sid, await _loc(interaction)))
+        await interaction.response.send_modal(IdeaModal(self, sid, await lang(interaction)))
 
     async def add_idea(self, interaction: discord.Interaction[NattyBot], sid: str, text: str) -> None:
         # Acknowledge first: the lock may be held by another idea's post, waiting out a rate limit.
@@ -231,16 +222,16 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None:
-                await interaction.edit_original_response(content=t("collab.gone", await _loc(interaction)))
+                await interaction.edit_original_response(content=t("collab.gone", await lang(interaction)))
                 return
             try:
                 idea = c.add_idea(s, interaction.user.id, text)
             except c.CollabError as exc:
-                await interaction.edit_original_response(content=exc.text(await _loc(interaction)))
+                await interaction.edit_original_response(content=exc.text(await lang(interaction)))
                 return
             index = len(s.ideas) - 1
             await interaction.edit_original_response(
-                content=t("collab.idea_added", await _loc(interaction), n=index + 1))
+                content=t("collab.idea_added", await lang(interaction), n=index + 1))
             message = await self._send(
                 s, t("collab.idea_post", s.locale, text=discord.utils.escape_markdown(idea.text), n=index + 1,
                   user=interaction.user.mention),
@@ -253,12 +244,12 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None:
-                await interaction.response.send_message(t("collab.gone", await _loc(interaction)), ephemeral=True)
+                await interaction.response.send_message(t("collab.gone", await lang(interaction)), ephemeral=True)
                 return
             try:
                 voted = c.toggle_vote(s, arg or 0, interaction.user.id)
             except c.CollabError as exc:
-                await interaction.response.send_message(exc.text(await _loc(interaction)), ephemeral=True)
+                await interaction.response.send_message(exc.text(await lang(interaction)), ephemeral=True)
                 return
             await self._save(s)
             # the press itself updates the count on the idea's button (acknowledges and edits in one call)
@@ -270,20 +261,20 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         async with self._lock(sid):
             s = await self._load(sid)
             if s is None or s.state != "open":
-                await interaction.response.send_message(t("collab.already_generating", await _loc(interaction)),
+                await interaction.response.send_message(t("collab.already_generating", await lang(interaction)),
                                                         ephemeral=True)
                 return
             if not may_manage(interaction.user.id, s.host_id, getattr(interaction, "permissions", None)):
                 await interaction.response.send_message(
-                    t("collab.not_host", await _loc(interaction), host=f"<@{s.host_id}>"),
+                    t("collab.not_host", await lang(interaction), host=f"<@{s.host_id}>"),
                     ephemeral=True)
                 return
             if not s.ideas:
-                await interaction.response.send_message(t("collab.no_ideas", await _loc(interaction)), ephemeral=True)
+                await interaction.response.send_message(t("collab.no_ideas", await lang(interaction)), ephemeral=True)
                 return
             s.deadline = time.time()
             await self._save(s)
-        await interaction.response.send_message(t("collab.generating", await _loc(interaction)), ephemeral=True)
+        await interaction.response.send_message(t("collab.generating", await lang(interaction)), ephemeral=True)
         self.sessions.spawn(sid, self._drive)
         self.sessions.wake(sid)
 
@@ -293,7 +284,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
     async def _remix(self, interaction: discord.Interaction[NattyBot], sid: str, minutes: float | None) -> None:
         parent = await self._load(sid)
         if parent is None or parent.state != "done" or not parent.prompt or parent.guild_id != interaction.guild_id:
-            await interaction.response.send_message(t("collab.no_session", await _loc(interaction), id=sid[:20]),
+            await interaction.response.send_message(t("collab.no_session", await lang(interaction), id=sid[:20]),
                                                     ephemeral=True)
             return
         problem = await self._may_open(interaction)
@@ -304,9 +295,9 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         s = c.Session(id=secrets.token_hex(5), guild_id=parent.guild_id, channel_id=parent.channel_id,
                       host_id=interaction.user.id, task=parent.task, theme=parent.prompt[:300],
                       deadline=time.time() + minutes * 60, minutes=minutes, thread_id=parent.thread_id,
-                      parent_id=parent.id, locale=await _server_loc(interaction),
+                      parent_id=parent.id, locale=await server_lang(interaction),
                       filesize_limit=interaction.filesize_limit)
-        await interaction.response.send_message(t("collab.remix_started", await _loc(interaction),
+        await interaction.response.send_message(t("collab.remix_started", await lang(interaction),
                                                   thread=f"<#{s.thread_id}>"), ephemeral=True)
         await self._open(s)
 
@@ -416,7 +407,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         passes no slash-command check), and at most MAX_OPEN_SESSIONS open sessions of their own, since each
         holds a thread and a timer for up to a day."""
         bot = self.bot
-        loc = await _loc(interaction)
+        loc = await lang(interaction)
         problem = bot.policy.gate_command(dataclasses.replace(bot.origin_of(interaction, loc), command="collab"))
         if problem:
             return problem

@@ -1,4 +1,5 @@
-"""What several cogs share: autocomplete choices within Discord's rules, and the seed a new image job starts from."""
+"""What several cogs share: autocomplete choices within Discord's rules, the two languages of a reply, and the
+seed a new image job starts from."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def choices(options: Iterable[tuple[str, str]]) -> list[app_commands.Choice[str]
             if len(out) == CHOICES_MAX:
                 break
     return out
+
+
+async def lang(interaction: discord.Interaction[NattyBot]) -> str:
+    """The language to answer this member in (bot.policy decides: theirs, the server's setting, its locale)."""
+    return await interaction.client.locale_for(interaction)
+
+
+async def server_lang(interaction: discord.Interaction[NattyBot]) -> str:
+    """The language of messages the whole server sees: game rounds, collab panels (bot.policy decides)."""
+    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)
 
 
 def natty(interaction: discord.Interaction) -> discord.Interaction[NattyBot]:

@@ -35,7 +35,7 @@ from bot.policy import Origin, may_manage, require_configure
 from bot.ui import delivery
 from bot.ui.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
 from bot.ui.provenance import read as read_provenance
-from cogs.common import natty
+from cogs.common import lang, natty, server_lang
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -45,15 +45,6 @@ log = logging.getLogger("natty.game")
 PIXELCNN = ("natty-pixelcnn",)
 DETECTOR = "ai-image-detector"
 STRENGTH_COLOURS = {"none": 0x99AAB5, "weak": 0xF1C40F, "strong": 0x2ECC71}
-
-
-async def _loc(interaction: discord.Interaction[NattyBot]) -> str:
-    return await interaction.client.locale_for(interaction)
-
-
-async def _server_loc(interaction: discord.Interaction[NattyBot]) -> str:
-    """The language of messages the whole server sees (see NattyBot.guild_locale)."""
-    return await interaction.client.guild_locale(interaction.guild_id, interaction.guild_locale)
 
 
 def _too_large(filename: str, loc: str) -> str:
@@ -98,7 +89,7 @@ class VoteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"nn:(?P<ga
         interaction = natty(interaction)
         cog = interaction.client.get_cog("NattyGame")
         if not isinstance(cog, NattyGame):  # not loaded
-            await interaction.response.send_message(t("game.not_running", await _loc(interaction)), ephemeral=True)
+            await interaction.response.send_message(t("game.not_running", await lang(interaction)), ephemeral=True)
             return
         if self.choice == "end":
             await cog.on_end_round(interaction, self.game_id, self.rnd)
@@ -145,20 +136,20 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                    seconds: app_commands.Range[int, 1, 600] = 30) -> None:
         open_here = await g.SessionStore(self.storage, "game").open_ids(channel_id=interaction.channel_id)
         if open_here:
-            await interaction.response.send_message(t("game.already_running", await _loc(interaction)),
+            await interaction.response.send_message(t("game.already_running", await lang(interaction)),
                                                     ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
         pool = await g.RealPool(self.storage).counts(interaction.guild_id or 0)
         if kind == "digits" and not g.digits_available():
-            await interaction.edit_original_response(content=t("game.no_digits", await _loc(interaction)))
+            await interaction.edit_original_response(content=t("game.no_digits", await lang(interaction)))
             return
         if kind == "images" and not pool.get("image"):
-            await interaction.edit_original_response(content=t("game.no_images", await _loc(interaction)))
+            await interaction.edit_original_response(content=t("game.no_images", await lang(interaction)))
             return
         game = g.Game(id=secrets.token_hex(5), guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
                       host_id=interaction.user.id, kind=kind, rounds_total=rounds, seconds=float(seconds),
-                      seed=secrets.randbelow(2**31), locale=await _server_loc(interaction))
+                      seed=secrets.randbelow(2**31), locale=await server_lang(interaction))
         await g.save_game(self.storage, game)
         loc = game.locale
         await interaction.edit_original_response(
@@ -170,7 +161,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     @app_commands.command(name="leaderboard", description="This server's best Natty or Not players")
     async def leaderboard_cmd(self, interaction: discord.Interaction[NattyBot]) -> None:
         rows = await g.leaderboard(self.storage, interaction.guild_id or 0)
-        loc = await _server_loc(interaction)  # a public post: the server's language
+        loc = await server_lang(interaction)  # a public post: the server's language
         if not rows:
             await interaction.response.send_message(t("game.no_scores", loc))
             return
@@ -191,11 +182,11 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     async def add_real(self, interaction: discord.Interaction[NattyBot], image: discord.Attachment | None = None,
                        text: app_commands.Range[str, 20, 1000] | None = None) -> None:
         if image is None and text is None:
-            await interaction.response.send_message(t("game.add_real_nothing", await _loc(interaction)),
+            await interaction.response.send_message(t("game.add_real_nothing", await lang(interaction)),
                                                     ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        loc = await _loc(interaction)
+        loc = await lang(interaction)
         pool = g.RealPool(self.storage)
         guild = interaction.guild_id or 0
         added = []
@@ -234,10 +225,10 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
     async def check(self, interaction: discord.Interaction[NattyBot], file: discord.Attachment | None = None,
                     text: str | None = None) -> None:
         if file is None and not (text or "").strip():
-            await interaction.response.send_message(t("game.check_nothing", await _loc(interaction)), ephemeral=True)
+            await interaction.response.send_message(t("game.check_nothing", await lang(interaction)), ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
-        loc = await _loc(interaction)  # the findings answer one person: their language
+        loc = await lang(interaction)  # the findings answer one person: their language
         if file is not None:
             data, problem = await self.bot.read_attachment(
                 interaction, file, ("image", "audio", "video"))
@@ -316,14 +307,14 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             game = await g.load_game(self.storage, game_id)
             rnd = game.rounds[index] if game and index < len(game.rounds) else None
             if game is None or rnd is None or rnd.phase != "voting" or time.time() >= (rnd.deadline or 0):
-                await interaction.response.send_message(t("game.round_over", await _loc(interaction)), ephemeral=True)
+                await interaction.response.send_message(t("game.round_over", await lang(interaction)), ephemeral=True)
                 return
             if item >= len(rnd.items):
-                await interaction.response.send_message(t("game.no_such_item", await _loc(interaction)), ephemeral=True)
+                await interaction.response.send_message(t("game.no_such_item", await lang(interaction)), ephemeral=True)
                 return
             previous = g.cast_vote(rnd, interaction.user.id, item, choice)
             await g.save_game(self.storage, game)
-        loc = await _loc(interaction)
+        loc = await lang(interaction)
         word = t("game.word_natural" if choice == g.NATURAL else "game.word_ai", loc)
         which = t("game.the_item", loc) if len(rnd.items) == 1 else t("game.item_n", loc, n=item + 1)
         changed = t("game.changed_from", loc, was=t("game.short_natural" if previous == g.NATURAL else "game.short_ai",
@@ -342,15 +333,15 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         async with self.sessions.lock(game_id):
             game = await g.load_game(self.storage, game_id)
             if game is None or index >= len(game.rounds) or game.rounds[index].phase != "voting":
-                await interaction.response.send_message(t("game.round_already_over", await _loc(interaction)),
+                await interaction.response.send_message(t("game.round_already_over", await lang(interaction)),
                                                         ephemeral=True)
                 return
             if not may_manage(interaction.user.id, game.host_id, getattr(interaction, "permissions", None)):
-                await interaction.response.send_message(t("game.not_host", await _loc(interaction)), ephemeral=True)
+                await interaction.response.send_message(t("game.not_host", await lang(interaction)), ephemeral=True)
                 return
             game.rounds[index].deadline = time.time()
             await g.save_game(self.storage, game)
-        await interaction.response.send_message(t("game.ending", await _loc(interaction)), ephemeral=True)
+        await interaction.response.send_message(t("game.ending", await lang(interaction)), ephemeral=True)
         self.sessions.wake(game_id)
 
     # --- the game's timer task ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from bot import safety
 from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
 from bot.policy import ALWAYS_ON, TASK_NAMES, channel_mentions, may_configure, task_name
 from bot.ui import delivery
-from cogs.common import choices, natty
+from cogs.common import choices, lang, natty
 from models.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         # default_permissions only hides the command by default; server admins can grant it to anyone
-        loc = await self._loc(natty(interaction))
+        loc = await lang(natty(interaction))
         if interaction.guild_id is None:
             raise app_commands.CheckFailure(t("settings.guild_only", loc))
         if not may_configure(interaction.permissions):
@@ -72,9 +72,6 @@ class ServerSettings(commands.GroupCog, group_name="settings",
         return True
 
     # --- helpers ------------------------------------------------------------------------------------------
-
-    async def _loc(self, interaction: discord.Interaction[NattyBot]) -> str:
-        return await self.bot.locale_for(interaction)
 
     async def _settings(self, interaction: discord.Interaction[NattyBot]) -> dict[str, Any]:
         gs = await self.bot.guild_settings(interaction.guild_id)
@@ -88,7 +85,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     async def _reply(self, interaction: discord.Interaction[NattyBot], text: str,
                      gs: dict[str, Any] | None = None) -> None:
-        embed = self.summary(gs, await self._loc(interaction)) if gs is not None else None
+        embed = self.summary(gs, await lang(interaction)) if gs is not None else None
         kwargs: dict[str, Any] = {"embed": embed} if embed else {}
         await interaction.response.send_message(text, ephemeral=True,
                                                 **kwargs)
@@ -163,7 +160,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.choices(task=[app_commands.Choice(name=TASK_NAMES[task], value=task) for task in TASKS])
     async def model(self, interaction: discord.Interaction[NattyBot], task: str, model: str) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         defaults = gs.setdefault("defaults", {})
         if model == "auto":
             defaults.pop(task, None)
@@ -196,7 +193,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(model="The model to turn off")
     async def disable_model(self, interaction: discord.Interaction[NattyBot], model: str) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         if self.bot.catalog.get(model) is None:
             await self._reply(interaction, t("settings.no_such_model", loc, model=model))
             return
@@ -213,7 +210,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                                 current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)
         off = set(gs.get("disabled_models") or [])
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         return choices((f"{e.name} ({task_name(e.task, loc)})", e.name)
                        for e in self.bot.catalog.entries.values()
                        if e.name not in off and current.lower() in e.name.lower())
@@ -222,7 +219,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(model="The model to turn back on")
     async def enable_model(self, interaction: discord.Interaction[NattyBot], model: str) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         disabled = gs.get("disabled_models") or []
         if model not in disabled:
             await self._reply(interaction, t("settings.model_not_off", loc, model=model))
@@ -241,7 +238,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def commands_(self, interaction: discord.Interaction[NattyBot], disable: str | None = None,
                         enable: str | None = None) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         disabled: list[str] = gs.setdefault("disabled_commands", [])
         known = self._commands()
         done = []
@@ -273,7 +270,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                                     current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)
         off = set(gs.get("disabled_commands") or [])
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         typed = current.lower().lstrip("/")
         return choices((f"/{command_word(c, loc)}", c) for c in self._commands()
                        if c not in off and (typed in c or typed in command_word(c, loc)))
@@ -282,7 +279,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def _cmd_enable_complete(self, interaction: discord.Interaction[NattyBot],
                                    current: str) -> list[app_commands.Choice[str]]:
         gs = await self.bot.guild_settings(interaction.guild_id)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         typed = current.lower().lstrip("/")
         return choices((f"/{command_word(c, loc)}", c) for c in gs.get("disabled_commands") or []
                        if typed in c or typed in command_word(c, loc))
@@ -291,7 +288,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(channel="The channel")
     async def channels_add(self, interaction: discord.Interaction[NattyBot], channel: discord.TextChannel) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         allowed: list[int] = gs.setdefault("channels", [])
         if channel.id not in allowed:
             if len(allowed) >= MAX_CHANNELS:
@@ -304,7 +301,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(channel="The channel")
     async def channels_remove(self, interaction: discord.Interaction[NattyBot], channel: discord.TextChannel) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         allowed: list[int] = gs.get("channels") or []
         if channel.id not in allowed:
             await self._reply(interaction, t("settings.channel_not_listed", loc, channel=f"<#{channel.id}>"))
@@ -319,7 +316,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @channels.command(name="clear", description="Let natty answer in every channel")
     async def channels_clear(self, interaction: discord.Interaction[NattyBot]) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         gs.pop("channels", None)
         await self._save(interaction, gs, t("settings.answers_everywhere", loc))
 
@@ -334,7 +331,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                      cooldown: app_commands.Range[int, 0, 86_400] | None = None,
                      daily_quota: app_commands.Range[int, 0, 100_000] | None = None, reset: bool = False) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         if reset:
             for key in ("max_jobs_per_user", "max_jobs_per_guild", "cooldown_seconds", "daily_quota"):
                 gs.pop(key, None)
@@ -362,7 +359,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
                    classifier: str | None = None,
                    threshold: app_commands.Range[float, 0.05, 1.0] | None = None) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         if classifier is not None and classifier != safety.CLASSIFIER_OFF:
             entry = self.bot.catalog.get(classifier)
             if entry is None or entry.task != "image-classification":
@@ -389,7 +386,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def blocklist_add(self, interaction: discord.Interaction[NattyBot], words: str) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         current: list[str] = gs.setdefault("blocklist", [])
         new = [w for w in _split_words(words) if w not in current]
         if len(current) + len(new) > MAX_BLOCKLIST:
@@ -402,7 +399,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def blocklist_remove(self, interaction: discord.Interaction[NattyBot], words: str) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         gone = set(_split_words(words))
         before = gs.get("blocklist") or []
         gs["blocklist"] = [w for w in before if w not in gone]
@@ -414,7 +411,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     async def audit_channel(self, interaction: discord.Interaction[NattyBot],
                             channel: discord.TextChannel | None = None) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         if channel is None:
             gs.pop("audit_channel", None)
             await self._save(interaction, gs, t("settings.audit_off", loc))
@@ -427,7 +424,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
     @app_commands.choices(language=[app_commands.Choice(name=v, value=k) for k, v in LANGUAGES.items()])
     async def language(self, interaction: discord.Interaction[NattyBot], language: str) -> None:
         gs = await self._settings(interaction)
-        loc = await self._loc(interaction)
+        loc = await lang(interaction)
         gs["language"] = language
         loc = pick_locale(interaction.locale, language, interaction.guild_locale)  # the new setting counts now
         await self._save(interaction, gs, t("settings.language_set", loc, language=LANGUAGES[language]))
