@@ -109,7 +109,7 @@ class Jobs(commands.Cog):
         policy = safety.policy_of(gs)
         here = age_restricted(interaction.channel)
         entry = self.bot.catalog.get(job.model)
-        if job.params.get("age_restricted") or (entry is not None and entry.nsfw):
+        if job.age_restricted or (entry is not None and entry.nsfw):
             if policy == "never" or not here:
                 return t("show.age_restricted", loc, id=job.id)
         if job.task in safety.PROMPT_TASKS and safety.check_prompt(

@@ -43,7 +43,7 @@ class Safety(commands.Cog):
             return None
         gs = await self.bot.guild_settings(job.guild_id)
         policy = safety.policy_of(gs)
-        adult_ok = job.params.get("age_restricted")
+        adult_ok = job.age_restricted
         if adult_ok is None:  # a job queued before this check existed
             adult_ok = age_restricted(self.bot.get_channel(job.channel_id)) if job.channel_id else False
         if not safety.output_needs_check(job.task, age_restricted=bool(adult_ok), policy=policy):

@@ -39,7 +39,7 @@ class Story(commands.Cog):
         """Resume stories that a restart interrupted after their script was written."""
         for job in await self.bot.storage.jobs_in_states(JobState.DONE):
             story = job.params.get("story")
-            if job.params.get("renderer") == "story" and story and not story.get("complete"):
+            if job.renderer == "story" and story and not story.get("complete"):
                 log.info("resuming story %s at scene %d", job.id, story.get("done", 0) + 1)
                 self._spawn(job)
 
@@ -164,7 +164,7 @@ class Story(commands.Cog):
                 notes.append(part.error or t("story.part_failed", loc))
             else:
                 made, fit_notes = await asyncio.to_thread(bot.presenter.result_files, part,
-                                                          delivery.upload_limit(job.params.get("filesize_limit")))
+                                                          delivery.upload_limit(job.filesize_limit))
                 files += made
                 notes += fit_notes
         body = t("story.scene", loc, n=number, passage=passage)

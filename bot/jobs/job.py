@@ -54,6 +54,37 @@ class Job:
     result: dict[str, Any] | None = None  # {"kind", "text"?, "files": [{"path","filename"}], "meta", "note"?}
     error: str | None = None  # the message shown to the user
 
+    # Control fields: kept in `params` (so the schema stays one JSON column), read through these typed names.
+    @property
+    def silent(self) -> bool:
+        """A part of a larger creation (a story scene, a game item, a collab result): its owner posts it."""
+        return bool(self.params.get("silent"))
+
+    @property
+    def renderer(self) -> str | None:
+        """The custom renderer that posts this job's result (bot.ui.presenter `custom_renderers`), if any."""
+        return self.params.get("renderer")
+
+    @property
+    def filesize_limit(self) -> int | None:
+        """The upload limit Discord gave the interaction this job answers."""
+        return self.params.get("filesize_limit")
+
+    @property
+    def channel_message(self) -> bool:
+        """The job answers a channel message (a chat reply), not an interaction: it edits its placeholder."""
+        return bool(self.params.get("channel_message"))
+
+    @property
+    def age_restricted(self) -> bool:
+        """Asked for in an age-restricted channel (what its result may be shown next to depends on it)."""
+        return bool(self.params.get("age_restricted"))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Short notes shown under the result (e.g. an attachment that was left out)."""
+        return list(self.params.get("warnings") or [])
+
     def token_valid(self, margin: float = 60.0, now: float | None = None) -> bool:
         """Whether the interaction token can still edit @original and send followups."""
         now = time.time() if now is None else now

@@ -175,7 +175,7 @@ class Presenter:
     # --- the engine's listener interface --------------------------------------------------------------
 
     async def job_queued(self, job: Job, position: int, eta: float | None, exact: bool = True) -> None:
-        if job.params.get("silent"):
+        if job.silent:
             return
         shown = f"{position:,}" if exact else f"{position - 1:,}+"  # past the forecast's horizon: a bound
         text = t("progress.queued", job.locale, position=shown, eta=_eta_text(eta, job.locale), id=job.id,
@@ -183,7 +183,7 @@ class Presenter:
         self._live(job).update(Render(self._with_prompt(job, text), view=job_view(job, running=True)))
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
-        if job.params.get("silent"):
+        if job.silent:
             return
         files: list[discord.File] = []
         if progress.text is not None:  # streamed text: show the text itself
@@ -214,10 +214,10 @@ class Presenter:
                     job.state, job.error, job.result = JobState.FAILED, refusal, None
                     await self.bot.storage.update_job(job, "state", "error", "result")
                     break
-        if job.params.get("silent"):  # a part of a larger creation: its owner posts it
+        if job.silent:  # a part of a larger creation: its owner posts it
             await self._settle(job, "silent")
             return
-        renderer = self.custom_renderers.get(job.params.get("renderer") or job.task)
+        renderer = self.custom_renderers.get(job.renderer or job.task)
         if renderer is not None:
             await renderer(job)
             if job.state is JobState.DONE:  # the renderer owns it now, a restart included (a story resumes)
@@ -229,9 +229,9 @@ class Presenter:
         """A job that finished before a restart and was never delivered: deliver it now, as if it just ended
         (the output checks run again). Silent parts and results that a custom renderer took over are not
         posted: their owners resume them their own way."""
-        custom = self.custom_renderers.get(job.params.get("renderer") or job.task)
-        if job.params.get("silent") or (custom is not None and job.state is JobState.DONE):
-            await self._settle(job, "silent" if job.params.get("silent") else "renderer")
+        custom = self.custom_renderers.get(job.renderer or job.task)
+        if job.silent or (custom is not None and job.state is JobState.DONE):
+            await self._settle(job, "silent" if job.silent else "renderer")
             return
         log.info("job %s ended (%s) before the restart without reaching Discord; delivering it now",
                  job.id, job.state)
@@ -363,7 +363,7 @@ class Presenter:
         was delivered. A delivery that failed for a reason that may pass (the connection, a server error) is
         left unrecorded, and the next start tries it again; one Discord refused for good is recorded as failed
         with a log line, and its result stays available with /show."""
-        limit = delivery.upload_limit(job.params.get("filesize_limit"))
+        limit = delivery.upload_limit(job.filesize_limit)
         # re-encoding to fit can take seconds of CPU: keep it off the event loop
         renders, attachment = await asyncio.to_thread(self.render_result, job, limit)
         # the interaction while its token lives (and the channel if that fails), else the channel alone
@@ -487,7 +487,7 @@ class Presenter:
             target: discord.abc.Messageable = await user.create_dm()
         else:
             target = self.bot.get_partial_messageable(channel_id)
-        edits_placeholder = bool(job.params.get("channel_message") and job.message_id and job.channel_id)
+        edits_placeholder = bool(job.channel_message and job.message_id and job.channel_id)
         if not in_dm and (seen := self._channel_permissions(channel_id)):
             perms, thread = seen
             can_send = perms.send_messages_in_threads if thread else perms.send_messages
@@ -521,7 +521,7 @@ class Presenter:
             first = renders[0]
             assert job.message_id is not None  # edits_placeholder says so
             placeholder = self.bot.get_partial_messageable(channel_id).get_partial_message(job.message_id)
-            warnings = "".join(f"\n-# {w}" for w in job.params.get("warnings", []))
+            warnings = "".join(f"\n-# {w}" for w in job.warnings)
             content = first.content if len(first.content) + len(warnings) > delivery.MESSAGE_LIMIT \
                 else first.content + warnings
             message = await placeholder.edit(content=content, attachments=first.files, view=first.view)
@@ -531,7 +531,7 @@ class Presenter:
             renders = renders[1:]
             if not renders and attachment:
                 await post(file=attachment)
-        if renders and not job.ephemeral and not job.params.get("channel_message"):
+        if renders and not job.ephemeral and not job.channel_message:
             # The mention goes in front of the first message; a chunk already near the limit is split again
             # (one splitter for all text) instead of losing its end.
             mention = f"<@{job.user_id}> "
@@ -543,7 +543,7 @@ class Presenter:
         for i, render in enumerate(renders):
             content = render.content
             mentions = delivery.NO_MENTIONS
-            if i == 0 and not job.ephemeral and not job.params.get("channel_message"):
+            if i == 0 and not job.ephemeral and not job.channel_message:
                 content = f"<@{job.user_id}> {content}"
                 mentions = delivery.requester_only(job.user_id)
             extra = [attachment] if attachment and i == len(renders) - 1 else []
