@@ -27,6 +27,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.community import check as proof
 from bot.community import game as g
 from bot.community.sessions import Sessions
 from bot.i18n import t
@@ -242,8 +243,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                 return
             description = t("check.description_file", loc, filename=file.filename)
         else:
-            match = await g.natty_text_job(self.storage, text or "", interaction.guild_id)
-            finding = g.assess_text(match, loc)
+            match = await proof.natty_text_job(self.storage, text or "", interaction.guild_id)
+            finding = proof.assess_text(match, loc)
             description = t("check.description_text", loc)
         embed = discord.Embed(title=f"🔍 {finding.title}", colour=STRENGTH_COLOURS[finding.strength],
                               description=description)
@@ -254,10 +255,10 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         await interaction.edit_original_response(embed=delivery.clamp_embed(embed))
 
     async def _check_file(self, interaction: discord.Interaction[NattyBot], file: discord.Attachment, data: bytes,
-                          loc: str) -> g.Finding:
+                          loc: str) -> proof.Finding:
         prov = await asyncio.to_thread(read_provenance, data)  # bounded, but CPU work: off the loop
         mime = (file.content_type or mimetypes.guess_type(file.filename)[0] or "").split(";")[0]
-        c2pa_report = await asyncio.to_thread(g.verify_c2pa, data, mime) if prov["c2pa"] else None
+        c2pa_report = await asyncio.to_thread(proof.verify_c2pa, data, mime) if prov["c2pa"] else None
         natty_match = None
         label = prov["natty"]
         if label is not None and label.job_id:
@@ -265,14 +266,14 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             visible = job is not None and (not job.ephemeral or job.user_id == interaction.user.id)
             if visible and job.state is JobState.DONE:
                 for item in (job.result or {}).get("files", []):
-                    if await asyncio.to_thread(g.same_pixels, data, item["path"]):
+                    if await asyncio.to_thread(proof.same_pixels, data, item["path"]):
                         natty_match = t("check.pixels_match", loc, id=job.id, model=job.model,
                                         when=f"<t:{int(job.created_at)}:f>")
                         break
         detector, note = None, None
         if mime.startswith("image/"):
             detector, note = await self._detect(interaction, data, loc)
-        return g.assess_file(prov, c2pa_report, natty_match, detector, note, loc)
+        return proof.assess_file(prov, c2pa_report, natty_match, detector, note, loc)
 
     async def _detect(self, interaction: discord.Interaction[NattyBot], data: bytes,
                       loc: str) -> tuple[tuple[str, list[tuple[str, float]]] | None, str | None]:

@@ -9,6 +9,7 @@ import random
 import pytest
 from PIL import Image
 
+from bot.community import check
 from bot.community import collab as c
 from bot.community import game as g
 from bot.jobs.storage import Storage
@@ -92,34 +93,34 @@ def test_generated_text_items_start_like_the_real_one():
 
 
 def test_detector_scores_read_ai_and_human_labels():
-    assert g.detector_score([("human", 0.2), ("artificial", 0.8)]) == 0.8
-    assert g.detector_score([("real", 0.9)]) == pytest.approx(0.1)
-    assert g.detector_score([("teapot", 0.9)]) is None
+    assert check.detector_score([("human", 0.2), ("artificial", 0.8)]) == 0.8
+    assert check.detector_score([("real", 0.9)]) == pytest.approx(0.1)
+    assert check.detector_score([("teapot", 0.9)]) is None
 
 
 def test_check_never_gives_a_bare_verdict():
-    bare = g.assess_file({"c2pa": False, "natty": None, "generator_hints": [], "software": None}, None, None,
+    bare = check.assess_file({"c2pa": False, "natty": None, "generator_hints": [], "software": None}, None, None,
                          None, None)
     assert bare.strength == "none" and any("Absence proves nothing" in p for p in bare.proves)
-    unverified = g.assess_file({"c2pa": True, "natty": None, "generator_hints": [], "software": None}, None, None,
+    unverified = check.assess_file({"c2pa": True, "natty": None, "generator_hints": [], "software": None}, None, None,
                                None, None)
     assert "not verified" in unverified.found[0] and unverified.strength == "weak"
     prov = Provenance.for_prompt("x", model="m", backend="b", task="text-to-image", job_id="j1")
-    claimed = g.assess_file({"c2pa": False, "natty": prov, "generator_hints": [], "software": "natty"}, None, None,
+    claimed = check.assess_file({"c2pa": False, "natty": prov, "generator_hints": [], "software": "natty"}, None, None,
                             ("det", [("artificial", 0.7), ("human", 0.3)]), None)
     assert claimed.title == "Labelled as made by natty" and claimed.strength == "weak"
     assert any("70% likely AI-generated" in f for f in claimed.found)
     assert any("statistical guesses" in p for p in claimed.proves)
-    proven = g.assess_file({"c2pa": False, "natty": prov, "generator_hints": [], "software": None}, None,
+    proven = check.assess_file({"c2pa": False, "natty": prov, "generator_hints": [], "software": None}, None,
                            "pixels match", None, None)
     assert proven.title == "Made by natty" and proven.strength == "strong"
-    text = g.assess_text(None)
+    text = check.assess_text(None)
     assert "nothing can be proven" in text.proves[0]
 
 
 def test_text_hash_ignores_whitespace_only():
-    assert g.text_sha256(" a  b\n") == g.text_sha256("a b")
-    assert g.text_sha256("a b") != g.text_sha256("a c")
+    assert check.text_sha256(" a  b\n") == check.text_sha256("a b")
+    assert check.text_sha256("a b") != check.text_sha256("a c")
 
 
 async def test_scores_pool_and_sessions_persist(tmp_path):
@@ -220,16 +221,16 @@ async def test_natty_check_text_matches_results_off_the_event_loop(tmp_path, mon
             await storage.insert_job(Job(user_id=1, guild_id=5, task="chat", model="m", state=JobState.DONE,
                                          result={"kind": "text", "text": f"answer number {i}"}))
         hashed_in: set[int] = set()
-        real = g.text_sha256
+        real = check.text_sha256
 
         def spy(text: str) -> str:
             hashed_in.add(threading.get_ident())
             return real(text)
 
-        monkeypatch.setattr(g, "text_sha256", spy)
-        found = await g.natty_text_job(storage, "answer  number 3", 5)
+        monkeypatch.setattr(check, "text_sha256", spy)
+        found = await check.natty_text_job(storage, "answer  number 3", 5)
         assert found is not None and found["model"] == "m"
-        assert await g.natty_text_job(storage, "answer number 3", 6) is None  # another server's records
+        assert await check.natty_text_job(storage, "answer number 3", 6) is None  # another server's records
         assert hashed_in - {threading.get_ident()}, "the result JSONs were parsed on the event loop"
     finally:
         await storage.close()

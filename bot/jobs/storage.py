@@ -315,6 +315,86 @@ class Storage:
         )
         await self.db.commit()
 
+    # --- games, collab sessions and the real-item pool (bot/community) ---------------------------------------
+
+    async def save_session(self, sid: str, kind: str, guild_id: int | None, channel_id: int | None, state: str,
+                           deadline: float | None, data: str) -> None:
+        """A game or collab session's JSON state and the deadline its timer waits for."""
+        now = time.time()
+        await self.db.execute(
+            "INSERT INTO play_sessions (id, kind, guild_id, channel_id, state, deadline, data, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+            "deadline = excluded.deadline, data = excluded.data, updated_at = excluded.updated_at",
+            (sid, kind, guild_id, channel_id, state, deadline, data, now, now))
+        await self.db.commit()
+
+    async def load_session(self, sid: str, kind: str) -> str | None:
+        async with self.db.execute("SELECT data FROM play_sessions WHERE id = ? AND kind = ?", (sid, kind)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def open_session_ids(self, kind: str, channel_id: int | None = None) -> list[str]:
+        """Sessions of `kind` not yet done or failed, oldest first (a start resumes their timers)."""
+        sql = "SELECT id FROM play_sessions WHERE kind = ? AND state NOT IN ('done', 'failed')"
+        args: list[Any] = [kind]
+        if channel_id is not None:
+            sql += " AND channel_id = ?"
+            args.append(channel_id)
+        async with self.db.execute(sql + " ORDER BY created_at", args) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def add_scores(self, guild_id: int, points: dict[int, int], misses: dict[int, int]) -> None:
+        """Add a round's points to the server's lasting scores (per server, per user)."""
+        for user, pts in points.items():
+            await self.db.execute(
+                "INSERT INTO game_scores (guild_id, user_id, points, correct, wrong, games) VALUES (?, ?, ?, ?, ?, 0) "
+                "ON CONFLICT(guild_id, user_id) DO UPDATE SET points = points + excluded.points, "
+                "correct = correct + excluded.correct, wrong = wrong + excluded.wrong",
+                (guild_id, user, pts, pts, misses.get(user, 0)))
+        await self.db.commit()
+
+    async def count_game(self, guild_id: int, players: list[int]) -> None:
+        for user in players:
+            await self.db.execute(
+                "INSERT INTO game_scores (guild_id, user_id, games) VALUES (?, ?, 1) "
+                "ON CONFLICT(guild_id, user_id) DO UPDATE SET games = games + 1", (guild_id, user))
+        await self.db.commit()
+
+    async def leaderboard(self, guild_id: int, limit: int = 10) -> list[dict[str, int]]:
+        async with self.db.execute(
+                "SELECT user_id, points, correct, wrong, games FROM game_scores WHERE guild_id = ? "
+                "ORDER BY points DESC, correct DESC, user_id LIMIT ?", (guild_id, limit)) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def add_real_item(self, guild_id: int, kind: str, added_by: int, text: str | None = None) -> int:
+        """A real item for the server's Natty or Not pool; an image's file path is set after (set_real_item_path)."""
+        cur = await self.db.execute(
+            "INSERT INTO real_items (guild_id, kind, text, path, added_by, created_at) VALUES (?, ?, ?, NULL, ?, ?)",
+            (guild_id, kind, text, added_by, time.time()))
+        await self.db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def set_real_item_path(self, item_id: int, path: str) -> None:
+        await self.db.execute("UPDATE real_items SET path = ? WHERE id = ?", (path, item_id))
+        await self.db.commit()
+
+    async def real_item_counts(self, guild_id: int) -> dict[str, int]:
+        async with self.db.execute("SELECT kind, COUNT(*) FROM real_items WHERE guild_id = ? GROUP BY kind",
+                                   (guild_id,)) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def real_items(self, guild_id: int, kind: str) -> list[dict[str, Any]]:
+        async with self.db.execute("SELECT * FROM real_items WHERE guild_id = ? AND kind = ? ORDER BY id",
+                                   (guild_id, kind)) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def public_text_results(self, guild_id: int | None, limit: int) -> list[tuple[Any, ...]]:
+        """(id, model, task, created_at, result JSON) of this server's finished, public jobs, newest first."""
+        async with self.db.execute(
+                "SELECT id, model, task, created_at, result FROM jobs WHERE state = 'done' AND guild_id IS ? "
+                "AND ephemeral = 0 AND result IS NOT NULL ORDER BY seq DESC LIMIT ?", (guild_id, limit)) as cur:
+            return [tuple(row) for row in await cur.fetchall()]
+
     async def get_meta(self, key: str) -> str | None:
         async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
             row = await cur.fetchone()
