@@ -30,7 +30,7 @@ from bot.community import game as g
 from bot.community.sessions import Sessions
 from bot.i18n import t
 from bot.policy import MAX_OPEN_SESSIONS, Origin, age_restricted, may_manage
-from bot.ui import delivery
+from bot.ui import delivery, uploads
 from cogs.common import lang, natty, server_lang
 
 if TYPE_CHECKING:
@@ -488,7 +488,7 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
                 text = text[: max(0, room - 40)] + t("collab.text_attached", loc)
             head.append(text)
         else:
-            files, notes = await asyncio.to_thread(presenter.result_files, job, delivery.upload_limit(s.filesize_limit))
+            files, notes = await asyncio.to_thread(presenter.result_files, job, uploads.upload_limit(s.filesize_limit))
         footer = t("collab.result_footer", loc, footer=presenter.footer(job), id=s.id)
         *before, last = delivery.with_footer("\n".join([*head, *(f"-# {n}" for n in notes)]), footer)
         for text in before:

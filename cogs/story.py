@@ -19,7 +19,7 @@ from bot.community.story import Script, parse_script, writer_prompt
 from bot.i18n import t
 from bot.jobs.job import Job, JobState
 from bot.policy import Origin, Refused
-from bot.ui import delivery
+from bot.ui import delivery, uploads
 from bot.ui.presenter import Render
 from cogs.common import new_seed
 
@@ -164,7 +164,7 @@ class Story(commands.Cog):
                 notes.append(part.error or t("story.part_failed", loc))
             else:
                 made, fit_notes = await asyncio.to_thread(bot.presenter.result_files, part,
-                                                          delivery.upload_limit(job.filesize_limit))
+                                                          uploads.upload_limit(job.filesize_limit))
                 files += made
                 notes += fit_notes
         body = t("story.scene", loc, n=number, passage=passage)

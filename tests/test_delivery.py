@@ -15,20 +15,15 @@ from PIL import Image
 from bot.ui import delivery
 from bot.ui.delivery import (
     NO_MENTIONS,
-    Fitted,
-    TooLarge,
-    audio_duration,
     clamp_embed,
     clamp_embeds,
-    fit_file,
-    fit_files,
     human_size,
     plan_text_messages,
     requester_only,
     split_text,
-    to_discord_audio,
 )
 from bot.ui.provenance import Provenance, read, stamp
+from bot.ui.uploads import Fitted, TooLarge, audio_duration, fit_file, fit_files, to_discord_audio
 
 # ------------------------------------------------------------------------------------------ helpers
 

@@ -26,7 +26,7 @@ import discord
 
 from bot.i18n import t
 from bot.jobs.job import Job, JobState
-from bot.ui import delivery
+from bot.ui import delivery, uploads
 from bot.ui.buttons import job_view
 from bot.ui.provenance import Provenance, stamp
 from models.base import Progress
@@ -289,15 +289,15 @@ class Presenter:
             data = Path(item["path"]).read_bytes()
             if job.task in ("text-to-speech", "text-to-audio"):
                 try:
-                    data, ext, _ = delivery.to_discord_audio(data)
+                    data, ext, _ = uploads.to_discord_audio(data)
                     item = {**item, "filename": Path(item["filename"]).with_suffix(f".{ext}").name}
                 except ValueError:
                     log.warning("job %s: audio result is not in a format Discord plays; sent as is", job.id)
             with contextlib.suppress(Exception):  # provenance is best effort on formats that cannot carry it
                 data = stamp(data, item["filename"], prov)
             try:
-                fitted = delivery.fit_file(data, item["filename"], limit)
-            except delivery.TooLarge as exc:
+                fitted = uploads.fit_file(data, item["filename"], limit)
+            except uploads.TooLarge as exc:
                 notes.append(t("result.too_large", job.locale, reason=exc.message(job.locale), id=job.id))
                 continue
             if fitted.note:
@@ -363,7 +363,7 @@ class Presenter:
         was delivered. A delivery that failed for a reason that may pass (the connection, a server error) is
         left unrecorded, and the next start tries it again; one Discord refused for good is recorded as failed
         with a log line, and its result stays available with /show."""
-        limit = delivery.upload_limit(job.filesize_limit)
+        limit = uploads.upload_limit(job.filesize_limit)
         # re-encoding to fit can take seconds of CPU: keep it off the event loop
         renders, attachment = await asyncio.to_thread(self.render_result, job, limit)
         # the interaction while its token lives (and the channel if that fails), else the channel alone
