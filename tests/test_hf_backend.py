@@ -19,7 +19,8 @@ import soundfile
 from PIL import Image
 
 from bot.i18n import error_message
-from models.backends.hf import HFBackend, classify, parse_retry_after
+from models.backends.hf import HFBackend
+from models.backends.http import classify, parse_retry_after
 from models.base import Progress, Request, RunContext
 from models.catalog import ModelEntry
 from models.errors import BackendError, ErrorKind

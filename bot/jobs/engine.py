@@ -25,7 +25,7 @@ from bot.jobs.job import Job, JobState
 from bot.jobs.scheduler import FairScheduler, Forecast
 from bot.jobs.storage import Storage
 from models.backends import Backends
-from models.backends.hf import data_url
+from models.backends.http import data_url
 from models.base import (
     AudioResult,
     CancelToken,

@@ -4,7 +4,7 @@
 Chat goes through `huggingface_hub.AsyncInferenceClient(base_url=entry.url)`, streamed. Images
 (`/images/generations`), speech (`/audio/speech`) and transcription (`/audio/transcriptions`) are plain HTTP
 calls with httpx2, huggingface_hub's own transport. Retries, deadlines, cancellation and error classification
-are the `hf` backend's (`models.backends.hf`).
+are shared with the `hf` backend (`models.backends.http`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from models.backends.hf import (
+from models.backends.http import (
     RetryingBackend,
     audio_result,
     chat_kwargs,
@@ -151,7 +151,7 @@ class OpenAIBackend(RetryingBackend):
     async def speech_to_text(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
         if request.audio is None:
             raise BackendError(ErrorKind.BAD_REQUEST, "speech-to-text needs input audio")
-        from models.backends.hf import audio_format
+        from models.backends.http import audio_format
 
         fmt = audio_format(request.audio) or "wav"
         params = merged_params(entry, request)
