@@ -37,6 +37,7 @@ from bot.i18n import command_word, pick_locale, t
 from bot.jobs.engine import Limits
 from bot.jobs.job import Job
 from models.catalog import Catalog, ModelEntry
+from models.tasks import TASKS
 
 # The command that starts a job of each task, so buttons and menus obey a command that was turned off.
 TASK_COMMANDS = {
@@ -50,16 +51,11 @@ COMPOSITE_COMMANDS = frozenset({"story", "collab", "natty"})
 MAX_OPEN_SESSIONS = 2
 # Commands that start no job and only show a member their own things, or are how admins undo a mistake.
 ALWAYS_ON = frozenset({"settings", "help", "jobs", "show"})
-TASK_NAMES = {
-    "chat": "chat", "text-to-image": "image generation", "image-to-image": "image editing",
-    "text-to-speech": "speech", "text-to-audio": "music and sound", "text-to-video": "video",
-    "image-to-text": "image captions", "speech-to-text": "transcription", "image-classification": "image checks",
-}
 
 
 def task_name(task: str, locale: str | None) -> str:
     """A task in words ("image generation", "geração de imagens"): the catalog's `task.<task>` key."""
-    return t(f"task.{task}", locale) if task in TASK_NAMES else task
+    return t(f"task.{task}", locale) if task in TASKS else task
 
 
 def age_restricted(channel: Any) -> bool:

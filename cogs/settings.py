@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import safety
 from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
-from bot.policy import ALWAYS_ON, TASK_NAMES, channel_mentions, may_configure, task_name
+from bot.policy import ALWAYS_ON, channel_mentions, may_configure, task_name
 from bot.ui import delivery
 from cogs.common import choices, lang, natty
 from models.tasks import TASKS
@@ -157,7 +157,7 @@ class ServerSettings(commands.GroupCog, group_name="settings",
 
     @app_commands.command(name="model", description="The model a task uses when nobody names one")
     @app_commands.describe(task="Which task", model="A model for it, or 'auto' for the catalog's default")
-    @app_commands.choices(task=[app_commands.Choice(name=TASK_NAMES[task], value=task) for task in TASKS])
+    @app_commands.choices(task=[app_commands.Choice(name=task_name(task, "en-US"), value=task) for task in TASKS])
     async def model(self, interaction: discord.Interaction[NattyBot], task: str, model: str) -> None:
         gs = await self._settings(interaction)
         loc = await lang(interaction)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from models.errors import BackendError, ErrorKind
+from models.tasks import TASKS
 
 if TYPE_CHECKING:
     from models.catalog import ModelEntry
@@ -114,18 +115,10 @@ class LabelsResult(Result):
     labels: list[tuple[str, float]]  # (label, score), best first
 
 
-# The method each task dispatches to, named like huggingface_hub's InferenceClient.
-_METHODS: dict[str, str] = {
-    "chat": "chat",
-    "text-to-image": "text_to_image",
-    "image-to-image": "image_to_image",
-    "text-to-speech": "text_to_speech",
-    "text-to-audio": "text_to_audio",
-    "text-to-video": "text_to_video",
-    "image-to-text": "image_to_text",
-    "speech-to-text": "speech_to_text",
-    "image-classification": "image_classification",
-}
+def method_of(task: str) -> str:
+    """The Backend method a task dispatches to: its name with underscores ("text-to-image" -> text_to_image),
+    as huggingface_hub's InferenceClient names them."""
+    return task.replace("-", "_")
 
 
 class Backend:
@@ -139,11 +132,13 @@ class Backend:
 
     async def run(self, entry: ModelEntry, request: Request, ctx: RunContext) -> Result:
         """Dispatch a request to the method for its task, stamping backend metadata on the result."""
-        method = _METHODS.get(request.task)
-        if method is None:
+        if request.task not in TASKS:
             raise BackendError(ErrorKind.BAD_REQUEST, f"unknown task {request.task!r}")
+        method = getattr(self, method_of(request.task), None)
+        if method is None:  # a task newer than this backend: it does not serve it
+            raise self._unsupported(entry, request.task)
         started = time.monotonic()
-        result: Result = await getattr(self, method)(entry, request, ctx)
+        result: Result = await method(entry, request, ctx)
         result.meta.setdefault("model", entry.name)
         result.meta.setdefault("model_id", entry.model)
         result.meta.setdefault("backend", self.kind)

@@ -46,11 +46,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # natty task -> huggingface_hub task, for provider lookups.
-_HF_TASKS = {
-    "chat": "conversational", "text-to-image": "text-to-image", "image-to-image": "image-to-image",
-    "text-to-speech": "text-to-speech", "text-to-audio": "text-to-speech", "text-to-video": "text-to-video",
-    "image-to-text": "image-to-text", "speech-to-text": "automatic-speech-recognition",
-    "image-classification": "image-classification",
+_HF_TASKS = {  # where huggingface_hub's name differs; every other task has the same name there
+    "chat": "conversational", "text-to-audio": "text-to-speech", "speech-to-text": "automatic-speech-recognition",
 }
 
 class HFBackend(RetryingBackend):
@@ -83,7 +80,7 @@ class HFBackend(RetryingBackend):
 
         def resolve() -> None:
             provider = entry.provider or "auto"
-            task_name = _HF_TASKS[task]
+            task_name = _HF_TASKS.get(task, task)
             helper = get_provider_helper(provider, task_name, entry.model)  # type: ignore[arg-type]  # catalog's names
             helper._prepare_mapping_info(entry.model)
 
