@@ -88,7 +88,7 @@ class Origin:
     def of_job(cls, job: Job, command: str) -> Origin:
         """A part of a job already admitted (a story's scene): where and for whom that job ran."""
         return cls(user_id=job.user_id, guild_id=job.guild_id, channel_id=job.channel_id, command=command,
-                   locale=job.locale or pick_locale(None), age_restricted=job.age_restricted,
+                   locale=job.locale or pick_locale(None), age_restricted=bool(job.age_restricted),
                    parent_channel_id=job.params.get("parent_channel_id"))
 
 

@@ -24,6 +24,9 @@ from typing import Any
 # Tasks whose prompts are checked, and tasks whose image outputs go through the classifier.
 PROMPT_TASKS = frozenset({"text-to-image", "image-to-image", "text-to-video"})
 IMAGE_OUTPUT_TASKS = frozenset({"text-to-image", "image-to-image"})
+# Outputs the classifier sees before they are posted: images whole, videos by a few of their frames.
+CHECKED_OUTPUT_TASKS = IMAGE_OUTPUT_TASKS | {"text-to-video"}
+VIDEO_FRAMES_CHECKED = 4  # evenly spaced, first and last included
 
 POLICIES = {
     "age-restricted": "adult content only in age-restricted channels",
@@ -229,8 +232,8 @@ def check_model(nsfw_model: bool, *, age_restricted: bool, policy: str = DEFAULT
 
 
 def output_needs_check(task: str, *, age_restricted: bool, policy: str = DEFAULT_POLICY) -> bool:
-    """Whether a finished job's images go through the classifier before they are posted."""
-    return task in IMAGE_OUTPUT_TASKS and (policy == "never" or not age_restricted)
+    """Whether a finished job's images (or video frames) go through the classifier before they are posted."""
+    return task in CHECKED_OUTPUT_TASKS and (policy == "never" or not age_restricted)
 
 
 # --- the output classifier ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ cog runs the server's output classifier through the backends and reports what it
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from pathlib import Path
@@ -38,8 +39,9 @@ class Safety(commands.Cog):
             self.bot.presenter.output_checks.remove(self.check_output)
 
     async def check_output(self, job: Job) -> str | None:
-        """Classify a finished job's images; withhold them when one scores as adult where that is not allowed."""
-        if job.task not in safety.IMAGE_OUTPUT_TASKS:
+        """Classify a finished job's images (a video by a few of its frames); withhold the result when one scores
+        as adult where that is not allowed."""
+        if job.task not in safety.CHECKED_OUTPUT_TASKS:
             return None
         gs = await self.bot.guild_settings(job.guild_id)
         policy = safety.policy_of(gs)
@@ -54,23 +56,55 @@ class Safety(commands.Cog):
         limit = safety.threshold(gs)
         for item in (job.result or {}).get("files", []):
             try:
-                data = await asyncio.to_thread(Path(item["path"]).read_bytes)
-                ctx = RunContext(deadline=time.monotonic() + min(entry.timeout, CLASSIFIER_TIMEOUT))
-                result = await self.bot.backends.run(
-                    entry, Request(task="image-classification", image=data), ctx)
-                if not isinstance(result, LabelsResult):
-                    raise TypeError(f"{entry.name} returned {type(result).__name__}, not labels")
+                images = await asyncio.to_thread(self._images_of, Path(item["path"]), job.task)
+                scores = []
+                for data in images:
+                    ctx = RunContext(deadline=time.monotonic() + min(entry.timeout, CLASSIFIER_TIMEOUT))
+                    result = await self.bot.backends.run(
+                        entry, Request(task="image-classification", image=data), ctx)
+                    if not isinstance(result, LabelsResult):
+                        raise TypeError(f"{entry.name} returned {type(result).__name__}, not labels")
+                    scores.append(safety.nsfw_score(result.labels))
             except Exception as exc:  # fail closed: an unchecked image is not posted where the check applies
                 log.warning("job %s: safety classifier %s failed: %s", job.id, entry.name, exc)
                 block = safety.Block("classifier-error", type(exc).__name__)
                 self.report(gs, job, TASK_COMMANDS.get(job.task, job.task), block)
                 return block.message(entry.name, job.locale)
-            score = safety.nsfw_score(result.labels)
+            score = max(scores, default=0.0)
             if score > limit:
                 block = safety.Block("classifier-never" if policy == "never" else "classifier", f"{score:.2f}")
                 self.report(gs, job, TASK_COMMANDS.get(job.task, job.task), block)
                 return block.message(entry.name, job.locale)
         return None
+
+    @staticmethod
+    def _images_of(path: Path, task: str) -> list[bytes]:
+        """What the classifier looks at for one result file: the image itself, or a video's frames as PNGs."""
+        if task != "text-to-video":
+            return [path.read_bytes()]
+        import av  # a base dependency; imported only when a video is checked
+
+        def png(frame: Any) -> bytes:
+            buffer = io.BytesIO()
+            frame.to_image().save(buffer, "PNG")
+            return buffer.getvalue()
+
+        out: list[bytes] = []
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            total = stream.frames  # 0 when the container does not say: then the first and the last frame
+            n = min(safety.VIDEO_FRAMES_CHECKED, total) if total else 2
+            picks = {round(i * (total - 1) / max(1, n - 1)) for i in range(n)} if total else {0}
+            last = None
+            for index, frame in enumerate(container.decode(stream)):  # one frame in memory at a time
+                if index in picks:
+                    out.append(png(frame))
+                last = frame
+            if not total and last is not None and index > 0:
+                out.append(png(last))
+        if not out:
+            raise ValueError("the video has no frames")
+        return out
 
     def classifier(self, gs: dict[str, Any]) -> ModelEntry | None:
         """The server's output classifier when it is in the catalog and can run now."""

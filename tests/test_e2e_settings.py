@@ -319,3 +319,21 @@ async def test_look_alike_letters_do_not_slip_an_adult_prompt_past_imagine(tmp_p
         allowed = await n.final(await n.server.slash(n.alice, n.nsfw, "imagine", prompt=sneaky))
         assert allowed.attachments
         assert n.server.violations == []
+
+
+async def test_the_output_classifier_checks_videos_by_their_frames(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        await add_to_catalog(n, NSFW_DETECTOR)
+        clean = await n.final(await n.server.slash(n.alice, n.general, "video", prompt="waves at night"))
+        assert clean.attachments and clean.attachments[0].filename.endswith(".mp4")
+        frames = len(n.hf.requests_to("/nsfw/"))
+        assert 2 <= frames <= 4  # a few frames of the six, first and last among them, not every frame
+
+        n.hf.fail_next(200, body=FLAGGED, path="/nsfw/")  # one flagged frame withholds the whole video
+        withheld = await n.final(await n.server.slash(n.alice, n.general, "video", prompt="waves at night"))
+        assert "withheld" in withheld.content and not withheld.attachments
+
+        checked = len(n.hf.requests_to("/nsfw/"))
+        in_nsfw = await n.final(await n.server.slash(n.alice, n.nsfw, "video", prompt="waves at night"))
+        assert in_nsfw.attachments and len(n.hf.requests_to("/nsfw/")) == checked  # not checked there
+        assert n.server.violations == []

@@ -76,9 +76,11 @@ class Job:
         return bool(self.params.get("channel_message"))
 
     @property
-    def age_restricted(self) -> bool:
-        """Asked for in an age-restricted channel (what its result may be shown next to depends on it)."""
-        return bool(self.params.get("age_restricted"))
+    def age_restricted(self) -> bool | None:
+        """Asked for in an age-restricted channel (what its result may be shown next to depends on it); None for a
+        job recorded before natty kept this."""
+        value = self.params.get("age_restricted")
+        return None if value is None else bool(value)
 
     @property
     def warnings(self) -> list[str]:
