@@ -14,6 +14,7 @@ from bot.policy import Policy
 from models.backends import Backends
 from models.base import Progress
 from models.catalog import Catalog
+from models.tasks import INPUT
 
 CLI_USER = 0  # jobs from the command line belong to no Discord user
 
@@ -68,7 +69,7 @@ async def generate_once(settings: Settings, catalog: Catalog, task: str, prompt:
         await engine.start(recover=False)
         params: dict = {"seed": seed} if seed is not None else {}
         if input_file is not None:
-            key = "audio" if task == "speech-to-text" else "image"
+            key = INPUT.get(task) or "image"
             params[f"{key}_path"] = str(input_file.resolve())
         job = await engine.submit(Job(user_id=CLI_USER, task=task, model=model, prompt=prompt, params=params),
                                   check_limits=False)

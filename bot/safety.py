@@ -21,11 +21,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.tasks import OUTPUT
+
 # Tasks whose prompts are checked, and tasks whose image outputs go through the classifier.
-PROMPT_TASKS = frozenset({"text-to-image", "image-to-image", "text-to-video"})
-IMAGE_OUTPUT_TASKS = frozenset({"text-to-image", "image-to-image"})
+# Prompts checked outside age-restricted channels: those of every task that makes a picture or a video.
+PROMPT_TASKS = frozenset(task for task, kind in OUTPUT.items() if kind in ("image", "video"))
+IMAGE_OUTPUT_TASKS = frozenset(task for task, kind in OUTPUT.items() if kind == "image")
 # Outputs the classifier sees before they are posted: images whole, videos by a few of their frames.
-CHECKED_OUTPUT_TASKS = IMAGE_OUTPUT_TASKS | {"text-to-video"}
+CHECKED_OUTPUT_TASKS = PROMPT_TASKS
 VIDEO_FRAMES_CHECKED = 4  # evenly spaced, first and last included
 
 POLICIES = {

@@ -1,5 +1,8 @@
-"""The tasks natty knows, in the order menus show them. Each has a `Backend` method (models/base.py), catalog
-entries (models/catalog.py), a command (bot/policy.py `TASK_COMMANDS`) and a name in each language."""
+"""The tasks natty knows, in the order menus show them, with what each takes besides a prompt and what it makes.
+
+Each has a `Backend` method of its name (models/base.py `method_of`), catalog entries (models/catalog.py), a
+command (bot/policy.py `TASK_COMMANDS`) and a name in each language (`task.<name>` in bot/locales). Code that
+treats results or inputs alike asks `OUTPUT` and `INPUT`, never a list of task names."""
 
 from __future__ import annotations
 
@@ -14,3 +17,15 @@ TASKS: tuple[str, ...] = (
     "speech-to-text",
     "image-classification",
 )
+
+# what a task makes: "text", "image", "audio", "video" or "labels" (the kinds of the Result classes)
+OUTPUT: dict[str, str] = {
+    "chat": "text", "text-to-image": "image", "image-to-image": "image", "text-to-speech": "audio",
+    "text-to-audio": "audio", "text-to-video": "video", "image-to-text": "text", "speech-to-text": "text",
+    "image-classification": "labels",
+}
+# what a task needs besides its prompt: "image", "audio" or nothing
+INPUT: dict[str, str | None] = {
+    "chat": None, "text-to-image": None, "image-to-image": "image", "text-to-speech": None, "text-to-audio": None,
+    "text-to-video": None, "image-to-text": "image", "speech-to-text": "audio", "image-classification": "image",
+}

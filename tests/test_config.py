@@ -141,3 +141,11 @@ api_key_env = "OTHER_PASSPHRASE"
                   GOOD_TOKEN):
         record = logging.LogRecord("natty", logging.INFO, __file__, 1, "calling with %s", (value,), None)
         assert value not in formatter.format(record), value
+
+
+def test_every_task_says_what_it_makes_and_what_it_takes():
+    from models.tasks import INPUT, OUTPUT, TASKS
+
+    assert set(OUTPUT) == set(INPUT) == set(TASKS)
+    assert set(OUTPUT.values()) <= {"text", "image", "audio", "video", "labels"}
+    assert set(INPUT.values()) <= {None, "image", "audio"}

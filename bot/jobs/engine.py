@@ -40,6 +40,7 @@ from models.base import (
 )
 from models.catalog import Catalog, ModelEntry
 from models.errors import BackendError, ErrorKind
+from models.tasks import OUTPUT
 
 log = logging.getLogger("natty.jobs")
 
@@ -468,7 +469,7 @@ class JobEngine:
     async def _generate(self, entry: ModelEntry, request: Request, ctx: RunContext, count: int,
                         locale: str | None = None) -> Result:
         """Run the backend; several images are several calls with consecutive seeds, gathered into one result."""
-        if count <= 1 or request.task not in ("text-to-image", "image-to-image"):
+        if count <= 1 or OUTPUT.get(request.task) != "image":
             return await self.backends.run(entry, request, ctx)
         first_seed = request.seed if request.seed is not None else 0
         results: list[ImageResult] = []

@@ -287,7 +287,7 @@ class Presenter:
                                      seed=meta.get("seed"), job_id=job.id)
         for item in (job.result or {}).get("files", []):
             data = Path(item["path"]).read_bytes()
-            if job.task in ("text-to-speech", "text-to-audio"):
+            if (job.result or {}).get("kind") == "audio":
                 try:
                     data, ext, _ = uploads.to_discord_audio(data)
                     item = {**item, "filename": Path(item["filename"]).with_suffix(f".{ext}").name}
