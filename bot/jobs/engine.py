@@ -429,7 +429,8 @@ class JobEngine:
 
             ctx = RunContext(report=report, cancel=cancel, deadline=time.monotonic() + entry.timeout)
             await self._notify_progress(job, Progress(fraction=0.0, message=t("progress.starting", job.locale)))
-            request = self.build_request(job, entry)
+            # reads the job's input files and inlines a conversation's images: off the loop
+            request = await asyncio.to_thread(self.build_request, job, entry)
             result = await asyncio.wait_for(
                 self._generate(entry, request, ctx, int(job.params.get("count", 1)), job.locale),
                 timeout=entry.timeout + 5)
