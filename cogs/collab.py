@@ -412,9 +412,9 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         if problem:
             return problem
         mine = 0
-        for sid in await self.store.open_ids():
+        for sid in await self.store.open_ids(guild_id=interaction.guild_id):  # this server's, not every server's
             s = await self._load(sid)
-            mine += s is not None and s.host_id == interaction.user.id and s.guild_id == interaction.guild_id
+            mine += s is not None and s.host_id == interaction.user.id
         if mine >= MAX_OPEN_SESSIONS:
             return t("collab.too_many_sessions", loc, count=mine)
         return None

@@ -210,8 +210,8 @@ class SessionStore:
     async def load(self, sid: str) -> str | None:
         return await self.storage.load_session(sid, self.kind)
 
-    async def open_ids(self, channel_id: int | None = None) -> list[str]:
-        return await self.storage.open_session_ids(self.kind, channel_id)
+    async def open_ids(self, channel_id: int | None = None, guild_id: int | None = None) -> list[str]:
+        return await self.storage.open_session_ids(self.kind, channel_id, guild_id)
 
 
 async def save_game(storage: Storage, game: Game) -> None:

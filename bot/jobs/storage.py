@@ -333,13 +333,16 @@ class Storage:
             row = await cur.fetchone()
         return row[0] if row else None
 
-    async def open_session_ids(self, kind: str, channel_id: int | None = None) -> list[str]:
-        """Sessions of `kind` not yet done or failed, oldest first (a start resumes their timers)."""
+    async def open_session_ids(self, kind: str, channel_id: int | None = None,
+                               guild_id: int | None = None) -> list[str]:
+        """Sessions of `kind` not yet done or failed, oldest first (a start resumes their timers), in one channel
+        or one server when asked."""
         sql = "SELECT id FROM play_sessions WHERE kind = ? AND state NOT IN ('done', 'failed')"
         args: list[Any] = [kind]
-        if channel_id is not None:
-            sql += " AND channel_id = ?"
-            args.append(channel_id)
+        for column, value in (("channel_id", channel_id), ("guild_id", guild_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
         async with self.db.execute(sql + " ORDER BY created_at", args) as cur:
             return [r[0] for r in await cur.fetchall()]
 
