@@ -54,7 +54,7 @@ def command_of(interaction: discord.Interaction) -> str:
         return command.qualified_name.split()[0]
     if isinstance(command, app_commands.ContextMenu):
         return command.name
-    return str(interaction.extras.get("command", ""))
+    return ""
 
 
 def safe_filename(name: str) -> str:
