@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import mimetypes
+import pkgutil
 import time
 import traceback
 from typing import Any
@@ -33,10 +35,16 @@ from models.catalog import Catalog
 
 log = logging.getLogger("natty.bot")
 
-EXTENSIONS = (
-    "cogs.help", "cogs.jobs", "cogs.chat", "cogs.imagine", "cogs.audio", "cogs.video", "cogs.describe",
-    "cogs.transcribe", "cogs.story", "cogs.settings", "cogs.safety", "cogs.natty", "cogs.collab",
-)
+
+def _cogs() -> tuple[str, ...]:
+    """Every module in cogs/ is a cog (common.py is what they share): a new cog file needs no list."""
+    spec = importlib.util.find_spec("cogs")
+    assert spec is not None and spec.submodule_search_locations is not None  # a package of this project
+    names = sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations))
+    return tuple(f"cogs.{name}" for name in names if name != "common")
+
+
+EXTENSIONS = _cogs()
 
 # What the bot needs in a server: send messages and files, embed links, threads, read history for reply chains.
 PERMISSIONS = discord.Permissions(
@@ -48,7 +56,7 @@ CHAT_IMAGE_LIMIT = 20 * 1024 * 1024  # bytes per image a chat reply may carry (O
 
 def command_of(interaction: discord.Interaction) -> str:
     """The command an interaction belongs to: its slash command or context menu; "" for a button or a modal,
-    whose job is then governed by its task's command (bot.policy `TASK_COMMANDS`, applied in `submit_job`)."""
+    whose job is then governed by its task's command (`Policy.command_for`, applied in `submit_job`)."""
     command = interaction.command
     if isinstance(command, app_commands.Command | app_commands.Group):
         return command.qualified_name.split()[0]
@@ -117,6 +125,7 @@ class NattyBot(commands.Bot):
         self.storage = Storage(settings.database_path, settings.data_dir)
         self.backends = Backends()
         self.actions = {}
+        self.result_actions: dict[str, tuple[str, ...]] = {}  # task -> its result's buttons (rules.tasks_of)
         self.availability = {}
         self._guild_settings_cache: dict[int, dict[str, Any]] = {}
         self.policy = Policy(settings, catalog, self.availability, self._cached_settings)
@@ -136,6 +145,7 @@ class NattyBot(commands.Bot):
         await self.refresh_availability()
         for name in EXTENSIONS:
             await self.load_extension(name)
+        self.policy.task_commands, self.result_actions = rules.tasks_of(self.tree)
         self.add_dynamic_items(JobButton)  # the tree's check and error path are NattyTree's
         await self.tree.set_translator(NattyTranslator())  # before the hash and the sync: names travel with them
         force, guild = self.sync_only
@@ -271,7 +281,7 @@ class NattyBot(commands.Bot):
         items): they count towards caps and quotas but do not wait out the cooldown.
         """
         if not origin.command:  # a button or modal: the command that makes jobs of this task
-            origin = dataclasses.replace(origin, command=rules.TASK_COMMANDS.get(task, task))
+            origin = dataclasses.replace(origin, command=self.policy.command_for(task))
         loc = origin.locale
         gs = self.policy.server(origin.guild_id)
         entry, problem = self.policy.resolve(task, model, gs, loc, prefer)
@@ -341,7 +351,7 @@ class NattyBot(commands.Bot):
         problem = self.policy.gate_command(origin)
         if problem is None:
             return True
-        task = next((task for task, command in rules.TASK_COMMANDS.items() if command == origin.command),
+        task = next((task for task, command in self.policy.task_commands.items() if command == origin.command),
                     origin.command)
         await self.engine.record_failure(Job(user_id=origin.user_id, task=task, model="-", guild_id=origin.guild_id,
                                              channel_id=origin.channel_id, locale=loc), problem)

@@ -12,9 +12,8 @@ from bot.jobs.job import Job, JobState
 from bot.jobs.storage import Storage
 from bot.policy import Policy
 from models.backends import Backends
-from models.base import Progress
+from models.base import INPUT, Progress
 from models.catalog import Catalog
-from models.tasks import INPUT
 
 CLI_USER = 0  # jobs from the command line belong to no Discord user
 

@@ -88,6 +88,11 @@ def t(key: str, locale: str | None = None, /, **values: Any) -> str:
     return template.format(**values) if values else template
 
 
+def has_key(key: str) -> bool:
+    """Whether the English catalog (which every other language falls back to) has `key`."""
+    return key in catalog(DEFAULT)
+
+
 def placeholders(template: str) -> set[str]:
     """The `{names}` a template uses."""
     return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}

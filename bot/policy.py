@@ -33,18 +33,15 @@ from discord import app_commands
 
 from bot import safety
 from bot.config import Settings
-from bot.i18n import command_word, pick_locale, t
+from bot.i18n import command_word, has_key, pick_locale, t
 from bot.jobs.engine import Limits
 from bot.jobs.job import Job
+from models.base import TASKS
 from models.catalog import Catalog, ModelEntry
-from models.tasks import TASKS
 
-# The command that starts a job of each task, so buttons and menus obey a command that was turned off.
-TASK_COMMANDS = {
-    "chat": "chat", "text-to-image": "imagine", "image-to-image": "imagine", "text-to-speech": "speak",
-    "text-to-audio": "music", "text-to-video": "video", "image-to-text": "describe", "speech-to-text": "transcribe",
-    "image-classification": "natty",
-}
+# A command's `extras` key that says which tasks it makes and the buttons their results get (cogs.common
+# `makes`): the one place a task meets its command, so buttons and menus obey a command that was turned off.
+MAKES = "natty.makes"
 # Features made of several jobs: their own switch governs their parts (a story's pictures are not /imagine's).
 COMPOSITE_COMMANDS = frozenset({"story", "collab", "natty"})
 # Open /collab sessions one member may host at once in a server: each holds a thread and a timer for up to a day.
@@ -54,8 +51,23 @@ ALWAYS_ON = frozenset({"settings", "help", "jobs", "show"})
 
 
 def task_name(task: str, locale: str | None) -> str:
-    """A task in words ("image generation", "geração de imagens"): the catalog's `task.<task>` key."""
-    return t(f"task.{task}", locale) if task in TASKS else task
+    """A task in words ("image generation", "geração de imagens"): the catalog's `task.<task>` key, else (a
+    task nobody has named yet) the task itself."""
+    return t(f"task.{task}", locale) if has_key(f"task.{task}") else task
+
+
+def tasks_of(tree: app_commands.CommandTree) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """What the commands say they make (their `MAKES` extras): each task's command word (the top-level name,
+    as `command_of` gives it) and the result buttons of each task."""
+    commands: dict[str, str] = {}
+    actions: dict[str, tuple[str, ...]] = {}
+    for command in tree.walk_commands():
+        for task, buttons in (command.extras.get(MAKES) or {}).items():
+            if task not in TASKS:
+                raise ValueError(f"/{command.qualified_name} makes {task!r}, which is not a task (models.base TASKS)")
+            commands[task] = command.qualified_name.split()[0]
+            actions[task] = tuple(buttons)
+    return commands, actions
 
 
 def age_restricted(channel: Any) -> bool:
@@ -142,6 +154,11 @@ class Policy:
         self.catalog = catalog
         self.availability = availability  # the bot's live table: refreshed in place
         self._server = server_settings
+        self.task_commands: dict[str, str] = {}  # task -> the command that makes it: the bot fills it (tasks_of)
+
+    def command_for(self, task: str) -> str:
+        """The command that governs jobs of `task` (its own name when no command makes it)."""
+        return self.task_commands.get(task, task)
 
     def server(self, guild_id: int | None) -> dict[str, Any]:
         """A server's settings ({} outside servers)."""
@@ -230,7 +247,7 @@ class Policy:
         disabled = set(gs.get("disabled_commands") or [])
         names = [origin.command]
         if task and origin.command not in COMPOSITE_COMMANDS:
-            names.append(TASK_COMMANDS.get(task, ""))
+            names.append(self.command_for(task))
         for name in names:
             if name in disabled:
                 return t("settings.command_off", origin.locale, command=command_word(name, origin.locale))

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.tasks import OUTPUT
+from models.base import OUTPUT
 
 # Tasks whose prompts are checked, and tasks whose image outputs go through the classifier.
 # Prompts checked outside age-restricted channels: those of every task that makes a picture or a video.

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import choices, model_autocomplete, new_seed
+from cogs.common import choices, makes, model_autocomplete, new_seed
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -27,7 +27,8 @@ class Audio(commands.Cog):
     def __init__(self, bot: NattyBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="speak", description="Read text aloud")
+    @app_commands.command(name="speak", description="Read text aloud",
+                          extras=makes({"text-to-speech": ("reroll", "delete")}))
     @app_commands.describe(text="What to say", voice="Which voice (depends on the model)", model="Which speech model")
     @app_commands.autocomplete(model=model_autocomplete("text-to-speech"), voice=voice_autocomplete)
     async def speak(self, interaction: discord.Interaction[NattyBot], text: str, voice: str | None = None,
@@ -37,7 +38,8 @@ class Audio(commands.Cog):
             params["model_params"] = {"voice": voice}
         await self.bot.submit(interaction, "text-to-speech", text, model=model, params=params)
 
-    @app_commands.command(name="music", description="Make music or sound from a description")
+    @app_commands.command(name="music", description="Make music or sound from a description",
+                          extras=makes({"text-to-audio": ("reroll", "delete")}))
     @app_commands.describe(prompt="What it should sound like", seconds="Length in seconds (1-30)",
                            model="Which audio model")
     @app_commands.autocomplete(model=model_autocomplete("text-to-audio"))

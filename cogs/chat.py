@@ -20,7 +20,7 @@ from bot.i18n import t
 from bot.jobs.job import Job
 from bot.policy import Origin, Refused
 from bot.ui import delivery
-from cogs.common import model_autocomplete
+from cogs.common import makes, model_autocomplete
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -45,7 +45,8 @@ class Chat(commands.Cog):
         bot.actions["regen"] = self.on_regen
         bot.actions["continue"] = self.on_continue
 
-    @app_commands.command(name="chat", description="Talk with a language model; reply to its answer to go on")
+    @app_commands.command(name="chat", description="Talk with a language model; reply to its answer to go on",
+                          extras=makes({"chat": ("regen", "continue", "delete")}))
     @app_commands.describe(prompt="What to say", model="Which language model",
                            private="Only you see the answer")
     @app_commands.autocomplete(model=model_autocomplete("chat"))

@@ -10,10 +10,20 @@ from typing import TYPE_CHECKING, Any, cast
 import discord
 from discord import app_commands
 
+from bot.policy import MAKES
+
 if TYPE_CHECKING:
     from bot.client import NattyBot
 
 CHOICE_LIMIT, CHOICES_MAX = 100, 25  # Discord: a choice's name and value are 1-100 characters; 25 choices
+
+
+def makes(tasks: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """A command's `extras` saying which tasks it makes and the buttons each task's result gets (actions of
+    bot.ui.buttons; Delete alone when empty): `@app_commands.command(..., extras=makes({"text-to-video":
+    ("reroll", "delete")}))`. The bot reads them at start-up (bot.policy `tasks_of`): turning this command off
+    then stops those tasks' buttons and parts too."""
+    return {MAKES: dict(tasks)}
 
 
 def choices(options: Iterable[tuple[str, str]]) -> list[app_commands.Choice[str]]:

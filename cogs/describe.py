@@ -11,9 +11,8 @@ from discord.ext import commands
 from bot.i18n import t
 from bot.jobs.job import Job
 from bot.ui import delivery
-from bot.ui.buttons import job_view
 from bot.ui.presenter import Render
-from cogs.common import model_autocomplete, new_seed
+from cogs.common import makes, model_autocomplete, new_seed
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -38,7 +37,8 @@ class Describe(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    @app_commands.command(name="describe", description="Caption an image and suggest prompts from it")
+    @app_commands.command(name="describe", description="Caption an image and suggest prompts from it",
+                          extras=makes({"image-to-text": ()}))
     @app_commands.describe(image="The image", model="Which captioning model")
     @app_commands.autocomplete(model=model_autocomplete("image-to-text"))
     async def describe(self, interaction: discord.Interaction[NattyBot], image: discord.Attachment,
@@ -78,7 +78,7 @@ class Describe(commands.Cog):
         extra = [("imagine", str(i), t("describe.imagine", job.locale, n=i + 1)) for i in range(len(STYLES))]
         footer = self.bot.presenter.footer(job)
         content = "\n".join(lines)[: delivery.MESSAGE_LIMIT - 200] + "\n" + footer
-        return [Render(content, view=job_view(job, extra=extra), final=True)]
+        return [Render(content, view=self.bot.presenter.view(job, extra=extra), final=True)]
 
     async def on_imagine(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
         ideas = suggestions(((job.result or {}).get("text") or "").strip())  # the stored result is the caption

@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.i18n import command_word, t
 from bot.policy import task_name
 from bot.ui import delivery
-from models.tasks import TASKS
+from models.base import TASKS
 
 if TYPE_CHECKING:
     from bot.client import NattyBot

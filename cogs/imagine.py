@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.i18n import t
 from bot.jobs.job import Job
-from cogs.common import model_autocomplete, new_seed
+from cogs.common import makes, model_autocomplete, new_seed
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -52,7 +52,8 @@ class Imagine(commands.Cog):
         bot.actions["vary"] = self.on_vary
         bot.actions["remix"] = self.on_remix
 
-    @app_commands.command(name="imagine", description="Make images from a prompt")
+    @app_commands.command(name="imagine", description="Make images from a prompt", extras=makes({
+        "text-to-image": ("reroll", "vary", "remix", "delete"), "image-to-image": ("reroll", "remix", "delete")}))
     @app_commands.describe(prompt="What to draw", negative="What to keep out of it", model="Which image model",
                            seed="Same seed + same prompt = same image", aspect="Shape of the image",
                            count="How many images (1-4)")

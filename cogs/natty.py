@@ -36,7 +36,7 @@ from bot.policy import Origin, may_manage, require_configure
 from bot.ui import delivery
 from bot.ui.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
 from bot.ui.provenance import read as read_provenance
-from cogs.common import lang, natty, server_lang
+from cogs.common import lang, makes, natty, server_lang
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -221,7 +221,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                       images=counts.get("image", 0), texts=counts.get("text", 0)))
 
     @app_commands.command(name="check",
-                          description="What a file's metadata says about AI generation, and what it proves")
+                          description="What a file's metadata says about AI generation, and what it proves",
+                          extras=makes({"image-classification": ()}))  # its detector's jobs
     @app_commands.describe(file="An image, audio or video file", text="A text to look up in natty's records")
     async def check(self, interaction: discord.Interaction[NattyBot], file: discord.Attachment | None = None,
                     text: str | None = None) -> None:

@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot import safety
 from bot.jobs.job import Job
-from bot.policy import TASK_COMMANDS, age_restricted
+from bot.policy import age_restricted
 from models.base import LabelsResult, Request, RunContext
 from models.catalog import ModelEntry
 
@@ -68,12 +68,12 @@ class Safety(commands.Cog):
             except Exception as exc:  # fail closed: an unchecked image is not posted where the check applies
                 log.warning("job %s: safety classifier %s failed: %s", job.id, entry.name, exc)
                 block = safety.Block("classifier-error", type(exc).__name__)
-                self.report(gs, job, TASK_COMMANDS.get(job.task, job.task), block)
+                self.report(gs, job, self.bot.policy.command_for(job.task), block)
                 return block.message(entry.name, job.locale)
             score = max(scores, default=0.0)
             if score > limit:
                 block = safety.Block("classifier-never" if policy == "never" else "classifier", f"{score:.2f}")
-                self.report(gs, job, TASK_COMMANDS.get(job.task, job.task), block)
+                self.report(gs, job, self.bot.policy.command_for(job.task), block)
                 return block.message(entry.name, job.locale)
         return None
 

@@ -19,7 +19,7 @@ from bot.i18n import LANGUAGE_NAMES, command_word, pick_locale, t
 from bot.policy import ALWAYS_ON, channel_mentions, may_configure, task_name
 from bot.ui import delivery
 from cogs.common import choices, lang, natty
-from models.tasks import TASKS
+from models.base import TASKS
 
 if TYPE_CHECKING:
     from bot.client import NattyBot

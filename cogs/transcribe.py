@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.i18n import t
-from cogs.common import model_autocomplete
+from cogs.common import makes, model_autocomplete
 
 if TYPE_CHECKING:
     from bot.client import NattyBot
@@ -30,7 +30,8 @@ class Transcribe(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    @app_commands.command(name="transcribe", description="Turn speech in an audio file into text")
+    @app_commands.command(name="transcribe", description="Turn speech in an audio file into text",
+                          extras=makes({"speech-to-text": ()}))
     @app_commands.describe(audio="The audio file or voice message", model="Which speech-to-text model")
     @app_commands.autocomplete(model=model_autocomplete("speech-to-text"))
     async def transcribe(self, interaction: discord.Interaction[NattyBot], audio: discord.Attachment,

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from models.errors import BackendError, ErrorKind
-from models.tasks import TASKS
 
 if TYPE_CHECKING:
     from models.catalog import ModelEntry
@@ -121,6 +120,34 @@ def method_of(task: str) -> str:
     return task.replace("-", "_")
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: its name ("text-to-image"), what it makes ("text", "image", "audio", "video", "labels": the
+    kinds of the Result classes) and what it needs besides a prompt ("image", "audio" or None)."""
+
+    name: str
+    makes: str
+    takes: str | None = None
+
+
+_KINDS, _INPUTS = ("text", "image", "audio", "video", "labels"), (None, "image", "audio")
+_DECLARED: list[TaskSpec] = []  # filled by @task as the Backend class body runs, in its order
+
+
+def task(makes: str, takes: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declares a `Backend` method to be a task, named after it (`text_to_image` is "text-to-image"). This is
+    where a task comes into being: the catalog accepts entries of it, the engine, safety and `natty generate`
+    read its kinds, and backends serve it by overriding the method."""
+    if makes not in _KINDS or takes not in _INPUTS:
+        raise ValueError(f"a task makes one of {_KINDS} and takes one of {_INPUTS}")
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _DECLARED.append(TaskSpec(fn.__name__.replace("_", "-"), makes, takes))
+        return fn
+
+    return mark
+
+
 class Backend:
     """Base class of the hf, openai and local backends: one async method per task.
 
@@ -158,32 +185,58 @@ class Backend:
     def _unsupported(self, entry: ModelEntry, task: str) -> BackendError:
         return BackendError(ErrorKind.UNSUPPORTED, f"the {self.kind} backend cannot run {task} for {entry.name}")
 
+    @task(makes="text")
     async def chat(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
-        raise self._unsupported(entry, "chat")
+        """A reply to `messages` (or the prompt), streamed as `Progress(text=...)`."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="image")
     async def text_to_image(self, entry: ModelEntry, request: Request, ctx: RunContext) -> ImageResult:
-        raise self._unsupported(entry, "text-to-image")
+        """Pictures from the prompt."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="image", takes="image")
     async def image_to_image(self, entry: ModelEntry, request: Request, ctx: RunContext) -> ImageResult:
-        raise self._unsupported(entry, "image-to-image")
+        """`image` changed as the prompt says."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="audio")
     async def text_to_speech(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
-        raise self._unsupported(entry, "text-to-speech")
+        """The prompt read aloud."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="audio")
     async def text_to_audio(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
-        raise self._unsupported(entry, "text-to-audio")
+        """Music or sound the prompt describes."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="video")
     async def text_to_video(self, entry: ModelEntry, request: Request, ctx: RunContext) -> VideoResult:
-        raise self._unsupported(entry, "text-to-video")
+        """A clip the prompt describes."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="text", takes="image")
     async def image_to_text(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
-        raise self._unsupported(entry, "image-to-text")
+        """A caption of `image`."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="text", takes="audio")
     async def speech_to_text(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
-        raise self._unsupported(entry, "speech-to-text")
+        """What is said in `audio`."""
+        raise self._unsupported(entry, request.task)
 
+    @task(makes="labels", takes="image")
     async def image_classification(self, entry: ModelEntry, request: Request, ctx: RunContext) -> LabelsResult:
-        raise self._unsupported(entry, "image-classification")
+        """Labels of `image` with scores (natty's AI-image detector)."""
+        raise self._unsupported(entry, request.task)
+
+
+# The tasks natty knows, in the order menus show them: the `@task` methods of `Backend`, nothing else to edit.
+TASKS: tuple[str, ...] = tuple(spec.name for spec in _DECLARED)
+# what a task makes: "text", "image", "audio", "video" or "labels" (the kinds of the Result classes)
+OUTPUT: dict[str, str] = {spec.name: spec.makes for spec in _DECLARED}
+# what a task needs besides its prompt: "image", "audio" or nothing
+INPUT: dict[str, str | None] = {spec.name: spec.takes for spec in _DECLARED}
 
 
 async def collect_text(chunks: AsyncIterator[str], ctx: RunContext) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.tasks import TASKS
+from models.base import TASKS
 
 BUNDLED = Path(__file__).with_name("catalog.toml")
 BACKENDS = ("hf", "openai", "local")

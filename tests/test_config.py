@@ -47,7 +47,7 @@ def test_natty_run_without_token_explains_how_to_get_one(tmp_path):
 
 
 def test_bundled_catalog_is_valid_and_names_a_model_for_every_task():
-    from models.tasks import TASKS
+    from models.base import TASKS
 
     catalog = load_catalog()
     for task in TASKS:
@@ -144,7 +144,7 @@ api_key_env = "OTHER_PASSPHRASE"
 
 
 def test_every_task_says_what_it_makes_and_what_it_takes():
-    from models.tasks import INPUT, OUTPUT, TASKS
+    from models.base import INPUT, OUTPUT, TASKS
 
     assert set(OUTPUT) == set(INPUT) == set(TASKS)
     assert set(OUTPUT.values()) <= {"text", "image", "audio", "video", "labels"}

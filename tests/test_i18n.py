@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import pytest
 from discord import app_commands
 from discord.app_commands import TranslationContextLocation as Where
 
@@ -162,6 +163,27 @@ async def test_every_command_option_and_choice_has_pt_br_words(tmp_path):
                 if (section := i18n._SECTIONS.get(where))}
         listed = {(section, text) for section, table in command_catalog("pt-BR").items() for text in table}
         assert listed - used == set(), "commands.pt-BR.json translates strings no command has"
+    finally:
+        await bot.storage.close()
+
+
+async def test_every_task_is_made_by_one_command_which_gives_its_buttons(tmp_path):
+    """A task comes from a `Backend` method (models.base TASKS) and meets Discord in one command's `extras`
+    (cogs.common `makes`): the policy and the buttons read the tree, so a task no command makes is caught here."""
+    from bot.policy import MAKES, tasks_of
+    from models.base import TASKS
+
+    bot = await build_tree(tmp_path)
+    try:
+        commands, actions = tasks_of(bot.tree)
+        assert set(commands) == set(TASKS)
+        assert commands["image-to-image"] == "imagine" and commands["image-classification"] == "natty"
+        assert actions["text-to-image"] == ("reroll", "vary", "remix", "delete") and actions["image-to-text"] == ()
+        video = bot.tree.get_command("video")
+        assert isinstance(video, app_commands.Command)
+        video.extras[MAKES] = {"text-to-3d": ()}  # a command claiming a task no backend declares is refused
+        with pytest.raises(ValueError, match="text-to-3d"):
+            tasks_of(bot.tree)
     finally:
         await bot.storage.close()
 

@@ -35,7 +35,8 @@ class FakeStorage:
 
 
 def presenter() -> Presenter:
-    bot = SimpleNamespace(settings=SimpleNamespace(edit_interval=0.0, token_margin=60.0), storage=FakeStorage())
+    bot = SimpleNamespace(settings=SimpleNamespace(edit_interval=0.0, token_margin=60.0), storage=FakeStorage(),
+                          result_actions={})
     return Presenter(bot)  # type: ignore[arg-type]
 
 

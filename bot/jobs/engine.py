@@ -27,6 +27,7 @@ from bot.jobs.storage import Storage
 from models.backends import Backends
 from models.backends.http import data_url
 from models.base import (
+    OUTPUT,
     AudioResult,
     CancelToken,
     ImageResult,
@@ -40,7 +41,6 @@ from models.base import (
 )
 from models.catalog import Catalog, ModelEntry
 from models.errors import BackendError, ErrorKind
-from models.tasks import OUTPUT
 
 log = logging.getLogger("natty.jobs")
 

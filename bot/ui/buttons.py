@@ -37,16 +37,6 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
 }
 
-RESULT_ACTIONS: dict[str, tuple[str, ...]] = {
-    "chat": ("regen", "continue", "delete"),
-    "text-to-image": ("reroll", "vary", "remix", "delete"),
-    "image-to-image": ("reroll", "remix", "delete"),
-    "text-to-speech": ("reroll", "delete"),
-    "text-to-audio": ("reroll", "delete"),
-    "text-to-video": ("reroll", "delete"),
-}
-
-
 TEMPLATE = r"natty:(?P<action>[a-z]+):(?P<job>[a-z0-9]+)(?::(?P<arg>[0-9]+))?"
 
 
@@ -84,11 +74,11 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         await handler(natty, job, self.arg)
 
 
-def job_view(job: Job, running: bool = False, extra: Sequence[tuple[str, str | None, str]] | None = None
+def job_view(job: Job, actions: Sequence[str], extra: Sequence[tuple[str, str | None, str]] | None = None
              ) -> discord.ui.View:
-    """The buttons for a job's message: Cancel while it runs, the task's actions once it is done."""
+    """The buttons for a job's message: `actions` (Cancel while it runs, the task's own once it is done: what
+    its command says, bot.policy `tasks_of`), then `extra` ones with an argument and a label."""
     view = discord.ui.View(timeout=None)
-    actions: tuple[str, ...] = ("cancel",) if running else RESULT_ACTIONS.get(job.task, ("delete",))
     for action in actions:
         view.add_item(JobButton(action, job.id, locale=job.locale))
     for action, arg, label in extra or []:

@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,7 +181,7 @@ class Presenter:
         shown = f"{position:,}" if exact else f"{position - 1:,}+"  # past the forecast's horizon: a bound
         text = t("progress.queued", job.locale, position=shown, eta=_eta_text(eta, job.locale), id=job.id,
                  model=job.model)
-        self._live(job).update(Render(self._with_prompt(job, text), view=job_view(job, running=True)))
+        self._live(job).update(Render(self._with_prompt(job, text), view=self.view(job, running=True)))
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
         if job.silent:
@@ -200,7 +201,7 @@ class Presenter:
             body = self._with_prompt(job, " · ".join(parts) + f" · `{job.id}` · {job.model}")
             if progress.preview:
                 files.append(discord.File(io.BytesIO(progress.preview), "preview.png"))
-        self._live(job).update(Render(body, files=files, view=job_view(job, running=True)))
+        self._live(job).update(Render(body, files=files, view=self.view(job, running=True)))
 
     async def job_finished(self, job: Job) -> None:
         live = self.live.pop(job.id, None)
@@ -265,6 +266,13 @@ class Presenter:
         prompt = job.prompt if len(job.prompt) <= 300 else job.prompt[:299] + "…"
         return f"**{discord.utils.escape_markdown(prompt)}**\n{line}"
 
+    def view(self, job: Job, running: bool = False, extra: Sequence[tuple[str, str | None, str]] | None = None
+             ) -> discord.ui.View:
+        """A job's buttons: Cancel while it runs; once done, those its command gives its task (Delete when it
+        gives none), then `extra` ones."""
+        actions = ("cancel",) if running else self.bot.result_actions.get(job.task) or ("delete",)
+        return job_view(job, actions, extra)
+
     def footer(self, job: Job) -> str:
         """The line under everything natty makes: the job, the model, the seed and time when known, and the
         AI label. Results, collab results and story scenes all end with it."""
@@ -328,7 +336,7 @@ class Presenter:
             if plan.attachment:
                 attachment = discord.File(io.BytesIO(plan.attachment[1]), plan.attachment[0])
             renders = [Render(c, final=True) for c in chunks]
-            renders[-1].view = job_view(job)
+            renders[-1].view = self.view(job)
             return renders, attachment
         if kind == "labels":
             lines = [f"`{score:6.1%}` {label}" for label, score in result.get("labels", [])[:10]]
@@ -336,7 +344,7 @@ class Presenter:
             return [Render(self._with_prompt(job, f"{text}\n{self.footer(job)}"), final=True)], None
         files, notes = self.result_files(job, limit)
         text = "\n".join([*(f"-# {n}" for n in notes), self.footer(job)])
-        return [Render(self._with_prompt(job, text), files=files, view=job_view(job) if files else None,
+        return [Render(self._with_prompt(job, text), files=files, view=self.view(job) if files else None,
                        final=True)], None
 
     # --- sending --------------------------------------------------------------------------------------
