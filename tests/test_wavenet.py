@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,14 +38,15 @@ def test_changing_sample_t_never_changes_earlier_logits_and_respects_the_recepti
             assert not torch.equal(out[:, t + rf - 1], base[:, t + rf - 1]) if t + rf - 1 < T else True
 
 
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
 @pytest.mark.parametrize("n_global", [0, 3])
-def test_fast_generation_equals_naive_generation(n_global):
+def test_fast_generation_equals_naive_generation(n_global, engine):
     model = tiny(n_global=n_global).double()
     g = 2 if n_global else None
     prime = np.array([[16, 20, 25, 20, 16, 11, 7]])
     for seed in (0, 1):
         logits: list[np.ndarray] = []
-        fast = model.generate(120, g=g, seed=seed, prime=prime, logits_out=logits)
+        fast = model.generate(120, g=g, seed=seed, prime=prime, logits_out=logits, engine=engine)
         naive = model.generate_naive(120, g=g, seed=seed, prime=prime)
         assert np.array_equal(fast, naive)
     # the fast path's logits are the network's, run over the whole sequence at once
@@ -59,6 +64,52 @@ def test_fast_generation_in_float32_batch_and_callback():
     assert np.array_equal(out, model.generate_naive(50, batch=3, g=[0, 1, 1], seed=0))
     stopped = model.generate(50, seed=0, callback=lambda n, s: n >= 20, every=10)
     assert stopped.shape == (1, 20)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_numba_step_draws_the_naive_samples_in_float32(batch):
+    """The compiled step (all layers, head and sampling in one loop) against the per-sample forward pass."""
+    pytest.importorskip("numba")  # the `local` extra installs it; without it generate runs the NumPy step
+    model = tiny(3, n_global=2)
+    g = [i % 2 for i in range(batch)]
+    prime = np.array([[16, 20, 25, 20, 16, 11, 7]])
+    for seed, temperature in ((0, 1.0), (1, 0.7), (2, 0.0)):
+        naive = model.generate_naive(80, batch=batch, g=g, seed=seed, temperature=temperature, prime=prime)
+        jit = model.generate(80, batch=batch, g=g, seed=seed, temperature=temperature, prime=prime, engine="numba")
+        assert np.array_equal(jit, naive), (seed, temperature)
+        numpy = model.generate(80, batch=batch, g=g, seed=seed, temperature=temperature, prime=prime,
+                               engine="numpy")
+        assert np.array_equal(numpy, naive), (seed, temperature)
+    # chunks between callbacks continue the same queues and the same generator
+    ticks: list[int] = []
+    chunked = model.generate(80, batch=batch, g=g, seed=0, prime=prime, engine="numba", every=30,
+                             callback=lambda n, s: ticks.append(n))
+    assert ticks == [30, 60] and np.array_equal(chunked, model.generate_naive(80, batch=batch, g=g, seed=0,
+                                                                            prime=prime))
+    stopped = model.generate(80, batch=batch, g=g, seed=0, prime=prime, engine="numba", every=10,
+                             callback=lambda n, s: n >= 20)
+    assert np.array_equal(stopped, chunked[:, :20])
+
+
+def test_engine_is_checked_and_numba_is_imported_only_by_generation():
+    with pytest.raises(ValueError, match="engine"):
+        tiny().generate(5, engine="cuda")
+    code = "import sys, models.own, models.own.wavenet; print('numba' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # bot start-up (which may import models.own) never pays for numba
+
+
+def test_numba_step_compiles_without_a_cache_when_nowhere_is_writable():
+    """numba finds no cache location for a read-only install with a read-only home, nor for code without a file."""
+    pytest.importorskip("numba")
+    from models.own import wavenet_jit
+
+    scope: dict = {}
+    exec("def add_one(x):\n    return x + 1\n", scope)  # "<string>": no file, so nowhere to cache it either
+    with pytest.warns(RuntimeWarning, match="without a cache"):
+        add_one = wavenet_jit._compile(scope["add_one"])
+    assert add_one(41) == 42
 
 
 def test_mu_law_round_trip():

@@ -139,11 +139,12 @@ class WaveNet(nn.Module):
         self, n_samples: int, batch: int = 1, g: int | list[int] | None = None, seed: int | None = None,
         temperature: float = 1.0, prime: np.ndarray | None = None,
         callback: Callable[[int, np.ndarray], bool | None] | None = None, every: int = 1000,
-        logits_out: list[np.ndarray] | None = None,
+        logits_out: list[np.ndarray] | None = None, engine: str = "auto",
     ) -> np.ndarray:
         """The same samples as `generate_naive`, by Fast WaveNet's per-layer queues.
 
-        `callback(done, samples_so_far)` runs every `every` samples; returning True stops early.
+        `callback(done, samples_so_far)` runs every `every` samples; returning True stops early. `engine`:
+        "numba" (the compiled step of `wavenet_jit`), "numpy" (`_FastStep`) or "auto" (numba when installed).
         """
         self.eval()
         gs, seq = self._start(batch, g, prime)
@@ -151,6 +152,24 @@ class WaveNet(nn.Module):
         step = _FastStep(self, batch, gs)
         n0 = seq.shape[1]
         out = np.zeros((batch, n_samples), np.int64)
+        jit = _jit_module(engine)
+        if jit is not None:
+            js = jit.JitStep(step)
+            xs = seq  # the prime, then each chunk continues from the last sample drawn
+            chunk = every if callback is not None else 4096
+            done = 0
+            while done < n_samples:
+                n = min(chunk, n_samples - done)
+                u = rng.random((n, batch))  # the uniforms sample_logits would draw, row by row, in the same order
+                out[:, done : done + n], logits = js.run(xs, u, temperature, keep_logits=logits_out is not None)
+                if logits_out is not None:
+                    assert logits is not None
+                    logits_out.extend(logits)
+                xs = out[:, done + n - 1 : done + n]
+                done += n
+                if callback is not None and done % every == 0 and callback(done, out[:, :done]):
+                    return out[:, :done]
+            return out
         for t in range(n0 - 1):  # fill the queues with the prime
             step(seq[:, t], need_logits=False)
         cur = seq[:, n0 - 1]
@@ -163,6 +182,21 @@ class WaveNet(nn.Module):
             if callback is not None and (t + 1) % every == 0 and callback(t + 1, out[:, : t + 1]):
                 return out[:, : t + 1]
         return out
+
+
+def _jit_module(engine: str) -> Any:
+    """models.own.wavenet_jit for engine "numba", or "auto" when numba is installed; None for the NumPy step."""
+    if engine not in ("auto", "numba", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'numpy', not {engine!r}")
+    if engine == "numpy":
+        return None
+    try:
+        from models.own import wavenet_jit  # imports numba (seconds the first time): only here, never at start-up
+    except ImportError:
+        if engine == "numba":
+            raise
+        return None
+    return wavenet_jit
 
 
 class _FastStep:
