@@ -215,6 +215,11 @@ class Backend:
         """A clip the prompt describes."""
         raise self._unsupported(entry, request.task)
 
+    @task(makes="video", takes="image")
+    async def image_to_video(self, entry: ModelEntry, request: Request, ctx: RunContext) -> VideoResult:
+        """A clip that starts from `image` and does what the prompt says."""
+        raise self._unsupported(entry, request.task)
+
     @task(makes="text", takes="image")
     async def image_to_text(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
         """A caption of `image`."""

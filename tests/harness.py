@@ -30,6 +30,7 @@ HF_TASKS = ("text-to-image", "image-to-image", "text-to-speech", "image-to-text"
             "image-classification")
 VIDEO_MODEL = "acme/tiny-t2v"  # video cannot target a URL: it goes through a provider route to the test server
 VIDEO_KEY = "hf_testkeyforvideo1234567890"
+ANIMATE_MODEL = "acme/tiny-i2v"  # image-to-video, through the WaveSpeed provider route
 
 
 def catalog_for(hf: HFTestServer, extra: str = "") -> str:
@@ -66,6 +67,18 @@ num_frames = 6
 """)
     lines.append(f"""
 [[model]]
+name = "test-image-to-video"
+task = "image-to-video"
+backend = "hf"
+model = "{ANIMATE_MODEL}"
+provider = "wavespeed"
+api_key_env = "TEST_VIDEO_KEY"
+default = true
+[model.params]
+num_frames = 5
+""")
+    lines.append(f"""
+[[model]]
 name = "test-music"
 task = "text-to-audio"
 backend = "hf"
@@ -86,18 +99,23 @@ def provider_route(hf: HFTestServer):
 
     mapping = InferenceProviderMapping(provider="novita", hf_model_id=VIDEO_MODEL, providerId=VIDEO_MODEL,
                                        status="live", task="text-to-video")
+    animate = InferenceProviderMapping(provider="wavespeed", hf_model_id=ANIMATE_MODEL, providerId=ANIMATE_MODEL,
+                                       status="live", task="image-to-video")
     saved = constants.INFERENCE_PROXY_TEMPLATE, _common.HARDCODED_MODEL_INFERENCE_MAPPING.get("novita")
+    saved_wavespeed = _common.HARDCODED_MODEL_INFERENCE_MAPPING.get("wavespeed")
     constants.INFERENCE_PROXY_TEMPLATE = hf.router_template
     _common.HARDCODED_MODEL_INFERENCE_MAPPING["novita"] = {VIDEO_MODEL: mapping}
+    _common.HARDCODED_MODEL_INFERENCE_MAPPING["wavespeed"] = {ANIMATE_MODEL: animate}
     os.environ["TEST_VIDEO_KEY"] = VIDEO_KEY
     try:
         yield
     finally:
         constants.INFERENCE_PROXY_TEMPLATE = saved[0]
-        if saved[1] is None:
-            _common.HARDCODED_MODEL_INFERENCE_MAPPING.pop("novita", None)
-        else:
-            _common.HARDCODED_MODEL_INFERENCE_MAPPING["novita"] = saved[1]
+        for provider, kept in (("novita", saved[1]), ("wavespeed", saved_wavespeed)):
+            if kept is None:
+                _common.HARDCODED_MODEL_INFERENCE_MAPPING.pop(provider, None)
+            else:
+                _common.HARDCODED_MODEL_INFERENCE_MAPPING[provider] = kept
         os.environ.pop("TEST_VIDEO_KEY", None)
 
 

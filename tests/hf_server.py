@@ -35,7 +35,8 @@ nothing listens (a bound, non-listening socket), for connection-refused tests.
 
 Also served, for reuse by other tests: OpenAI-style `GET /v1/models`, `POST /v1/images/generations`
 (b64_json), `POST /v1/audio/speech`, `POST /v1/audio/transcriptions` (multipart), and the Inference Providers
-router shape for novita text-to-video (`POST /novita/v3/hf/{model}` returning a `video_url` on this server):
+router shapes for novita text-to-video (`POST /novita/v3/hf/{model}` returning a `video_url` on this server) and
+WaveSpeed image-to-video (`POST /wavespeed/api/v3/{model}`, then a poll of `/api/v3/predictions/{id}/result`):
 set `huggingface_hub.constants.INFERENCE_PROXY_TEMPLATE = server.router_template` to route hub ids here.
 """
 
@@ -488,6 +489,26 @@ class HFTestServer:
         self._files[name] = data
         return web.json_response({"video": {"video_url": f"{self.url}/files/{name}"}})
 
+    async def _wavespeed_video(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        """WaveSpeed's image-to-video: the image as a data URL; the answer says where to poll for the clip."""
+        payload = rec.json if isinstance(rec.json, dict) else {}
+        image = str(payload.get("image") or "")
+        if not image.startswith("data:image/"):
+            return web.json_response({"error": "image must be a data URL"}, status=400)
+        first = base64.b64decode(image.split(",", 1)[1])
+        data = encode_mp4(str(payload.get("prompt", "")), int(payload.get("num_frames") or 4), first=first)
+        name = f"video{len(self._files)}.mp4"
+        self._files[name] = data
+        poll = f"{self.url}/api/v3/predictions/{name}/result"
+        return web.json_response({"code": 200, "data": {"id": name, "status": "created", "urls": {"get": poll}}})
+
+    async def _wavespeed_result(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        name = request.path.split("/")[-2]
+        if name not in self._files:
+            return web.json_response({"error": "no such prediction"}, status=404)
+        return web.json_response({"code": 200, "data": {"id": name, "status": "completed",
+                                                        "outputs": [f"{self.url}/files/{name}"]}})
+
     # OpenAI-style extras ----------------------------------------------------------------------------------------
 
     async def _openai_images(self, request: web.Request, rec: RecordedRequest) -> web.Response:
@@ -538,6 +559,10 @@ def _task_of(path: str) -> str | None:
         return "openai_transcriptions"
     if path.startswith("/novita/v3/hf/"):
         return "novita_video"
+    if path.startswith("/wavespeed/api/v3/"):
+        return "wavespeed_video"
+    if path.startswith("/api/v3/predictions/"):
+        return "wavespeed_result"
     last = path.rsplit("/", 1)[-1]
     last = TASK_ALIASES.get(last, last)
     return last if last in TASKS else None
@@ -620,8 +645,10 @@ def describe_audio(data: bytes) -> str:
     return f"heard {info.duration:.2f} seconds of audio at {info.samplerate} Hz"
 
 
-def encode_mp4(prompt: str, frames: int = 4, width: int = 64, height: int = 64, fps: int = 8) -> bytes:
-    """A short MP4 (mpeg4 video) whose frames are drawn from the prompt."""
+def encode_mp4(prompt: str, frames: int = 4, width: int = 64, height: int = 64, fps: int = 8,
+               first: bytes | None = None) -> bytes:
+    """A short MP4 (mpeg4 video) whose frames are drawn from the prompt; with `first` (an image file), the clip
+    starts from that picture, as image-to-video does."""
     import av
     import numpy as np
     from PIL import Image
@@ -631,7 +658,8 @@ def encode_mp4(prompt: str, frames: int = 4, width: int = 64, height: int = 64, 
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"  # type: ignore[attr-defined]
         for i in range(max(1, frames)):
-            image = Image.open(io.BytesIO(draw_png(prompt, width, height, seed=i))).convert("RGB")
+            source = first if first is not None and i == 0 else draw_png(prompt, width, height, seed=i)
+            image = Image.open(io.BytesIO(source)).convert("RGB").resize((width, height))
             frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
             for packet in stream.encode(frame):  # type: ignore[attr-defined]
                 container.mux(packet)

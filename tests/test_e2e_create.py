@@ -42,6 +42,32 @@ async def test_video_arrives_as_an_mp4_that_decodes(tmp_path):
         assert n.server.violations == []
 
 
+async def test_animate_makes_a_clip_that_starts_from_the_members_picture_and_rerolls_it(tmp_path):
+    async with Natty.running(tmp_path) as n:
+        red = io.BytesIO()
+        Image.new("RGB", (64, 64), (220, 20, 20)).save(red, "PNG")
+        msg = await n.final(await n.server.slash(n.alice, n.general, "animate", prompt="the square spins",
+                                                 image=("red.png", red.getvalue(), "image/png")))
+        (att,) = msg.attachments
+        assert att.filename.endswith(".mp4") and "AI-generated" in msg.content
+        with av.open(io.BytesIO(att.data)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(frames) == 5  # the catalog entry's num_frames reached the provider
+        r, g, b = frames[0].reshape(-1, 3).mean(axis=0)
+        assert r > 150 and g < 80 and b < 80  # the clip starts from the member's picture
+        sent = n.hf.requests_to("/wavespeed/api/v3/")
+        assert sent[-1].json["prompt"] == "the square spins" and sent[-1].json["image"].startswith("data:image/")
+        assert [b.label for b in msg.buttons] == ["Re-roll", "Delete"]
+        again = await n.final(await n.server.press(n.alice, msg, label="Re-roll"))
+        (att2,) = again.attachments
+        assert att2.filename.endswith(".mp4") and len(n.hf.requests_to("/wavespeed/api/v3/")) == 2
+        not_a_picture = await n.server.slash(n.alice, n.general, "animate", prompt="x",
+                                             image=("a.wav", wav(1), "audio/wav"))
+        refused = await n.final(not_a_picture)
+        assert "a.wav" in refused.content and "image" in refused.content
+        assert n.server.violations == []
+
+
 async def test_video_that_outlives_the_interaction_token_is_posted_in_the_channel(tmp_path):
     async with Natty.running(tmp_path, token_margin=0.0) as n:
         n.server.token_lifetime = 1.0

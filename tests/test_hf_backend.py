@@ -214,6 +214,18 @@ async def test_text_to_video_against_a_url_is_unsupported(server: HFTestServer, 
     assert server.requests == []
 
 
+async def test_image_to_video_needs_a_provider_and_an_image(server: HFTestServer, backend: HFBackend) -> None:
+    with pytest.raises(BackendError) as info:
+        await backend.run(make_entry(server, "image-to-video"), Request(task="image-to-video", image=png()),
+                          RunContext())
+    assert info.value.kind is ErrorKind.UNSUPPORTED and "URL" in info.value.detail
+    entry = ModelEntry(name="i2v", task="image-to-video", backend="hf", model="acme/tiny-i2v", provider="wavespeed")
+    with pytest.raises(BackendError) as info:
+        await backend.run(entry, Request(task="image-to-video", prompt="spin"), RunContext())
+    assert info.value.kind is ErrorKind.BAD_REQUEST and "image" in info.value.detail
+    assert server.requests == []
+
+
 async def test_text_to_video_through_a_provider_route(
     server: HFTestServer, backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,6 +212,31 @@ class HFBackend(RetryingBackend):
             raise BackendError(ErrorKind.INTERNAL, f"malformed answer: {len(data)} bytes that are not a video")
         return VideoResult(data=data, format=fmt, meta=self._meta(entry, params))
 
+    async def image_to_video(self, entry: ModelEntry, request: Request, ctx: RunContext) -> VideoResult:
+        if is_url(entry.model):  # as text-to-video: only providers serve it, and they take hub ids
+            raise BackendError(
+                ErrorKind.UNSUPPORTED,
+                "image-to-video cannot target an endpoint URL with huggingface_hub; use a hub id and a provider",
+                model=entry.name,
+            )
+        if request.image is None:
+            raise BackendError(ErrorKind.BAD_REQUEST, "image-to-video needs an input image", model=entry.name)
+        params = merged_params(entry, request)
+        named, extra = split_params(params, ("num_frames", "num_inference_steps", "guidance_scale"))
+        seed = request.seed if request.seed is not None else extra.pop("seed", None)
+        negative = request.negative_prompt or extra.pop("negative_prompt", None)
+        image = request.image
+
+        async def fn(client: AsyncInferenceClient) -> bytes:
+            return await client.image_to_video(image, prompt=request.prompt or None, negative_prompt=negative,
+                                               seed=seed, **named, **extra)
+
+        data = await self._call(entry, ctx, "image-to-video", fn)
+        fmt = video_format(data)
+        if fmt is None:
+            raise BackendError(ErrorKind.INTERNAL, f"malformed answer: {len(data)} bytes that are not a video")
+        return VideoResult(data=data, format=fmt, meta=self._meta(entry, params))
+
     async def image_to_text(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
         if request.image is None:
             raise BackendError(ErrorKind.BAD_REQUEST, "image-to-text needs an input image")
