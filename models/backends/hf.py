@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from models.backends.http import (
@@ -49,6 +50,16 @@ T = TypeVar("T")
 _HF_TASKS = {  # where huggingface_hub's name differs; every other task has the same name there
     "chat": "conversational", "text-to-audio": "text-to-speech", "speech-to-text": "automatic-speech-recognition",
 }
+
+@dataclass
+class _VideoArgs:
+    """What both video tasks pass to huggingface_hub besides their input: named parameters, the rest, seed, negative."""
+
+    named: dict[str, Any]
+    extra: dict[str, Any]
+    seed: Any
+    negative: Any
+
 
 class HFBackend(RetryingBackend):
     """Inference Providers by hub id (`provider`, "auto" by default), or a dedicated endpoint by URL."""
@@ -189,49 +200,37 @@ class HFBackend(RetryingBackend):
         return await self._speech(entry, request, ctx)
 
     async def text_to_video(self, entry: ModelEntry, request: Request, ctx: RunContext) -> VideoResult:
+        def fn(client: AsyncInferenceClient, v: _VideoArgs) -> Awaitable[bytes]:
+            return client.text_to_video(request.prompt, negative_prompt=[v.negative] if v.negative else None,
+                                        seed=v.seed, extra_body=v.extra or None, **v.named)
+
+        return await self._video(entry, request, ctx, fn)
+
+    async def image_to_video(self, entry: ModelEntry, request: Request, ctx: RunContext) -> VideoResult:
+        image = request.image
+        if image is None:
+            raise BackendError(ErrorKind.BAD_REQUEST, "image-to-video needs an input image", model=entry.name)
+
+        def fn(client: AsyncInferenceClient, v: _VideoArgs) -> Awaitable[bytes]:
+            return client.image_to_video(image, prompt=request.prompt or None, negative_prompt=v.negative,
+                                         seed=v.seed, **v.named, **v.extra)
+
+        return await self._video(entry, request, ctx, fn)
+
+    async def _video(self, entry: ModelEntry, request: Request, ctx: RunContext,
+                     fn: Callable[[AsyncInferenceClient, _VideoArgs], Awaitable[bytes]]) -> VideoResult:
+        """A video task: only providers serve them (they take hub ids), and the answer must be a video."""
         if is_url(entry.model):
             raise BackendError(
                 ErrorKind.UNSUPPORTED,
-                "text-to-video cannot target an endpoint URL with huggingface_hub; use a hub id and a provider",
+                f"{request.task} cannot target an endpoint URL with huggingface_hub; use a hub id and a provider",
                 model=entry.name,
             )
         params = merged_params(entry, request)
         named, extra = split_params(params, ("num_frames", "num_inference_steps", "guidance_scale"))
         seed = request.seed if request.seed is not None else extra.pop("seed", None)
-        negative = request.negative_prompt or extra.pop("negative_prompt", None)
-
-        async def fn(client: AsyncInferenceClient) -> bytes:
-            return await client.text_to_video(
-                request.prompt, negative_prompt=[negative] if negative else None, seed=seed,
-                extra_body=extra or None, **named,
-            )
-
-        data = await self._call(entry, ctx, "text-to-video", fn)
-        fmt = video_format(data)
-        if fmt is None:
-            raise BackendError(ErrorKind.INTERNAL, f"malformed answer: {len(data)} bytes that are not a video")
-        return VideoResult(data=data, format=fmt, meta=self._meta(entry, params))
-
-    async def image_to_video(self, entry: ModelEntry, request: Request, ctx: RunContext) -> VideoResult:
-        if is_url(entry.model):  # as text-to-video: only providers serve it, and they take hub ids
-            raise BackendError(
-                ErrorKind.UNSUPPORTED,
-                "image-to-video cannot target an endpoint URL with huggingface_hub; use a hub id and a provider",
-                model=entry.name,
-            )
-        if request.image is None:
-            raise BackendError(ErrorKind.BAD_REQUEST, "image-to-video needs an input image", model=entry.name)
-        params = merged_params(entry, request)
-        named, extra = split_params(params, ("num_frames", "num_inference_steps", "guidance_scale"))
-        seed = request.seed if request.seed is not None else extra.pop("seed", None)
-        negative = request.negative_prompt or extra.pop("negative_prompt", None)
-        image = request.image
-
-        async def fn(client: AsyncInferenceClient) -> bytes:
-            return await client.image_to_video(image, prompt=request.prompt or None, negative_prompt=negative,
-                                               seed=seed, **named, **extra)
-
-        data = await self._call(entry, ctx, "image-to-video", fn)
+        args = _VideoArgs(named, extra, seed, request.negative_prompt or extra.pop("negative_prompt", None))
+        data = await self._call(entry, ctx, request.task, lambda client: fn(client, args))
         fmt = video_format(data)
         if fmt is None:
             raise BackendError(ErrorKind.INTERNAL, f"malformed answer: {len(data)} bytes that are not a video")
