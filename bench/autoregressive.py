@@ -2,9 +2,16 @@
 
     python bench/autoregressive.py [--threads 2] [--repeats 5]
 
-- WaveNet, 2 blocks of L layers (L = 4, 8, 10), 32 channels, batch 1: Fast WaveNet's per-layer queues vs a
-  forward pass over the last receptive field per sample, both in steady state (a full receptive field of
-  context); then samples per second and the time for one second of 16 kHz audio with 2 blocks of 10 layers.
+- WaveNet, 2 blocks of L layers (L = 4, 8, 10), 32 channels, batch 1: Fast WaveNet's per-layer queues (the NumPy
+  step) vs a forward pass over the last receptive field per sample, both in steady state (a full receptive field of
+  context).
+- WaveNet at the bundled size (2 x 10 layers, 32 residual / 32 gate / 64 skip channels, global conditioning): one
+  second of 16 kHz audio as the bot makes it (a 2047-sample prime, then 16,000 samples), the NumPy step and the
+  numba step taking turns in every repeat; 1, 4 and 8 streams batched in one step, and 8 as two threads of 4. It
+  prints the real-time ratio, samples per second, numba vs NumPy (all from medians), the process's CPU share of the
+  wall time (below 1: other work had the cores), the load average before and after, whether numba drew the NumPy
+  step's samples (all 16,000) and the naive path's (the first 200), and numba's compile time, cold (a fresh cache
+  directory, in a subprocess) and as this process's first call, neither counted in the figures.
 - PixelCNN (the bundled size: 8x8, 8 layers, 64 channels), batch 1 and 16: cached rows/columns vs one full
   forward pass per pixel.
 - char-RNN (the bundled size): stateful sampling vs re-running the prefix, 200 characters after a 100-character
@@ -17,7 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +41,7 @@ import torch  # noqa: E402
 
 from models.own.charrnn import CharRNN, CharRNNConfig, sample_logits  # noqa: E402
 from models.own.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
-from models.own.wavenet import WaveNet, WaveNetConfig, _FastStep  # noqa: E402
+from models.own.wavenet import WaveNet, WaveNetConfig, _FastStep, _jit_module  # noqa: E402
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -74,6 +84,100 @@ def wavenet_pair(layers: int, repeats: int) -> tuple[float, float, bool]:
     return statistics.median(fast_runs) / n_fast, t_naive / n_naive, same
 
 
+_COLD_COMPILE = """
+import time
+import torch
+from models.own.wavenet import WaveNet, WaveNetConfig
+model = WaveNet(WaveNetConfig(n_global=2)).eval()
+for _ in range(2):
+    t = time.perf_counter()
+    model.generate(10, g=0, seed=0, engine="numba")
+    print(time.perf_counter() - t)
+"""
+
+
+def load() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "load n/a"
+
+
+def wavenet_realtime(repeats: int) -> None:
+    """One second of 16 kHz audio at the bundled size: NumPy step vs numba step, taking turns."""
+    torch.manual_seed(0)
+    model = WaveNet(WaveNetConfig(n_global=2)).eval()
+    cfg = model.config
+    sr, rf = cfg.sample_rate, cfg.receptive_field
+    prime = np.random.default_rng(0).integers(0, cfg.n_classes, (1, rf))  # the bot primes with 2047 samples
+    print(f"WaveNet at the bundled size, 1 s of 16 kHz audio after a {rf}-sample prime, {os.cpu_count()} CPUs, "
+          f"{load()}")
+    if _jit_module("auto") is None:
+        print("  numba is not installed (pip install numba, or the local extra): only the NumPy step runs")
+        engines = ["numpy"]
+    else:
+        env = {**os.environ, "NUMBA_CACHE_DIR": tempfile.mkdtemp(prefix="natty-numba-")}
+        done = subprocess.run([sys.executable, "-c", _COLD_COMPILE], cwd=_HERE.parent, env=env, text=True,
+                              capture_output=True, check=True).stdout.split()
+        t = time.perf_counter()
+        model.generate(10, g=0, seed=0, engine="numba")
+        first = time.perf_counter() - t
+        print(f"  numba compile: {float(done[0]):.2f} s cold (fresh cache directory; a second call then took "
+              f"{float(done[1]) * 1e3:.1f} ms), {first:.2f} s for this process's first call (numba's cache); "
+              "not counted below")
+        engines = ["numpy", "numba"]
+
+    def one(engine: str, batch: int, threads: int) -> tuple[float, float, np.ndarray]:
+        """Wall and CPU seconds for `threads` threads each making 1 s for `batch` streams; the first's samples."""
+        outs: list[np.ndarray] = [np.zeros(0)] * threads
+        g = [i % 2 for i in range(batch)]
+
+        def work(i: int) -> None:
+            outs[i] = model.generate(sr, batch=batch, g=g, seed=i, prime=prime, engine=engine)
+
+        wall, cpu = time.perf_counter(), time.process_time()
+        if threads == 1:
+            work(0)
+        else:
+            pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+            for th in pool:
+                th.start()
+            for th in pool:
+                th.join()
+        return time.perf_counter() - wall, time.process_time() - cpu, outs[0]
+
+    rows = [(1, 1), (4, 1), (8, 1), (4, 2)]  # (streams per step, threads)
+    med: dict[tuple[str, int, int], tuple[float, float]] = {}
+    same_numpy = True
+    first_samples: np.ndarray | None = None
+    for batch, threads in rows:
+        runs: dict[str, list[tuple[float, float]]] = {e: [] for e in engines}
+        for _ in range(repeats):
+            got = {}
+            for e in engines:  # interleaved: the same moment's load on both sides
+                wall, cpu, got[e] = one(e, batch, threads)
+                runs[e].append((wall, cpu))
+            if len(engines) == 2:
+                same_numpy &= bool(np.array_equal(got["numpy"], got["numba"]))
+            if batch == 1 and threads == 1:
+                first_samples = got[engines[-1]]
+        for e in engines:
+            walls, cpus = [w for w, _ in runs[e]], [c for _, c in runs[e]]
+            med[e, batch, threads] = statistics.median(walls), statistics.median(cpus)
+    print(f"  {'streams':>17s} {'engine':>6s} {'seconds':>8s} {'real time':>10s} {'samples/s':>10s} "
+          f"{'cpu/wall':>9s} {'numba vs numpy':>15s}")
+    for batch, threads in rows:
+        label = f"{batch * threads}" + ("" if threads == 1 else f" ({threads} threads x {batch})")
+        for e in engines:
+            wall, cpu = med[e, batch, threads]
+            vs = f"{med['numpy', batch, threads][0] / wall:.2f}x" if e == "numba" else ""
+            print(f"  {label:>17s} {e:>6s} {wall:8.3f} {1 / wall:9.2f}x {batch * threads * sr / wall:10.0f} "
+                  f"{cpu / wall:9.2f} {vs:>15s}")
+    assert first_samples is not None
+    naive = model.generate_naive(200, g=0, seed=0, prime=prime)
+    print(f"  (seconds: wall time for 1 s of every stream's audio, prime included; real time: 1 / seconds, above 1x "
+          f"is faster than real time; {load()})")
+    print(f"  same samples: numba = NumPy step, all {sr} of every stream in every repeat: {same_numpy}; "
+          f"{engines[-1]} = naive over the first 200: {bool(np.array_equal(first_samples[:, :200], naive))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -91,15 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  L={layers:2d}: fast {fast * 1e3:7.3f} ms  naive {naive * 1e3:8.3f} ms  "
               f"speed-up {naive / fast:6.1f}x (goal {goal}x)  same samples: {same}")
 
-    torch.manual_seed(0)
-    cfg = WaveNetConfig(n_residual=32, n_dilation=32, n_skip=32, n_blocks=2, n_layers=10)
-    model = WaveNet(cfg).eval()
-    sr = cfg.sample_rate
-    t, _ = median_time(lambda: model.generate(sr, seed=0), max(1, r // 2))
-    print(f"  one second of 16 kHz audio, 2 blocks of 10 layers: {t:.2f} s ({sr / t:.0f} samples/s; goal < 8 s)")
-    bundled = WaveNet(WaveNetConfig(n_global=2)).eval()
-    t, _ = median_time(lambda: bundled.generate(sr, g=0, seed=0), max(1, r // 2))
-    print(f"  the same with the bundled size (64 skip channels, global conditioning): {t:.2f} s\n")
+    print()
+    wavenet_realtime(r)
+    print()
 
     print("PixelCNN, 8x8, 8 layers, 64 channels (one image or batch)")
     torch.manual_seed(0)
