@@ -122,7 +122,7 @@ class NattyBot(commands.Bot):
     def _init_natty(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.storage = Storage(settings.database_path, settings.data_dir)
+        self.storage = Storage(settings.database_url, settings.data_dir)
         self.backends = Backends()
         self.actions = {}
         self.result_actions: dict[str, tuple[str, ...]] = {}  # task -> its result's buttons (rules.tasks_of)

@@ -54,7 +54,49 @@ class Settings:
     @property
     def database_path(self) -> Path:
         """The SQLite file named by DATABASE_URL (sqlite:///relative or sqlite:////absolute)."""
-        return Path(self.database_url.removeprefix("sqlite:///"))
+        scheme, _, path = self.database_url.partition(":///")
+        if not scheme.startswith("sqlite"):
+            raise ValueError("DATABASE_URL names no SQLite file")
+        return Path(path)
+
+
+# DATABASE_URL's schemes, and the SQLAlchemy driver each one runs on
+DATABASE_SCHEMES = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+                    "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+                    "postgresql+asyncpg": "postgresql+asyncpg"}
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a DATABASE_URL, in one line that shows no password; None when nothing is."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in DATABASE_SCHEMES:
+        return (f"DATABASE_URL must be sqlite:///path/to/file.db or postgresql://user:password@host:port/database "
+                f"(got scheme {url.split(':', 1)[0]!r})")
+    if DATABASE_SCHEMES[scheme.lower()].startswith("sqlite"):
+        if not rest.startswith("/") or not rest.strip("/"):
+            return "DATABASE_URL for SQLite is sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        return None
+    from sqlalchemy.engine import make_url  # only for a Postgres URL: its host, port and database must parse
+
+    try:
+        parsed = make_url(sqlalchemy_url(url))
+    except Exception as exc:  # SQLAlchemy raises ArgumentError or ValueError
+        return f"DATABASE_URL is not a valid Postgres URL ({type(exc).__name__})"
+    if not parsed.database:
+        return "DATABASE_URL names no database: postgresql://user:password@host:port/database"
+    return None
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A DATABASE_URL as SQLAlchemy's async engine takes it: sqlite:/// runs on aiosqlite, postgresql:// and
+    postgres:// on asyncpg (libpq's ?sslmode= becomes asyncpg's ?ssl=)."""
+    scheme, sep, rest = url.partition("://")
+    driver = DATABASE_SCHEMES.get(scheme.lower()) if sep else None
+    if driver is None:
+        raise ValueError(database_url_problem(url) or "not a database URL")
+    if driver.startswith("postgresql"):
+        rest = rest.replace("?sslmode=", "?ssl=").replace("&sslmode=", "&ssl=")
+    return f"{driver}://{rest}"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, problems: list[str], minimum: int = 0) -> int:
@@ -111,11 +153,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
         problems.append("DISCORD_TOKEN does not look like a bot token (copy it again from the Bot page)")
 
     database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///data/natty.db"
-    if not database_url.startswith("sqlite:///"):
-        problems.append(
-            f"DATABASE_URL must be sqlite:///path/to/file.db for now (got scheme "
-            f"{database_url.split(':', 1)[0]!r}); Postgres is planned"
-        )
+    if problem := database_url_problem(database_url):
+        problems.append(problem)
     models_file = env.get("NATTY_MODELS", "").strip()
     if models_file and not Path(models_file).is_file():
         problems.append(f"NATTY_MODELS={models_file!r}: no such file")
@@ -161,8 +200,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
 
 def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
     """Every secret value the logs must never show: the Discord token, every *_TOKEN / *_KEY / *_SECRET variable
-    of the environment and `.env`, and the key of every catalog entry (whatever its `api_key_env` is called)."""
-    values = {settings.discord_token, settings.hf_token}
+    of the environment and `.env`, the key of every catalog entry (whatever its `api_key_env` is called), and the
+    password in DATABASE_URL."""
+    values = {settings.discord_token, settings.hf_token, *_url_passwords(settings.database_url)}
     for source in (settings.environ, settings.dotenv):
         for name, value in source.items():
             if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value.strip()) >= 8:
@@ -171,3 +211,13 @@ def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
         if entry.api_key_env and (key := settings.key(entry.api_key_env)):
             values.add(key)
     return sorted(v for v in values if v)
+
+
+def _url_passwords(url: str) -> set[str]:
+    """The password in a URL's user:password@ part, as written and decoded, when as long as the other secrets
+    (every URL's credentials are hidden from logs anyway: models.errors.redact_credentials)."""
+    from urllib.parse import unquote
+
+    userinfo = url.partition("://")[2].split("/", 1)[0].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return {password, unquote(password)} if len(password) >= 8 else set()
