@@ -1,4 +1,4 @@
-"""The `natty` command: run, sync, models, generate, train, eval. `python -m bot` is `natty run`."""
+"""The `natty` command: run, sync, models, generate, db, train, eval. `python -m bot` is `natty run`."""
 
 from __future__ import annotations
 
@@ -132,6 +132,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                      seed=args.seed, input_file=args.input))
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """natty db upgrade: apply the migrations now; natty db copy --to URL: every row into another database."""
+    from bot.config import database_url_problem, url_passwords
+    from models.errors import redact_credentials
+
+    try:
+        settings = load_settings(require_token=False)
+    except ConfigError as exc:
+        return _fail(exc.problems)
+    target: str = getattr(args, "to", None) or ""
+    if target and (problem := database_url_problem(target)):
+        return _fail([problem.replace("DATABASE_URL", "--to", 1)])
+    setup_logging(settings.log_level, secrets_of(settings) + sorted(url_passwords(target)))
+    from bot.jobs import database
+
+    source = redact_credentials(settings.database_url)
+    try:
+        if args.db_command == "upgrade":
+            before, now = asyncio.run(database.upgrade(settings.database_url))
+            done = "up to date" if before == now else f"upgraded from {before or 'an empty database'}"
+            print(f"natty: {source} is at revision {now} ({done})")
+            return 0
+        counts = asyncio.run(database.copy(settings.database_url, target, force=args.force))
+    except database.CopyRefused as exc:
+        return _fail([f"not copied: {exc}"])
+    except Exception as exc:  # cannot connect, refused login, a failed statement: one line, no traceback
+        log.debug("database command failed", exc_info=True)
+        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's DBAPIError wraps the driver's error
+        detail = (str(cause).splitlines() or [""])[0]
+        return _fail([f"database {args.db_command} failed: {type(cause).__name__}: {redact_credentials(detail)}"])
+    width = max(len(name) for name in counts)
+    print(f"{'TABLE'.ljust(width)}  {'SOURCE':>8}  {'TARGET':>8}")
+    for name, (rows, copied) in counts.items():
+        print(f"{name.ljust(width)}  {rows:>8}  {copied:>8}")
+    if any(rows != copied for rows, copied in counts.values()):
+        print("natty: the target's row counts differ from the source's", file=sys.stderr)
+        return 1
+    print(f"natty: copied {sum(rows for rows, _ in counts.values())} rows from {source} to "
+          f"{redact_credentials(target)}; point DATABASE_URL at it to use it")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # train and eval take their own arguments; hand them over untouched
@@ -153,10 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     p_gen.add_argument("--seed", type=int)
     p_gen.add_argument("--input", type=Path, help="input image or audio for tasks that take one")
     p_gen.add_argument("-v", "--verbose", action="store_true")
+    p_db = sub.add_parser("db", help="the database: apply migrations, copy to another database")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply the migrations DATABASE_URL lacks (the bot does this at start too)")
+    p_copy = db_sub.add_parser("copy", help="copy every row of DATABASE_URL's database into another (stop the "
+                                            "bot first), e.g. SQLite into Postgres")
+    p_copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/db, "
+                                                                   "postgres://... or sqlite:///path.db")
+    p_copy.add_argument("--force", action="store_true", help="replace the rows a non-empty target holds")
     sub.add_parser("train", help="train natty's own models (natty train --help)")
     sub.add_parser("eval", help="evaluate natty's own models (natty eval --help)")
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "sync": cmd_sync, "models": cmd_models, "generate": cmd_generate}
+    handlers = {"run": cmd_run, "sync": cmd_sync, "models": cmd_models, "generate": cmd_generate, "db": cmd_db}
     return handlers[args.command or "run"](args)
 
 

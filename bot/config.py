@@ -202,7 +202,7 @@ def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
     """Every secret value the logs must never show: the Discord token, every *_TOKEN / *_KEY / *_SECRET variable
     of the environment and `.env`, the key of every catalog entry (whatever its `api_key_env` is called), and the
     password in DATABASE_URL."""
-    values = {settings.discord_token, settings.hf_token, *_url_passwords(settings.database_url)}
+    values = {settings.discord_token, settings.hf_token, *url_passwords(settings.database_url)}
     for source in (settings.environ, settings.dotenv):
         for name, value in source.items():
             if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value.strip()) >= 8:
@@ -213,7 +213,7 @@ def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
     return sorted(v for v in values if v)
 
 
-def _url_passwords(url: str) -> set[str]:
+def url_passwords(url: str) -> set[str]:
     """The password in a URL's user:password@ part, as written and decoded, when as long as the other secrets
     (every URL's credentials are hidden from logs anyway: models.errors.redact_credentials)."""
     from urllib.parse import unquote

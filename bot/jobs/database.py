@@ -36,6 +36,7 @@ from bot.config import sqlalchemy_url
 from bot.jobs.schema import metadata
 
 log = logging.getLogger("natty.database")
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin on every command
 
 T = TypeVar("T")
 

@@ -1,4 +1,6 @@
-"""Jobs, server settings, per-user state and the meta table (the first hand-written migration's schema).
+"""Jobs, server settings, per-user state and the meta table.
+
+The schema of the first hand-written migration (schema_version 1).
 
 Revision ID: 0001
 Revises:

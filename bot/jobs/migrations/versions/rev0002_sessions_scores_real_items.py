@@ -1,4 +1,6 @@
-"""Games and collab sessions (JSON state and the deadline a timer waits for), game scores, the real-item pool.
+"""Games and collab sessions, game scores, the real-item pool.
+
+Sessions keep their JSON state and the deadline a timer waits for (schema_version 2).
 
 Revision ID: 0002
 Revises: 0001

@@ -1,4 +1,6 @@
-"""Durable delivery. A finished job's result (or error) is posted by the presenter after the job's row says it
+"""Durable delivery: jobs.delivered_at and jobs.delivery, the delivered_parts table.
+
+Schema_version 3. A finished job's result (or error) is posted by the presenter after the job's row says it
 ended; `delivered_at` is stamped once its final message really is in Discord (or the bot was told it never can
 be: `delivery` says which), so a start-up finds what a crash left undelivered. `delivered_parts` keeps each
 message of a delivery in flight, so trying it again edits those messages instead of posting them twice; its rows
