@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tests.postgres import pg_url, postgres_server  # noqa: F401 - fixtures: a real PostgreSQL for any test
+
 
 @pytest.fixture(autouse=True)
 def _no_real_keys(monkeypatch):
