@@ -228,7 +228,7 @@ def local_models(folder: Path) -> tuple[str, str]:
     """Catalog TOML for the local models, and a note. Missing bundled checkpoints get random-weight stand-ins."""
     lines, stand_ins = [], []
     for name, (ckpt, kind) in LOCAL.items():
-        path = ROOT / "models" / "checkpoints" / ckpt
+        path = ROOT / "models" / "own" / "checkpoints" / ckpt
         if not ((path / "config.json").is_file() and (path / "model.safetensors").is_file()):
             path = folder / ckpt
             build_stand_in(kind, path)
