@@ -307,6 +307,13 @@ async def test_the_migrations_make_the_schema_the_statements_expect(kind, tmp_pa
     assert "jobs_undelivered" in indexes
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_processes_starting_together_migrate_one_after_the_other(kind, tmp_path, request):
+    url = f"sqlite:///{tmp_path}/natty.db" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    results = await asyncio.gather(*(database.upgrade(url) for _ in range(3)))
+    assert sorted(results, key=lambda r: r[0] or "") == [(None, "0003"), ("0003", "0003"), ("0003", "0003")]
+
+
 def _legacy_database(path: Path, version: int) -> None:
     """A database as the hand-written migrations left it at `version`, with rows of that time."""
     db = sqlite3.connect(path)

@@ -4,8 +4,8 @@ one schema history for both (Alembic, bot/jobs/migrations), and copying one data
 
 What differs between the two databases lives here and nowhere else: SQLite's connection PRAGMAs and its
 transactional DDL, the INSERT that takes ON CONFLICT (SQLAlchemy spells it per dialect), how a Storage call
-reaches the database (`connect`: a Runner), the snapshot a copy reads under, and the sequences a copy sets after
-writing ids itself.
+reaches the database (`connect`: a Runner), the lock that makes processes starting together migrate one after
+the other, the snapshot a copy reads under, and the sequences a copy sets after writing ids itself.
 
 Migrations and copies run on SQLAlchemy's async engine (aiosqlite, asyncpg). The bot's own calls run on a
 Runner: on Postgres, the async engine (asyncpg: one round trip for a statement in autocommit mode); on SQLite,
@@ -65,17 +65,30 @@ def _set_sequences(conn: Connection) -> None:
                                             False)))
 
 
+MIGRATION_LOCK = 0x6E61747479  # "natty": the advisory lock Postgres migrations hold
+
+
+def _sqlite_locks_at_begin(conn: Connection) -> None:
+    """Migrations begin with BEGIN IMMEDIATE (make_engine): the write lock is held already."""
+
+
+def _take_migration_lock(conn: Connection) -> None:
+    """Processes starting together upgrade one after the other (till the transaction ends)."""
+    conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+
+
 @dataclass(frozen=True)
 class Dialect:
     insert: Callable[..., Any]  # an INSERT that takes .on_conflict_do_update / .on_conflict_do_nothing
     after_copy: Callable[[Connection], None]
+    lock_for_migration: Callable[[Connection], None]
     snapshot: dict[str, Any] = field(default_factory=dict)  # execution options: one consistent read of all tables
 
 
 DIALECTS = {
-    "sqlite": Dialect(insert=sqlite.insert, after_copy=_no_sequences),  # its BEGIN (make_engine) gives a snapshot
+    "sqlite": Dialect(insert=sqlite.insert, after_copy=_no_sequences, lock_for_migration=_sqlite_locks_at_begin),
     "postgresql": Dialect(insert=postgresql.insert, after_copy=_set_sequences,
-                          snapshot={"isolation_level": "REPEATABLE READ"}),
+                          lock_for_migration=_take_migration_lock, snapshot={"isolation_level": "REPEATABLE READ"}),
 }
 
 
@@ -83,9 +96,11 @@ def dialect_of(engine: AsyncEngine | AsyncConnection) -> Dialect:
     return DIALECTS[engine.dialect.name]
 
 
-def _sqlite_pragmas(engine: Engine, *, migrating: bool) -> None:
-    """WAL mode, synchronous=NORMAL, up to 5 s of waiting for a lock. `migrating`: DDL runs inside the
-    transaction too (SQLite's driver would otherwise commit around it), so a failed upgrade changes nothing."""
+def _sqlite_pragmas(engine: Engine, *, begin: str | None = None) -> None:
+    """WAL mode, synchronous=NORMAL, up to 5 s of waiting for a lock. `begin` ("BEGIN", "BEGIN IMMEDIATE"): what
+    a transaction starts with, DDL inside it too (SQLite's driver would otherwise commit around DDL, and begin
+    only at the first write): a migration that fails changes nothing, and a read of several tables sees one
+    snapshot."""
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -93,13 +108,13 @@ def _sqlite_pragmas(engine: Engine, *, migrating: bool) -> None:
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
-        if migrating:
+        if begin:
             dbapi_connection.isolation_level = None  # the driver begins nothing; the BEGIN below does
 
-    if migrating:
+    if begin:
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql(begin)
 
 
 def _sqlite_file(url: URL) -> None:
@@ -107,15 +122,17 @@ def _sqlite_file(url: URL) -> None:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str, *, migrating: bool = False) -> AsyncEngine:
+def make_engine(url: str, *, migrating: bool = False, reading: bool = False) -> AsyncEngine:
     """An async engine for a DATABASE_URL (sqlite:///..., postgresql://... or postgres://..., or SQLAlchemy's
-    own spelling); see _sqlite_pragmas for `migrating`."""
+    own spelling). `migrating`: its transactions hold SQLite's write lock from their start (another process
+    migrating waits for it) and take DDL in; `reading`: they read one snapshot (see _sqlite_pragmas)."""
     target = make_url(sqlalchemy_url(url))
     if target.get_backend_name() != "sqlite":
         return create_async_engine(target, pool_size=5, max_overflow=5)
     _sqlite_file(target)
     engine = create_async_engine(target)
-    _sqlite_pragmas(engine.sync_engine, migrating=migrating)
+    _sqlite_pragmas(engine.sync_engine,
+                    begin="BEGIN IMMEDIATE" if migrating else "BEGIN" if reading else None)
     return engine
 
 
@@ -150,7 +167,7 @@ class ThreadRunner:
     def __init__(self, url: URL) -> None:
         _sqlite_file(url)
         self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0)
-        _sqlite_pragmas(self.engine, migrating=False)
+        _sqlite_pragmas(self.engine)
         self.dialect = self.engine.dialect.name
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="natty-sqlite")
         self._conn: Connection | None = None
@@ -259,6 +276,7 @@ def _state(conn: Connection) -> tuple[str | None, int | None]:
 
 
 def _upgrade(conn: Connection, head: str) -> tuple[str | None, str]:
+    DIALECTS[conn.dialect.name].lock_for_migration(conn)
     before, legacy = _state(conn)
     config = alembic_config()
     config.attributes["connection"] = conn
@@ -317,7 +335,7 @@ async def copy(source: str, target: str, *, force: bool = False) -> dict[str, tu
         raise CopyRefused("the target is the source database itself")
     await upgrade(source)
     await upgrade(target)
-    src, dst = make_engine(source, migrating=True), make_engine(target)
+    src, dst = make_engine(source, reading=True), make_engine(target)
     try:
         async with src.connect() as read:
             await read.execution_options(**dialect_of(src).snapshot)
