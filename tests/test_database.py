@@ -273,6 +273,38 @@ async def test_concurrent_calls_are_all_kept(storage):
     assert (await storage.user_state(1, 1))["jobs_today"] == 20
 
 
+async def test_sqlite_runs_every_statement_as_compiled_once(tmp_path):
+    """On SQLite no Storage statement takes SQLAlchemy's execution path (bot.jobs.database: it holds the
+    interpreter lock on the database thread as long again as SQLite works)."""
+    compiled = {}
+    for n, check in enumerate((test_a_job_reads_back_as_it_was_written, test_job_lists_keep_their_order,
+                               test_delivery_is_settled_once_and_its_parts_forgotten,
+                               test_tokens_expire_and_messages_lead_to_their_job, test_settings_and_user_state_upsert,
+                               test_sessions_scores_and_the_real_pool, test_public_results_meta_and_raw_sql)):
+        store = Storage(tmp_path / f"{n}.db", tmp_path / "data")  # each check on a database of its own
+        await store.open()
+        try:
+            await check(store)
+            compiled.update(store.runner._conn._compiled)
+        finally:
+            await store.close()
+    assert len(compiled) > 25
+    assert [statement for (statement, _), lean in compiled.items() if lean is None] == []
+
+
+def test_busy_databases_are_told_apart_from_broken_ones():
+    from sqlalchemy.exc import DBAPIError
+
+    class PgError(Exception):
+        def __init__(self, sqlstate):
+            self.sqlstate = sqlstate
+
+    assert database.is_busy(sqlite3.OperationalError("database is locked"))
+    assert database.is_busy(DBAPIError("UPDATE", {}, PgError("40P01")))  # a deadlock: try again
+    assert not database.is_busy(DBAPIError("UPDATE", {}, PgError("23505")))  # a unique violation will not pass
+    assert not database.is_busy(sqlite3.OperationalError("no such table: jobs"))
+
+
 # --- one schema history ------------------------------------------------------------------------------------
 
 def _differences(conn) -> list:

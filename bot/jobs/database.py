@@ -8,28 +8,49 @@ reaches the database (`connect`: a Runner), the lock that makes processes starti
 the other, the snapshot a copy reads under, and the sequences a copy sets after writing ids itself.
 
 Migrations and copies run on SQLAlchemy's async engine (aiosqlite, asyncpg). The bot's own calls run on a
-Runner: on Postgres, the async engine (asyncpg: one round trip for a statement in autocommit mode); on SQLite,
-SQLAlchemy's synchronous engine on one thread of its own, so a call is one hop to that thread, whatever it does
-there (through aiosqlite each cursor operation is a hop of its own: four a statement).
+Runner: on Postgres, the async engine (asyncpg: one round trip for a statement in autocommit mode); on SQLite, one
+thread of its own holding one connection, so a call is one hop to that thread whatever it does there (through
+aiosqlite under SQLAlchemy each cursor operation is a hop of its own: four a statement). On that thread a
+statement runs as SQLAlchemy compiled it, once: its SQL string and the order of its parameters are kept, and each
+call hands sqlite3 the values (through the types' bind processors). SQLAlchemy's execution layer would hold the
+interpreter lock there for about as long again as SQLite works, on every statement, and the bot's event loop
+waits for that lock (bench/storage.py --concurrent). A statement that needs more than this (an expanding IN, a
+type that converts results) runs through SQLAlchemy's Connection on the same connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, create_engine, event, func, inspect, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Executable,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.config import sqlalchemy_url
@@ -63,6 +84,20 @@ def _set_sequences(conn: Connection) -> None:
             largest = select(func.coalesce(func.max(column), 0)).scalar_subquery()
             conn.execute(select(func.setval(func.pg_get_serial_sequence(table.name, column.name), largest + 1,
                                             False)))
+
+
+# What a failed Storage call raises: sqlite3's errors on SQLite (the statements run on sqlite3 itself), SQLAlchemy's
+# DBAPIError on Postgres (and for the statements that run through SQLAlchemy on SQLite).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, DBAPIError)
+_BUSY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+
+
+def is_busy(exc: BaseException) -> bool:
+    """A failure that waiting and trying again may cure: SQLite locked or busy, a Postgres lock conflict."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, sqlite3.OperationalError):
+        return "locked" in str(cause).lower() or "busy" in str(cause).lower()
+    return getattr(cause, "sqlstate", None) in _BUSY_SQLSTATES
 
 
 MIGRATION_LOCK = 0x6E61747479  # "natty": the advisory lock Postgres migrations hold
@@ -145,12 +180,12 @@ class Runner(Protocol):
 
     dialect: str
 
-    async def run(self, work: Callable[[Connection], T], *, atomic: bool = False) -> T: ...
+    async def run(self, work: Callable[[SQLConnection], T], *, atomic: bool = False) -> T: ...
 
     async def close(self) -> None: ...
 
 
-def _commit_or_roll_back(conn: Connection, work: Callable[[Connection], T]) -> T:
+def _commit_or_roll_back(conn: SQLConnection, work: Callable[[SQLConnection], T]) -> T:
     try:
         result = work(conn)
         conn.commit()
@@ -160,38 +195,228 @@ def _commit_or_roll_back(conn: Connection, work: Callable[[Connection], T]) -> T
     return result
 
 
+class SQLConnection(Protocol):
+    """What a Runner's `work` is given: SQLAlchemy's Connection, or on SQLite the same API over sqlite3."""
+
+    def execute(self, statement: Executable, parameters: Any = None, /) -> Any: ...
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None, /) -> Any: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+_REQUIRED = object()
+
+
+class _Compiled:
+    """A statement compiled once for SQLite: its SQL, and for each `?` the parameter's name, its value when the
+    statement holds it (a literal), and its type's bind processor."""
+
+    def __init__(self, statement: Any, keys: tuple[str, ...], dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        if compiled.post_compile_params or not compiled.positional:
+            raise _NotLean(statement)
+        self.sql = compiled.string
+        self.slots: list[tuple[str, Any, Callable[[Any], Any] | None]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            value = bind.effective_value if not bind.required and bind.callable is None else _REQUIRED
+            self.slots.append((name, value, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+        self.row_type: type[tuple[Any, ...]] | None = None
+        columns = getattr(statement, "selected_columns", None)
+        if columns is not None and any(c.type.dialect_impl(dialect).result_processor(dialect, None) is not None
+                                       for c in columns):
+            raise _NotLean(statement)
+
+    def values(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name, value, process in self.slots:
+            if name in params:
+                value = params[name]
+            elif value is _REQUIRED:
+                raise KeyError(f"no value for the statement's parameter {name!r}")
+            out.append(process(value) if process is not None and value is not None else value)
+        return tuple(out)
+
+
+class _NotLean(Exception):
+    """The statement runs through SQLAlchemy's Connection instead."""
+
+
+class _Row(tuple[Any, ...]):
+    """A row by position or by column name (row.id), and row._mapping, as SQLAlchemy's Row reads."""
+
+    _fields: tuple[str, ...] = ()
+    _index: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[self._index[name]]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
+
+
+def _row_type(description: Any) -> type[_Row]:
+    fields = tuple(d[0] for d in description)
+    return type("Row", (_Row,), {"_fields": fields, "_index": {f: i for i, f in enumerate(fields)},
+                                 "__slots__": ()})
+
+
+class _Result:
+    """The part of SQLAlchemy's CursorResult that Storage reads, rows fetched already."""
+
+    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None) -> None:
+        self._rows, self.rowcount, self._lastrowid = rows, rowcount, lastrowid
+        self.returns_rows = bool(rows) or rowcount == -1
+
+    def __iter__(self) -> Any:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    @property
+    def inserted_primary_key(self) -> tuple[int | None]:
+        return (self._lastrowid,)
+
+
+class _SQLiteConnection:
+    """SQLConnection over the sqlite3 connection of a SQLAlchemy Connection, on the runner's thread."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dbapi: Any = conn.connection.dbapi_connection
+        self.dialect = conn.dialect
+        self._compiled: dict[tuple[Executable, tuple[str, ...]], _Compiled | None] = {}
+
+    def _compile(self, statement: Executable, keys: tuple[str, ...]) -> _Compiled | None:
+        try:
+            return self._compiled[statement, keys]
+        except KeyError:
+            pass
+        try:
+            compiled: _Compiled | None = _Compiled(statement, keys, self.dialect)
+        except _NotLean:
+            compiled = None
+        self._compiled[statement, keys] = compiled
+        return compiled
+
+    def execute(self, statement: Executable, parameters: Any = None, /) -> Any:
+        many = isinstance(parameters, list)
+        first = (parameters[0] if parameters else {}) if many else (parameters or {})
+        compiled = self._compile(statement, tuple(first))
+        if compiled is None:
+            return self.conn.execute(statement, parameters)
+        cursor = self.dbapi.cursor()
+        try:
+            if many:
+                cursor.executemany(compiled.sql, [compiled.values(p) for p in parameters])
+                return _Result([], cursor.rowcount, None)
+            cursor.execute(compiled.sql, compiled.values(first))
+            if cursor.description is None:
+                return _Result([], cursor.rowcount, cursor.lastrowid)
+            if compiled.row_type is None:
+                compiled.row_type = _row_type(cursor.description)
+            make = compiled.row_type
+            return _Result([make(row) for row in cursor.fetchall()], -1, None)
+        finally:
+            cursor.close()
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None, /) -> Any:
+        return self.conn.exec_driver_sql(statement, parameters)
+
+    def commit(self) -> None:
+        if self.conn.in_transaction():  # something ran through SQLAlchemy's Connection
+            self.conn.commit()
+        else:
+            self.dbapi.commit()
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction():
+            self.conn.rollback()
+        else:
+            self.dbapi.rollback()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if not future.done():  # a cancelled caller stopped waiting; the call itself ran to its end
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
 class ThreadRunner:
-    """SQLite: SQLAlchemy's synchronous engine on a thread of its own, one connection, one call at a time (in
-    the order they came, as aiosqlite kept them); every call commits, so each is atomic."""
+    """SQLite: SQLAlchemy's synchronous engine on a thread of its own, one connection, one call at a time in the
+    order they came (as aiosqlite kept them: a queue, and each answer handed back to the loop); every call
+    commits, so each is atomic."""
 
     def __init__(self, url: URL) -> None:
         _sqlite_file(url)
         self.engine = create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0)
         _sqlite_pragmas(self.engine)
         self.dialect = self.engine.dialect.name
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="natty-sqlite")
-        self._conn: Connection | None = None
+        self._calls: SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="natty-sqlite", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: _SQLiteConnection | None = None
+
+    def _serve(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to the caller
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop closed without closing the storage
+                pass
+
+    def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((future, fn))
+        return future
 
     async def start(self) -> None:
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.connect)
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+        self._conn = await self._submit(lambda: _SQLiteConnection(self.engine.connect()))
 
-    def _call(self, work: Callable[[Connection], T]) -> T:
+    def _call(self, work: Callable[[SQLConnection], T]) -> T:
         if self._conn is None:
             raise RuntimeError("storage is not open")
         return _commit_or_roll_back(self._conn, work)
 
-    async def run(self, work: Callable[[Connection], T], *, atomic: bool = False) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
+    async def run(self, work: Callable[[SQLConnection], T], *, atomic: bool = False) -> T:
+        return await self._submit(lambda: self._call(work))
 
     def _close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            self._conn.conn.close()
             self._conn = None
         self.engine.dispose()
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
-        self._thread.shutdown(wait=True)
+        if self._thread.is_alive():
+            await self._submit(self._close)
+            self._calls.put(None)
+            self._thread.join()
 
 
 class AsyncRunner:
@@ -210,7 +435,7 @@ class AsyncRunner:
         self._auto = await auto.execution_options(isolation_level="AUTOCOMMIT")
         self._tx = await self.engine.connect()
 
-    async def run(self, work: Callable[[Connection], T], *, atomic: bool = False) -> T:
+    async def run(self, work: Callable[[SQLConnection], T], *, atomic: bool = False) -> T:
         conn, lock = (self._tx, self._locks[1]) if atomic else (self._auto, self._locks[0])
         if conn is None:
             raise RuntimeError("storage is not open")

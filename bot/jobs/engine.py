@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import statistics
 import time
 from collections import Counter, defaultdict, deque
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.i18n import cancelled, error_message, t
+from bot.jobs.database import DATABASE_ERRORS, is_busy
 from bot.jobs.job import Job, JobState
 from bot.jobs.scheduler import FairScheduler, Forecast
 from bot.jobs.storage import Storage
@@ -463,7 +463,7 @@ class JobEngine:
         except Exception as exc:
             log.exception("job %s crashed", job.id)
             job.result = None
-            error = (t("job.save_failed", job.locale) if isinstance(exc, sqlite3.Error)
+            error = (t("job.save_failed", job.locale) if isinstance(exc, DATABASE_ERRORS)
                      else error_message(exc, entry.name, job.locale))
         await self._finish_released(key, job, state, error)
 
@@ -574,4 +574,4 @@ class JobEngine:
 
 
 def _is_busy(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+    return is_busy(exc)

@@ -16,10 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Row, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Executable, Row, bindparam, case, delete, func, insert, literal, select, update
 
 from bot.jobs import database
+from bot.jobs.database import SQLConnection
 from bot.jobs.job import Job, JobState
 from bot.jobs.schema import (
     ID,
@@ -67,13 +67,23 @@ def _row_to_job(row: AnyRow) -> Job:
 
 
 # --- the statements ----------------------------------------------------------------------------------------
-# Values come at execution by name; an UPDATE without .values() sets the columns named by its parameters.
+# Values come at execution by name; an UPDATE without .values() sets the columns named by its parameters. No
+# expanding IN: on SQLite each statement runs as compiled once (bot.jobs.database), and one with an expanding IN
+# would take SQLAlchemy's slower path.
 
 _job_by_id = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _insert_job = insert(jobs)
 _update_job = update(jobs).where(jobs.c.id == bindparam("job_id"))
-_jobs_in_states = select(jobs).where(jobs.c.state.in_(bindparam("states", expanding=True))).order_by(jobs.c.seq)
-_undelivered = (select(jobs).where(jobs.c.delivered_at.is_(None), jobs.c.state.in_(FINISHED_STATES))
+
+
+@cache
+def _jobs_in_states(count: int) -> Executable:
+    """Jobs in any of `count` states (state0, state1, ...): a statement per count, no expanding IN."""
+    return select(jobs).where(jobs.c.state.in_([bindparam(f"state{i}") for i in range(count)])).order_by(jobs.c.seq)
+
+
+_undelivered = (select(jobs).where(jobs.c.delivered_at.is_(None),
+                                   jobs.c.state.in_([literal(state) for state in FINISHED_STATES]))
                 .order_by(jobs.c.seq))
 _settle_delivery = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.delivered_at.is_(None))
 _forget_parts = delete(delivered_parts).where(delivered_parts.c.job_id == bindparam("job_id"))
@@ -94,7 +104,7 @@ _load_session = select(play_sessions.c.data).where(play_sessions.c.id == bindpar
                                                    play_sessions.c.kind == bindparam("kind"))
 _open_sessions = {  # (in one channel, in one server) -> the statement
     (channel, guild): select(play_sessions.c.id).where(
-        play_sessions.c.kind == bindparam("kind"), play_sessions.c.state.not_in(["done", "failed"]),
+        play_sessions.c.kind == bindparam("kind"), play_sessions.c.state.not_in([literal("done"), literal("failed")]),
         *([play_sessions.c.channel_id == bindparam("channel_id")] if channel else []),
         *([play_sessions.c.guild_id == bindparam("guild_id")] if guild else []),
     ).order_by(play_sessions.c.created_at)
@@ -205,7 +215,7 @@ class Storage:
         """Apply the migrations not applied yet (bot.jobs.database.upgrade); returns the schema's revision."""
         return (await database.upgrade(self.url))[1]
 
-    async def _run(self, work: Callable[[Connection], T], *, atomic: bool = False) -> T:
+    async def _run(self, work: Callable[[SQLConnection], T], *, atomic: bool = False) -> T:
         return await self.runner.run(work, atomic=atomic)
 
     async def _write(self, statement: Executable, params: dict[str, Any]) -> int:
@@ -250,8 +260,9 @@ class Storage:
         return await self._run(lambda c: _job(c.execute(_job_by_id, {"job_id": job_id}).first()))
 
     async def jobs_in_states(self, *states: JobState) -> list[Job]:
-        params = {"states": [s.value for s in states]}
-        return await self._run(lambda c: _jobs(c.execute(_jobs_in_states, params)))
+        params = {f"state{i}": s.value for i, s in enumerate(states)}
+        statement = _jobs_in_states(len(states))
+        return await self._run(lambda c: _jobs(c.execute(statement, params)))
 
     async def undelivered_jobs(self) -> list[Job]:
         """Finished jobs whose final message never reached Discord (the bot stopped first), oldest first."""
@@ -261,7 +272,7 @@ class Storage:
         """Settle a job's delivery (the first call wins) and forget its parts; False when it was settled already."""
         settle = {"job_id": job_id, "delivered_at": time.time() if now is None else now, "delivery": how}
 
-        def work(conn: Connection) -> bool:
+        def work(conn: SQLConnection) -> bool:
             settled = conn.execute(_settle_delivery, settle).rowcount > 0
             conn.execute(_forget_parts, {"job_id": job_id})
             return settled
@@ -380,7 +391,7 @@ class Storage:
         row = {"guild_id": guild_id, "kind": kind, "text": text, "path": None, "added_by": added_by,
                "created_at": time.time()}
 
-        def work(conn: Connection) -> int:
+        def work(conn: SQLConnection) -> int:
             key = conn.execute(_add_real_item, row).inserted_primary_key
             assert key is not None  # a single-row INSERT
             return int(key[0])
@@ -423,7 +434,7 @@ class _RawCall:
         self.runner, self.sql, self.params = runner, sql, params
 
     async def _run(self) -> _RawCursor:
-        def work(conn: Connection) -> _RawCursor:
+        def work(conn: SQLConnection) -> _RawCursor:
             result = conn.exec_driver_sql(self.sql, self.params)
             return _RawCursor(result.rowcount, list(result) if result.returns_rows else [])
 
