@@ -2,14 +2,13 @@
 the migrations run at start, a job killed mid-run with SIGKILL is run again and delivered after the restart, and
 the database's password never reaches the logs."""
 
-import os
 import signal
 
 from tests.fakediscord import FakeDiscord
 from tests.harness import TOKEN, catalog_for
 from tests.hf_server import HFTestServer
 from tests.postgres import PASSWORD
-from tests.test_e2e_restart import start_bot
+from tests.test_e2e_restart import bot_env, start_bot
 
 
 async def test_a_job_survives_a_crash_on_postgres(tmp_path, pg_url):
@@ -19,10 +18,7 @@ async def test_a_job_survives_a_crash_on_postgres(tmp_path, pg_url):
         guild = server.add_guild()
         chan = server.add_channel(guild)
         alice = server.add_user("alice", guilds=[guild])
-        env = {**{k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_KEY"))},
-               "DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE": server.api_base, "DISCORD_GATEWAY_URL": server.gateway_url,
-               "DATABASE_URL": pg_url, "NATTY_DATA_DIR": str(tmp_path / "data"), "NATTY_MODELS": str(models),
-               "NATTY_GUILD_READY_TIMEOUT": "0.05", "NATTY_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+        env = bot_env(server, tmp_path, models, pg_url)
         log = tmp_path / "bot.log"
         proc = await start_bot(env, log)
         try:

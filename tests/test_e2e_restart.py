@@ -14,6 +14,15 @@ from tests.hf_server import HFTestServer
 HF_SECRET = "hf_" + "S3cr3tK3y" * 4
 
 
+def bot_env(server: FakeDiscord, tmp_path: Path, models: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m bot` process against the fake Discord: no secret of this machine, the
+    given database and catalog, a short guild-ready wait, debug logs."""
+    return {**{k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_KEY"))},
+            "DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE": server.api_base, "DISCORD_GATEWAY_URL": server.gateway_url,
+            "DATABASE_URL": database_url, "NATTY_DATA_DIR": str(tmp_path / "data"), "NATTY_MODELS": str(models),
+            "NATTY_GUILD_READY_TIMEOUT": "0.05", "NATTY_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1", **extra}
+
+
 async def start_bot(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", cwd=Path(__file__).resolve().parents[1], env=env,
@@ -35,11 +44,7 @@ concurrency = 1
         chan = server.add_channel(guild)
         alice = server.add_user("alice", guilds=[guild])
         bob = server.add_user("bob", guilds=[guild])
-        env = {**{k: v for k, v in os.environ.items() if not k.endswith(("_TOKEN", "_KEY"))},
-               "DISCORD_TOKEN": TOKEN, "HF_TOKEN": HF_SECRET, "DISCORD_API_BASE": server.api_base,
-               "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_URL": f"sqlite:///{tmp_path}/natty.db",
-               "NATTY_DATA_DIR": str(tmp_path / "data"), "NATTY_MODELS": str(models),
-               "NATTY_GUILD_READY_TIMEOUT": "0.05", "NATTY_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+        env = bot_env(server, tmp_path, models, f"sqlite:///{tmp_path}/natty.db", HF_TOKEN=HF_SECRET)
         log = tmp_path / "bot.log"
         proc = await start_bot(env, log)
         try:
