@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def _fail(problems: list[str]) -> int:
     return 2
 
 
-def _load(require_token: bool) -> tuple[Settings, Catalog]:
-    settings = load_settings(require_token=require_token)
+def _load(require_token: bool, environ: dict[str, str] | None = None) -> tuple[Settings, Catalog]:
+    settings = load_settings(environ, require_token=require_token)
     catalog = load_catalog(settings.models_file)
     use_key_source(settings.key)  # keys named by the catalog come from the environment and .env alike
     return settings, catalog
@@ -67,11 +68,21 @@ async def _run_bot(settings: Settings, catalog: Catalog, sync_only: bool = False
     return 0
 
 
+# `natty run --shards 0-3 --shard-count 8` stands for these settings, checked by the same rules
+SHARD_FLAGS = {"shards": ("--shards", "NATTY_SHARD_IDS"), "shard_count": ("--shard-count", "NATTY_SHARD_COUNT")}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    given = {env: (flag, str(value)) for name, (flag, env) in SHARD_FLAGS.items()
+             if (value := getattr(args, name, None)) is not None}
+    environ = {**os.environ, **{env: value for env, (_flag, value) in given.items()}} if given else None
     try:
-        settings, catalog = _load(require_token=True)
+        settings, catalog = _load(require_token=True, environ=environ)
     except (ConfigError, CatalogError) as exc:
-        return _fail(exc.problems)
+        problems = exc.problems
+        for env, (flag, _value) in given.items():  # name the flag the operator typed, not the variable
+            problems = [p.replace(env, flag) for p in problems]
+        return _fail(problems)
     setup_logging(settings.log_level, secrets_of(settings, catalog))
     try:
         return asyncio.run(_run_bot(settings, catalog))
@@ -183,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         return (train.train_main if argv[0] == "train" else train.eval_main)(argv[1:])
     parser = argparse.ArgumentParser(prog="natty", description="natty: create with generative AI on Discord.")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="start the bot (the default)")
+    p_run = sub.add_parser("run", help="start the bot (the default)")
+    p_run.add_argument("--shards", metavar="IDS", help="run only these gateway shards, e.g. 0-3 or 0,2,5 (with "
+                                                        "--shard-count; other processes run the rest)")
+    p_run.add_argument("--shard-count", type=int, metavar="N", help="the number of shards over all processes")
     p_sync = sub.add_parser("sync", help="sync slash commands now")
     p_sync.add_argument("--guild", type=int, help="sync to this server only (instant)")
     sub.add_parser("models", help="list the model catalog and whether each entry can run now")

@@ -122,7 +122,8 @@ class NattyBot(commands.Bot):
     def _init_natty(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.storage = Storage(settings.database_url, settings.data_dir)
+        # recovery, redelivery and session resumes take only the servers of this process's shards
+        self.storage = Storage(settings.database_url, settings.data_dir, shards=settings.shards)
         self.backends = Backends()
         self.actions = {}
         self.result_actions: dict[str, tuple[str, ...]] = {}  # task -> its result's buttons (rules.tasks_of)
@@ -432,6 +433,8 @@ class ShardedNattyBot(NattyBot, commands.AutoShardedBot):
                                          help_command=None, tree_cls=NattyTree, allowed_mentions=delivery.NO_MENTIONS,
                                          shard_count=settings.shard_count,
                                          guild_ready_timeout=settings.guild_ready_timeout)
+        if settings.shard_ids:  # this process's shards, when the others run in other processes
+            self.shard_ids = list(settings.shard_ids)
         self._init_natty(settings, catalog)
         self.started_at = time.time()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
 
+from bot.shards import ALL_SHARDS, ShardSet, parse_shard_ids
 from models.catalog import Catalog
 
 
@@ -31,6 +33,7 @@ class Settings:
     gateway_url: str | None = None
     sharded: bool = False
     shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None  # the shards this process runs (NATTY_SHARD_IDS), of shard_count
     log_level: str = "INFO"
     sync_guild: int | None = None  # sync commands to this guild only (instant; for development)
     max_jobs_per_user: int = 5  # running + queued
@@ -42,6 +45,8 @@ class Settings:
     token_margin: float = 60.0  # deliver through the channel when the interaction token has less than this left
     recheck_seconds: float = 300.0  # seconds between two availability checks of a model (bot.jobs.availability)
     recheck_min_seconds: float = 10.0  # the first re-check of a model that cannot run; doubles up to the above
+    metrics_port: int | None = None  # GET /healthz and /metrics here (bot.ops); None: off, 0: any free port
+    metrics_host: str = "127.0.0.1"
     extra: dict[str, str] = field(default_factory=dict)
     # Where keys named by the catalog (`api_key_env`) come from: `environ` (os.environ unless given) over `.env`.
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
@@ -58,6 +63,13 @@ class Settings:
         if not scheme.startswith("sqlite"):
             raise ValueError("DATABASE_URL names no SQLite file")
         return Path(path)
+
+    @property
+    def shards(self) -> ShardSet:
+        """The shards this process runs: whose servers' jobs and sessions it recovers (bot.shards)."""
+        if self.shard_ids is None or self.shard_count is None:
+            return ALL_SHARDS
+        return ShardSet(self.shard_count, frozenset(self.shard_ids))
 
 
 # DATABASE_URL's schemes, and the SQLAlchemy driver each one runs on
@@ -134,6 +146,54 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], problems: 
     return raw or None
 
 
+def _shard_ids(env: Mapping[str, str], count: int | None, problems: list[str]) -> tuple[int, ...] | None:
+    """NATTY_SHARD_IDS ("0-3", "0,2,5"): this process's shards, out of NATTY_SHARD_COUNT, which must be given."""
+    raw = env.get("NATTY_SHARD_IDS", "").strip()
+    if not raw:
+        return None
+    try:
+        ids = parse_shard_ids(raw)
+    except ValueError as exc:
+        problems.append(f"NATTY_SHARD_IDS={raw!r} must be shard ids like 0-3 or 0,2,5 ({exc})")
+        return None
+    if count is None:
+        problems.append(f"NATTY_SHARD_IDS={raw!r} needs NATTY_SHARD_COUNT, the number of shards over all processes "
+                        f"(every process must be given the same count)")
+        return None
+    if outside := [i for i in ids if i >= count]:
+        problems.append(f"NATTY_SHARD_IDS={raw!r} names shard {outside[0]}, but with NATTY_SHARD_COUNT={count} the "
+                        f"shards are 0 to {count - 1}")
+        return None
+    return tuple(ids)
+
+
+def _api_base(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """DISCORD_API_BASE: discord.py appends each route to it, so it names the API version as Discord's own
+    base does (https://discord.com/api/v10); a REST proxy such as nirn-proxy serves the same paths."""
+    raw = _url(env, "DISCORD_API_BASE", ("http://", "https://"), problems)
+    if raw and raw.startswith(("http://", "https://")) and not re.search(r"/api/v\d+/?$", raw):
+        problems.append(f"DISCORD_API_BASE={raw!r} must end with the API version, e.g. http://127.0.0.1:8080/api/v10")
+    return raw.rstrip("/") if raw else None
+
+
+def _metrics_port(env: Mapping[str, str], problems: list[str]) -> int | None:
+    raw = env.get("NATTY_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        problems.append(f"NATTY_METRICS_PORT={raw!r} must be a port number from 1 to 65535 (empty: no metrics)")
+        return None
+    return int(raw)
+
+
+def _metrics_host(env: Mapping[str, str], problems: list[str]) -> str:
+    raw = env.get("NATTY_METRICS_HOST", "").strip() or "127.0.0.1"
+    if any(c.isspace() or c in "/[]@" for c in raw):
+        problems.append(f"NATTY_METRICS_HOST={raw!r} must be an address or host name to listen on, "
+                        "e.g. 127.0.0.1 or 0.0.0.0 (no scheme, no port)")
+    return raw
+
+
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None = ".env",
                   require_token: bool = True) -> Settings:
     """Read settings from `environ` (default: os.environ) over the `.env` file. Raises ConfigError."""
@@ -163,6 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
     if sharded_raw not in ("", "0", "1", "true", "false", "yes", "no"):
         problems.append(f"NATTY_SHARDED={sharded_raw!r} must be true or false")
     shard_count = _int(env, "NATTY_SHARD_COUNT", 0, problems, minimum=0) or None
+    shard_ids = _shard_ids(env, shard_count, problems)
 
     level = env.get("NATTY_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -175,10 +236,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
         database_url=database_url,
         data_dir=Path(env.get("NATTY_DATA_DIR", "").strip() or "data"),
         models_file=Path(models_file) if models_file else None,
-        api_base=_url(env, "DISCORD_API_BASE", ("http://", "https://"), problems),
+        api_base=_api_base(env, problems),
         gateway_url=_url(env, "DISCORD_GATEWAY_URL", ("ws://", "wss://"), problems),
-        sharded=sharded_raw in ("1", "true", "yes"),
+        sharded=sharded_raw in ("1", "true", "yes") or shard_ids is not None,
         shard_count=shard_count,
+        shard_ids=shard_ids,
         log_level=level,
         sync_guild=sync_guild,
         max_jobs_per_user=_int(env, "NATTY_MAX_JOBS_PER_USER", 5, problems, minimum=1),
@@ -190,6 +252,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
         token_margin=_float(env, "NATTY_TOKEN_MARGIN", 60.0, problems),
         recheck_seconds=_float(env, "NATTY_RECHECK_SECONDS", 300.0, problems),
         recheck_min_seconds=_float(env, "NATTY_RECHECK_MIN_SECONDS", 10.0, problems),
+        metrics_port=_metrics_port(env, problems),
+        metrics_host=_metrics_host(env, problems),
         environ=os.environ if environ is None else environ,
         dotenv=from_file,
     )

@@ -33,6 +33,7 @@ from bot.jobs.schema import (
     real_items,
     user_state,
 )
+from bot.shards import ALL_SHARDS, ShardSet
 
 T = TypeVar("T")
 AnyRow = Row[*tuple[Any, ...]]  # a row of any columns
@@ -103,7 +104,7 @@ _user_state = select(user_state).where(user_state.c.user_id == bindparam("user_i
 _load_session = select(play_sessions.c.data).where(play_sessions.c.id == bindparam("sid"),
                                                    play_sessions.c.kind == bindparam("kind"))
 _open_sessions = {  # (in one channel, in one server) -> the statement
-    (channel, guild): select(play_sessions.c.id).where(
+    (channel, guild): select(play_sessions.c.id, play_sessions.c.guild_id).where(
         play_sessions.c.kind == bindparam("kind"), play_sessions.c.state.not_in([literal("done"), literal("failed")]),
         *([play_sessions.c.channel_id == bindparam("channel_id")] if channel else []),
         *([play_sessions.c.guild_id == bindparam("guild_id")] if guild else []),
@@ -174,8 +175,11 @@ def _job(row: AnyRow | None) -> Job | None:
 class Storage:
     """The database and the results folder."""
 
-    def __init__(self, db: Path | str, data_dir: Path) -> None:
-        """`db`: a SQLite file, or a DATABASE_URL (sqlite:///..., postgresql://..., postgres://...)."""
+    def __init__(self, db: Path | str, data_dir: Path, shards: ShardSet = ALL_SHARDS) -> None:
+        """`db`: a SQLite file, or a DATABASE_URL (sqlite:///..., postgresql://..., postgres://...). `shards`: this
+        process's shards; the scans a start makes (jobs by state, undelivered jobs, open sessions) return only
+        the servers of these shards when several processes share the database."""
+        self.shards = shards
         self.url = f"sqlite:///{db}" if isinstance(db, Path) else db
         self.db_path = db if isinstance(db, Path) else None
         self.data_dir = data_dir
@@ -260,13 +264,18 @@ class Storage:
         return await self._run(lambda c: _job(c.execute(_job_by_id, {"job_id": job_id}).first()))
 
     async def jobs_in_states(self, *states: JobState) -> list[Job]:
+        """The jobs of this process's shards in any of `states`, oldest first."""
         params = {f"state{i}": s.value for i, s in enumerate(states)}
         statement = _jobs_in_states(len(states))
-        return await self._run(lambda c: _jobs(c.execute(statement, params)))
+        return self._own(await self._run(lambda c: _jobs(c.execute(statement, params))))
 
     async def undelivered_jobs(self) -> list[Job]:
         """Finished jobs whose final message never reached Discord (the bot stopped first), oldest first."""
-        return await self._run(lambda c: _jobs(c.execute(_undelivered)))
+        return self._own(await self._run(lambda c: _jobs(c.execute(_undelivered))))
+
+    def _own(self, found: list[Job]) -> list[Job]:
+        # after the query, which already narrows by state: the other processes' jobs are few next to a scan
+        return found if self.shards.ids is None else [job for job in found if self.shards.owns(job.guild_id)]
 
     async def mark_delivered(self, job_id: str, how: str, now: float | None = None) -> bool:
         """Settle a job's delivery (the first call wins) and forget its parts; False when it was settled already."""
@@ -363,10 +372,10 @@ class Storage:
     async def open_session_ids(self, kind: str, channel_id: int | None = None,
                                guild_id: int | None = None) -> list[str]:
         """Sessions of `kind` not yet done or failed, oldest first (a start resumes their timers), in one channel
-        or one server when asked."""
+        or one server when asked; only those of this process's shards' servers."""
         statement = _open_sessions[channel_id is not None, guild_id is not None]
         rows = await self._all(statement, {"kind": kind, "channel_id": channel_id, "guild_id": guild_id})
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if self.shards.owns(r[1])]
 
     async def add_scores(self, guild_id: int, points: dict[int, int], misses: dict[int, int]) -> None:
         """Add a round's points to the server's lasting scores (per server, per user)."""
