@@ -28,7 +28,8 @@ broken (`server.violations`, e.g. late acks); the exit status is 1 if there was 
 
     .venv/bin/python bench/ack_latency.py [--repeats 3] [--rate 100] [--seconds 5] [--burst 200]
         [--no-local]       the local-model commands go to the HF test server's models (no CPU-bound jobs)
-        [--profile DIR]    cProfile natty's event-loop thread, one file per repeat
+        [--profile [DIR]]  cProfile natty's event-loop thread in the measured windows, one file per repeat,
+                           and print the functions where its time went
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def serve_natty(cfg: dict[str, Any]) -> None:
                         guild_ready_timeout=0.05, max_jobs_per_guild=100_000)
     setup_logging(settings.log_level, secrets_of(settings))  # INFO to stderr (a file here), as `natty run` does
     bot = make_bot(settings, load_catalog(settings.models_file))
-    if cfg.get("profile"):
+    if cfg.get("profile"):  # the measured windows only: the parent turns it on (SIGUSR1) and off (SIGUSR2)
         import cProfile
 
         prof = cProfile.Profile()
@@ -115,8 +116,9 @@ async def serve_natty(cfg: dict[str, Any]) -> None:
             prof.dump_stats(cfg["profile"])
             os._exit(0)
 
+        signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+        signal.signal(signal.SIGUSR2, lambda *_: prof.disable())
         signal.signal(signal.SIGTERM, dump)
-        prof.enable()
     probe = asyncio.create_task(lag_probe(tmp / "lag.txt"))  # noqa: F841 (kept referenced until the end)
     await bot.start(TOKEN)
 
@@ -201,6 +203,7 @@ class Scenario:
     commands: int = 0
     requests: int = 0  # REST requests the bot made from the first dispatch to the last ack
     edits: int = 0  # of which PATCHes (progress and queue-position edits)
+    own_edits: int = 0  # of those, the first edit of a message of this scenario's own commands
     bot_lag: list[float] = field(default_factory=list)  # ms, the bot's event-loop lag meanwhile
     loop_cpu: float = 0.0  # s of CPU the bot's event-loop thread used meanwhile
     process_cpu: float = 0.0  # s of CPU the whole bot process (model threads too) used meanwhile
@@ -375,6 +378,8 @@ class Phase:
 
     def begin(self) -> tuple[float, float, int, tuple[float, float]]:
         """Where a scenario starts: wall-clock time, the server's loop time, requests so far, the bot's CPU."""
+        if self.profile and self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR1)
         return time.time(), self.server.loop_time(), len(self.server.requests), self.cpu()
 
     def cpu(self) -> tuple[float, float]:
@@ -395,11 +400,21 @@ class Phase:
         await self.wait_acked(ixs, timeout=self.server.ack_deadline + 1)
         wall0, _, seen, cpu0 = window
         cpu1 = self.cpu()
+        if self.profile and self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR2)
         sc.loop_cpu, sc.process_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
         end = max((ix.acked_at for ix in ixs if ix.acked_at is not None), default=self.server.loop_time())
         sc.commands = len(ixs)
         made = [r for r in self.server.requests[seen:] if r.time <= end]
         sc.requests, sc.edits = len(made), sum(1 for r in made if r.method == "PATCH")
+        tokens_here = {ix.token for ix in ixs}
+        edited: set[str] = set()
+        for r in made:  # /webhooks/{application}/{token}/messages/{id}
+            parts = r.path.split("?")[0].split("/")
+            token = parts[parts.index("webhooks") + 2] if r.method == "PATCH" and "webhooks" in parts else None
+            if token in tokens_here and token not in edited:
+                edited.add(token)
+                sc.own_edits += 1
         wall1 = time.time() - (self.server.loop_time() - end)
         await asyncio.sleep(0.4)  # the probe writes its samples four times a second
         sc.bot_lag = self.bot_lag(wall0, wall1)
@@ -461,9 +476,11 @@ async def run(args: argparse.Namespace) -> int:
     from tests.harness import catalog_for
 
     started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="natty-ack-"))
+    if args.profile is True:  # --profile without a folder
+        args.profile = work / "profile"
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="natty-ack-"))
     local_toml, local_note = local_models(work / "stand-ins")
     hf_proc = subprocess.Popen([sys.executable, __file__, "--serve", "hf", str(args.token_delay)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
@@ -499,6 +516,8 @@ async def run(args: argparse.Namespace) -> int:
             hf_proc.kill()
 
     report(args, results, violations, local_note)
+    if args.profile:
+        profile_summary(sorted(args.profile.glob("natty-*.prof")))
     print(f"total time {time.monotonic() - started:.0f} s; bot logs, lag samples and databases in {work}")
     return 1 if violations else 0
 
@@ -551,7 +570,9 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[Scenario]
         edits = sum(s.edits for s in scs) / max(1, sum(s.commands for s in scs))
         st, bu = results[kind]["steady"], results[kind]["burst"]
         late = [x for s in st for x in s.lateness]
-        print(f"{kind} runs: {per:.2f} REST requests per command while acks were due ({edits:.2f} edits); "
+        own = sum(s.own_edits for s in scs) / max(1, sum(s.commands for s in scs))
+        print(f"{kind} runs: {per:.2f} REST requests per command while acks were due ({edits:.2f} edits, "
+              f"{own:.2f} of them a command's first edit of its own message); "
               f"test server's steady sends late by p50 {pct(late, 50):.1f} ms, p99 {pct(late, 99):.1f} ms, "
               f"max {max(late):.1f} ms; burst dispatched within {med(s.spread_ms for s in bu):.1f} ms")
     print()
@@ -561,6 +582,42 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, list[Scenario]
         print(f"  {n:4d} x {what}")
     for v in violations[:5]:
         print("  e.g. " + v)
+
+
+def profile_summary(files: list[Path], top: int = 12) -> None:
+    """Where natty's event-loop thread spent the measured windows, all repeats together: the functions with
+    the most own time, and natty's own functions (bot/, cogs/, models/) with the most cumulative time."""
+    import pstats
+
+    if not files:
+        print("profile: no profile was written")
+        return
+    stats = pstats.Stats(*map(str, files))
+    rows = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    total = sum(tt for _, _, tt, _, _ in rows.values())
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, func = key
+        if file == "~":
+            return func
+        path = Path(file)
+        short = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "/".join(path.parts[-2:])
+        return f"{short}:{line}({func})"
+
+    def table(title: str, keys: list[tuple[str, int, str]]) -> None:
+        print(title)
+        print(f"  {'calls':>8} {'own s':>7} {'cum s':>7}  function")
+        for key in keys[:top]:
+            _, nc, tt, ct, _ = rows[key]
+            print(f"  {nc:8d} {tt:7.3f} {ct:7.3f}  {name(key)}")
+
+    print()
+    print(f"profile of natty's event-loop thread in the measured windows ({len(files)} repeat(s), "
+          f"{total:.2f} s of profiled time, profiling overhead included; files in {files[0].parent})")
+    table("by own time:", sorted(rows, key=lambda k: -rows[k][2]))
+    ours = [k for k in rows if Path(k[0]).is_relative_to(ROOT) and Path(k[0]).relative_to(ROOT).parts[0]
+            in ("bot", "cogs", "models")]
+    table("natty's own functions by cumulative time:", sorted(ours, key=lambda k: -rows[k][3]))
 
 
 def main() -> int:
@@ -582,8 +639,9 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--no-local", action="store_true",
                         help="send the local-model commands to the HF test server's models instead")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="cProfile natty's event-loop thread into DIR/natty-N.prof (slows it down)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", nargs="?", const=True,
+                        help="cProfile natty's event-loop thread in the measured windows into DIR/natty-N.prof "
+                             "(default: the run's temporary folder) and print a summary (slows the bot down)")
     parser.add_argument("--token-delay", type=float, default=0.1, help="seconds between HF chat tokens")
     args = parser.parse_args()
     os.environ.pop("HF_TOKEN", None)  # the test catalog needs no key; never send a real one to the test server

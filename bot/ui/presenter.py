@@ -1,6 +1,10 @@
 """The Discord face of jobs: queue position, progress and results rendered into one message per job.
 
-Edits to one message are coalesced and throttled (about one a second); the last state always arrives.
+Edits to one message are coalesced and throttled (about one a second); the last state always arrives. Queue
+positions are edited less often still (POSITION_INTERVAL, on a loop timer, the latest position winning), and a
+new job shows its first position only after FIRST_POSITION_DELAY, so that the positions it passes through as the
+burst it came with is sorted, or its start right away, cost one edit instead of several; a position still
+pending when the job starts or ends is dropped, as the start or end render supersedes it.
 Results go to the interaction while its token is valid, otherwise into the channel through the bot token,
 mentioning only the requester. Every message that carries a prompt or generated content allows no mentions.
 
@@ -42,6 +46,10 @@ SEND_ERRORS = (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError,
 
 CURSOR = " ▌"
 TOKEN_SWEEP_INTERVAL = 60.0  # seconds between two clearings of expired interaction tokens
+# Queue-position edits compete with acknowledgements for the bot's REST traffic: a waiting job's message shows
+# a new position at most once every POSITION_INTERVAL seconds, and a new job's first one after a short wait.
+POSITION_INTERVAL = 3.0
+FIRST_POSITION_DELAY = 0.5
 
 
 
@@ -96,6 +104,9 @@ class LiveMessage:
         self.lock = asyncio.Lock()
         self.flusher: asyncio.Task[None] | None = None
         self.closed = False
+        self.position: Render | None = None  # the latest queue position, not yet shown
+        self.position_timer: asyncio.TimerHandle | None = None
+        self.position_shown = 0.0  # monotonic time the last queue position was handed to update()
 
     def update(self, render: Render) -> None:
         if self.closed:
@@ -104,11 +115,38 @@ class LiveMessage:
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.create_task(self._flush_later())
 
+    def queued(self, render: Render, interval: float, first_delay: float) -> None:
+        """A new queue position: shown when its timer fires, at most once per `interval`; the latest wins."""
+        if self.closed:
+            return
+        self.position = render
+        if self.position_timer is not None:
+            return  # the timer that is set shows this one
+        now = time.monotonic()
+        delay = first_delay if not self.position_shown else self.position_shown + interval - now
+        self.position_timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._show_position)
+
+    def _show_position(self) -> None:
+        self.position_timer = None
+        render, self.position = self.position, None
+        if render is None or self.closed or self.job.state is not JobState.QUEUED:
+            return  # started or ended meanwhile: that render supersedes the position
+        self.position_shown = time.monotonic()
+        self.update(render)
+
+    def drop_position(self) -> None:
+        """The job started or ended: a position not yet shown never will be."""
+        self.position = None
+        if self.position_timer is not None:
+            self.position_timer.cancel()
+            self.position_timer = None
+
     async def _flush_later(self) -> None:
-        delay = self.last_edit + self.interval - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await self._flush()
+        while self.pending is not None and not self.closed:  # an update during an edit is sent after it
+            delay = self.last_edit + self.interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._flush()
 
     async def _flush(self) -> None:
         async with self.lock:
@@ -125,6 +163,7 @@ class LiveMessage:
         """Drop what is pending without waiting for the spacing: the bot is shutting down."""
         self.closed = True
         self.pending = None
+        self.drop_position()
         if self.flusher and not self.flusher.done():
             self.flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -134,6 +173,7 @@ class LiveMessage:
         """Stop progress edits; the caller then renders the final state itself."""
         self.closed = True
         self.pending = None
+        self.drop_position()
         if self.flusher and not self.flusher.done():
             self.flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -158,6 +198,8 @@ class Presenter:
         # async (job) -> a refusal message or None, run on finished results before anything is posted
         self.output_checks: list[Any] = []
         self._tokens_swept = 0.0  # monotonic time of the last clear_expired_tokens
+        self.position_interval = POSITION_INTERVAL  # tests shorten these
+        self.first_position_delay = FIRST_POSITION_DELAY
 
     async def close(self) -> None:
         """Cancel pending progress edits, before the bot's HTTP session closes under them. The progress of jobs
@@ -181,7 +223,8 @@ class Presenter:
         shown = f"{position:,}" if exact else f"{position - 1:,}+"  # past the forecast's horizon: a bound
         text = t("progress.queued", job.locale, position=shown, eta=_eta_text(eta, job.locale), id=job.id,
                  model=job.model)
-        self._live(job).update(Render(self._with_prompt(job, text), view=self.view(job, running=True)))
+        self._live(job).queued(Render(self._with_prompt(job, text), view=self.view(job, running=True)),
+                               self.position_interval, self.first_position_delay)
 
     async def job_progress(self, job: Job, progress: Progress) -> None:
         if job.silent:
@@ -201,7 +244,9 @@ class Presenter:
             body = self._with_prompt(job, " · ".join(parts) + f" · `{job.id}` · {job.model}")
             if progress.preview:
                 files.append(discord.File(io.BytesIO(progress.preview), "preview.png"))
-        self._live(job).update(Render(body, files=files, view=self.view(job, running=True)))
+        live = self._live(job)
+        live.drop_position()
+        live.update(Render(body, files=files, view=self.view(job, running=True)))
 
     async def job_finished(self, job: Job) -> None:
         live = self.live.pop(job.id, None)
