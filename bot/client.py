@@ -25,6 +25,7 @@ from bot.jobs.availability import Availability
 from bot.jobs.engine import JobEngine, LimitHit
 from bot.jobs.job import INTERACTION_TOKEN_LIFETIME, Job
 from bot.jobs.storage import Storage
+from bot.ops import Ops
 from bot.policy import Origin, Policy, Refused
 from bot.safety import Block, audit_notice
 from bot.ui import delivery
@@ -106,6 +107,7 @@ class NattyBot(commands.Bot):
     availability: dict[str, tuple[bool, str]]
     policy: Policy
     models_watch: Availability
+    ops: Ops
     started_at: float
     synced_count: int | None
     sync_only: tuple[bool, int | None] = (False, None)  # (sync the commands and stop, in this guild only)
@@ -136,6 +138,9 @@ class NattyBot(commands.Bot):
         self.models_watch = Availability(catalog, self.backends.check, self.availability,
                                          interval=settings.recheck_seconds, retry_min=settings.recheck_min_seconds)
         self.engine.failure_hooks.append(self.models_watch.failed)
+        self.ops = Ops(self)  # after the presenter: a job's state is final once its output checks ran
+        self.engine.listeners.append(self.ops)
+        self.http.http_trace = self.ops.trace  # read when login opens the HTTP session: acks and 429s
         self._notices: set[asyncio.Task[None]] = set()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -153,11 +158,14 @@ class NattyBot(commands.Bot):
         self.synced_count = await self.sync_commands(force=force, guild_id=guild)
         if force:
             return
+        if self.settings.metrics_port is not None:
+            await self.ops.start(self.settings.metrics_host, self.settings.metrics_port)
         await self.engine.start()
         self.models_watch.start()
         log.info("ready to serve: %d models, %d jobs recovered", len(self.catalog.entries), len(self.engine.active))
 
     async def close(self) -> None:
+        await self.ops.stop()
         await self.models_watch.stop()
         if self.engine._loop_task is not None:
             await self.engine.stop()
