@@ -23,16 +23,17 @@ def bot_env(server: FakeDiscord, tmp_path: Path, models: Path, database_url: str
             "NATTY_GUILD_READY_TIMEOUT": "0.05", "NATTY_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1", **extra}
 
 
-async def start_bot(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+async def start_bot(env: dict[str, str], log: Path, *args: str) -> asyncio.subprocess.Process:
+    """`python -m bot` (with `args`, e.g. `run --shards 0 --shard-count 2`) as a process of its own."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=Path(__file__).resolve().parents[1], env=env,
+        sys.executable, "-m", "bot", *args, cwd=Path(__file__).resolve().parents[1], env=env,
         stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT)
 
 
-async def test_sigkill_with_running_and_queued_jobs_loses_nothing(tmp_path):
-    async with FakeDiscord(token=TOKEN) as server, HFTestServer(token_delay=0.15) as hf:
-        models = tmp_path / "models.toml"
-        models.write_text(catalog_for(hf, f"""
+def slow_chat_catalog(hf: HFTestServer, tmp_path: Path) -> Path:
+    """A catalog with one chat model on the test HF server that serves one request at a time."""
+    models = tmp_path / "models.toml"
+    models.write_text(catalog_for(hf, f"""
 [[model]]
 name = "slow-chat"
 task = "chat"
@@ -40,6 +41,12 @@ backend = "hf"
 model = "{hf.url}"
 concurrency = 1
 """))
+    return models
+
+
+async def test_sigkill_with_running_and_queued_jobs_loses_nothing(tmp_path):
+    async with FakeDiscord(token=TOKEN) as server, HFTestServer(token_delay=0.15) as hf:
+        models = slow_chat_catalog(hf, tmp_path)
         guild = server.add_guild()
         chan = server.add_channel(guild)
         alice = server.add_user("alice", guilds=[guild])
@@ -55,7 +62,8 @@ concurrency = 1
                    await server.slash(bob, chan, "chat", prompt=f"bob {words}", model="slow-chat")]
             # the first is streaming (its message shows text) and the others wait in the queue
             await server.wait_for(lambda: ixs[0].original and "You said" in ixs[0].original.content, timeout=30)
-            assert "Queued" in ixs[2].original.content
+            # a queued job shows its place after the presenter's first-position delay
+            await server.wait_for(lambda: ixs[2].original and "Queued" in ixs[2].original.content, timeout=30)
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             proc = await start_bot(env, log)

@@ -13,18 +13,16 @@ import pytest
 from bot.config import ConfigError, load_settings
 from bot.shards import ShardSet, parse_shard_ids, shard_of
 from tests.fakediscord import FakeDiscord
-from tests.harness import TOKEN, catalog_for
+from tests.harness import TOKEN
 from tests.hf_server import HFTestServer
-from tests.test_e2e_restart import bot_env
+from tests.test_e2e_restart import bot_env, slow_chat_catalog, start_bot
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_TOKEN = "MTAx" + "a" * 60
 
 
 async def start_shard(env: dict[str, str], log: Path, shard: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--shards", str(shard),
-        "--shard-count", "2", cwd=ROOT, env=env, stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT)
+    return await start_bot(env, log, "run", "--shards", str(shard), "--shard-count", "2")
 
 
 def job_rows(db: Path) -> dict[str, tuple[str, int]]:
@@ -36,15 +34,7 @@ def job_rows(db: Path) -> dict[str, tuple[str, int]]:
 
 async def test_two_processes_split_the_shards_and_recover_only_their_own_jobs(tmp_path):
     async with FakeDiscord(token=TOKEN, shards=2) as server, HFTestServer(token_delay=0.15) as hf:
-        models = tmp_path / "models.toml"
-        models.write_text(catalog_for(hf, f"""
-[[model]]
-name = "slow-chat"
-task = "chat"
-backend = "hf"
-model = "{hf.url}"
-concurrency = 1
-"""))
+        models = slow_chat_catalog(hf, tmp_path)
         guilds = [server.add_guild(name=f"shard{k}", shard=k) for k in (0, 1)]
         chans = [server.add_channel(g) for g in guilds]
         alice = server.add_user("alice", guilds=guilds)
