@@ -46,11 +46,19 @@ jobs = Table(
     Column("error", Text),
     Column("delivered_at", TIME),
     Column("delivery", Text),
+    Column("lane", Text),  # the shared queue (bot.jobs.shared): the lane a published job waits in
+    Column("worker", Text),  # the worker holding the job (running, or delivering its result)
+    Column("lease_until", TIME),  # until when that worker's hold lasts unless renewed
+    Column("cancel_requested", Integer, nullable=False, server_default=text("0")),
     Index("jobs_state", "state"),
     Index("jobs_user", "user_id", "created_at"),
     Index("jobs_message", "message_id"),
     Index("jobs_undelivered", "seq", sqlite_where=text("delivered_at IS NULL"),
           postgresql_where=text("delivered_at IS NULL")),
+    Index("jobs_lane_queue", "lane", "user_id", "seq", sqlite_where=text("state = 'queued'"),
+          postgresql_where=text("state = 'queued'")),
+    Index("jobs_leases", "lease_until", sqlite_where=text("worker IS NOT NULL"),
+          postgresql_where=text("worker IS NOT NULL")),
     sqlite_autoincrement=True,
 )
 
@@ -128,4 +136,33 @@ delivered_parts = Table(
     Column("part", Integer, primary_key=True, autoincrement=False),
     Column("message_id", ID, nullable=False),
     Column("channel_id", ID),
+)
+
+# --- the queue across processes (bot.jobs.shared) ---------------------------------------------------------
+
+lanes = Table(
+    "lanes", metadata,
+    Column("key", Text, primary_key=True),
+    Column("concurrency", Integer, nullable=False),
+    Column("running", Integer, nullable=False, server_default=text("0")),
+    Column("seq", ID, nullable=False, server_default=text("0")),  # arrivals and starts, in order
+)
+
+lane_users = Table(
+    "lane_users", metadata,
+    Column("lane", Text, primary_key=True),
+    Column("user_id", ID, primary_key=True, autoincrement=False),
+    Column("running", Integer, nullable=False, server_default=text("0")),
+    Column("queued", Integer, nullable=False, server_default=text("0")),
+    Column("served", ID, nullable=False),  # lane seq of the last start, or NEVER + arrival while not served
+    Index("lane_users_rank", "lane", "running", "served", "user_id", sqlite_where=text("queued > 0"),
+          postgresql_where=text("queued > 0")),
+)
+
+workers = Table(
+    "workers", metadata,
+    Column("id", Text, primary_key=True),
+    Column("models", Text, nullable=False, server_default="[]"),
+    Column("started_at", TIME, nullable=False),
+    Column("heartbeat_at", TIME, nullable=False),
 )
