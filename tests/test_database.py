@@ -24,6 +24,8 @@ from bot.jobs.schema import metadata
 from bot.jobs.storage import Storage
 from tests.postgres import PASSWORD
 
+HEAD = "0004"  # the newest revision (bot/jobs/migrations/versions)
+
 ROOT = Path(__file__).resolve().parents[1]
 BIG = 2**63 - 1  # the largest Discord-sized id: 64 bits, which Postgres' INTEGER could not hold
 
@@ -323,8 +325,8 @@ def _differences(conn) -> list:
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_the_migrations_make_the_schema_the_statements_expect(kind, tmp_path, request):
     url = f"sqlite:///{tmp_path}/natty.db" if kind == "sqlite" else request.getfixturevalue("pg_url")
-    assert await database.upgrade(url) == (None, "0003")
-    assert await database.upgrade(url) == ("0003", "0003")  # nothing more to do
+    assert await database.upgrade(url) == (None, HEAD)
+    assert await database.upgrade(url) == (HEAD, HEAD)  # nothing more to do
     engine = database.make_engine(url)
     try:
         async with engine.connect() as conn:
@@ -343,7 +345,7 @@ async def test_the_migrations_make_the_schema_the_statements_expect(kind, tmp_pa
 async def test_processes_starting_together_migrate_one_after_the_other(kind, tmp_path, request):
     url = f"sqlite:///{tmp_path}/natty.db" if kind == "sqlite" else request.getfixturevalue("pg_url")
     results = await asyncio.gather(*(database.upgrade(url) for _ in range(3)))
-    assert sorted(results, key=lambda r: r[0] or "") == [(None, "0003"), ("0003", "0003"), ("0003", "0003")]
+    assert sorted(results, key=lambda r: r[0] or "") == [(None, HEAD), (HEAD, HEAD), (HEAD, HEAD)]
 
 
 def _legacy_database(path: Path, version: int) -> None:
@@ -393,7 +395,7 @@ async def test_a_database_from_the_hand_written_migrations_upgrades_with_its_row
         await store.close()
     db = sqlite3.connect(path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+    assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
     db.close()
     assert "schema_version" not in tables and {t.name for t in metadata.sorted_tables} <= tables
 
@@ -445,10 +447,10 @@ async def natty_db(*args: str, url: str, cwd: Path) -> tuple[int, str, str]:
 async def test_natty_db_upgrade_migrates_postgres(pg_url, tmp_path):
     code, out, err = await natty_db("upgrade", url=pg_url, cwd=tmp_path)
     assert code == 0, err
-    assert "is at revision 0003 (upgraded from an empty database)" in out
-    assert "Running upgrade 0002 -> 0003" in err  # what it did, in the log
+    assert f"is at revision {HEAD} (upgraded from an empty database)" in out
+    assert "Running upgrade 0002 -> 0003" in err and "Running upgrade 0003 -> 0004" in err  # what it did, in the log
     assert PASSWORD not in out + err and "postgresql://***@" in out
-    assert await database.upgrade(pg_url) == ("0003", "0003")
+    assert await database.upgrade(pg_url) == (HEAD, HEAD)
 
 
 async def _populate(store: Storage) -> list[Job]:
