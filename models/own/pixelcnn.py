@@ -3,9 +3,16 @@ Decoders") over discrete grey levels.
 
 Each gated layer has a vertical stack (a masked k x k convolution seeing the rows above) and a horizontal stack
 (a masked 1 x k convolution seeing the pixels to the left in the current row, plus the vertical stack through a
-1x1 link), each followed by tanh(a) * sigmoid(b) with a class embedding added to a and b. The first layer's masks
+1x1 link), each followed by tanh(a) * sigmoid(b) with a conditioning bias added to a and b. The first layer's masks
 ("A") also hide the current pixel; later layers ("B") see it, because it then only carries its left context.
 The output is a softmax over `n_levels` per pixel.
+
+Conditioning: `y` is either one class id per image (B,), or a multi-hot vector over `n_classes` attribute tokens
+(B, n_classes), whose bias is the sum of those tokens' embeddings (a one-hot vector gives exactly the class id's
+bias). With `map_size` > 0 the same tokens also make a location-dependent bias (the paper's s = m(h)): a learned
+linear map from the tokens to a `map_size` x `map_size` x `map_channels` grid, bilinearly upsampled to the image
+and projected per layer by a 1x1 convolution, so that "a star on the left" can tell each pixel where it lies.
+The digit model uses class ids and no map (the defaults).
 
 `generate_naive` re-runs the whole network for every pixel. `generate` caches the way Ramachandran et al. 2017
 ("Fast Generation for Convolutional Autoregressive Models") do: the vertical stacks are computed once per row,
@@ -34,6 +41,8 @@ class PixelCNNConfig:
     n_channels: int = 64
     n_layers: int = 8
     kernel: int = 3  # odd
+    map_size: int = 0  # side of the location-dependent conditioning grid; 0: none (a global bias only)
+    map_channels: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,11 +81,21 @@ class GatedLayer(nn.Module):
         self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
         self.h_conv = MaskedConv2d(c, 2 * c, (1, p + 1), padding=(0, p), mask=h_mask)
         self.h_out = nn.Conv2d(c, c, 1)
-        self.cond = nn.Embedding(config.n_classes, 4 * c)  # class bias for both stacks' gates
+        self.cond = nn.Embedding(config.n_classes, 4 * c)  # class/token bias for both stacks' gates
+        self.cond_map = nn.Conv2d(config.map_channels, 4 * c, 1) if config.map_size else None
 
-    def forward(self, v: torch.Tensor, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def bias(self, y: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
+        """The gates' conditioning bias: (B, 4C, 1, 1), or (B, 4C, H, W) with a location map."""
+        c = self.cond(y) if y.dim() == 1 else y @ self.cond.weight  # a sum of the tokens' embeddings
+        c = c[:, :, None, None]
+        if self.cond_map is not None and cmap is not None:
+            c = c + self.cond_map(cmap)
+        return c
+
+    def forward(self, v: torch.Tensor, h: torch.Tensor, y: torch.Tensor, cmap: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         H, W = v.shape[-2:]
-        cv, ch = self.cond(y)[:, :, None, None].chunk(2, dim=1)
+        cv, ch = self.bias(y, cmap).chunk(2, dim=1)
         hv = self.v_conv(v)[:, :, :H]  # output row i sees input rows i-p..i (i-p..i-1 when first)
         v_out = gate(hv + cv)
         hh = self.h_conv(h)[:, :, :, :W]  # output column j sees input columns j-p..j (..j-1 when first)
@@ -93,24 +112,40 @@ class PixelCNN(nn.Module):
         self.layers = nn.ModuleList(GatedLayer(config, first=i == 0) for i in range(config.n_layers))
         self.out1 = nn.Conv2d(c, c, 1)
         self.out2 = nn.Conv2d(c, config.n_levels, 1)
+        r = config.map_size
+        self.map = nn.Linear(config.n_classes, config.map_channels * r * r) if r else None
+
+    def location_map(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The tokens' location-dependent conditioning, (B, map_channels, H, W), or None without one."""
+        if self.map is None:
+            return None
+        cfg = self.config
+        onehot = F.one_hot(y, cfg.n_classes).to(self.map.weight.dtype) if y.dim() == 1 else y
+        grid = self.map(onehot).view(-1, cfg.map_channels, cfg.map_size, cfg.map_size)
+        return F.interpolate(grid, size=(cfg.height, cfg.width), mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, H, W) levels, y (B,) classes -> logits (B, n_levels, H, W) and the loss in nats per pixel."""
+        """x (B, H, W) levels, y (B,) classes or (B, n_classes) tokens -> logits (B, n_levels, H, W) and the
+        loss in nats per pixel."""
         v = h = self.embed(x).permute(0, 3, 1, 2)
+        cmap = self.location_map(y)
         for layer in self.layers:
-            v, h = layer(v, h, y)
+            v, h = layer(v, h, y, cmap)
         logits = self.out2(F.relu(self.out1(F.relu(h))))
         return logits, F.cross_entropy(logits, x)
 
     def _labels(self, labels: list[int] | np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.embed.weight.device)
+        """Class ids (B,) as longs, or multi-hot tokens (B, n_classes) in the model's dtype."""
+        a = np.asarray(labels)
+        dtype = torch.long if a.ndim == 1 else self.embed.weight.dtype
+        return torch.as_tensor(a, dtype=dtype, device=self.embed.weight.device)
 
     @torch.no_grad()
     def generate_naive(
         self, labels: list[int] | np.ndarray, seed: int | None = None, temperature: float = 1.0,
         callback: Callable[[int, np.ndarray], bool | None] | None = None,
     ) -> np.ndarray:
-        """Sample (B, H, W) levels for the given classes, one full forward pass per pixel."""
+        """Sample (B, H, W) levels for the given classes or tokens, one full forward pass per pixel."""
         self.eval()
         cfg = self.config
         rng = np.random.default_rng(seed)
@@ -139,7 +174,7 @@ class PixelCNN(nn.Module):
         cfg = self.config
         w = _NumpyWeights(self)
         rng = np.random.default_rng(seed)
-        y = np.asarray(labels, dtype=np.int64)
+        y = np.asarray(labels)
         B, H, W, C, L, k = len(y), cfg.height, cfg.width, cfg.n_channels, cfg.n_layers, cfg.kernel
         p = k // 2
         dt = w.dtype
@@ -147,7 +182,8 @@ class PixelCNN(nn.Module):
         # vbuf[l]: layer l's vertical input, padded by p rows on top and p columns on each side.
         vbuf = [np.zeros((B, H + p, W + 2 * p, C), dt) for _ in range(L)]
         hbuf = [np.zeros((B, W + p, C), dt) for _ in range(L + 1)]  # the current row, p columns of left padding
-        cond = [lw["cond"][y] for lw in w.layers]  # (B, 4C) per layer
+        # per layer, the gates' conditioning bias, (B, 1, 4C) or with a location map (B, H, W, 4C)
+        cond = self._biases(y)
         for i in range(H):
             vh_row = []  # per layer, the vertical stack's contribution to the horizontal gates: (B, W, 2C)
             for li, lw in enumerate(w.layers):
@@ -156,11 +192,12 @@ class PixelCNN(nn.Module):
                     rows = vbuf[li][:, i + dy]
                     for dx in range(k):
                         hv += rows[:, dx : dx + W] @ lw["Wv"][dy, dx]
-                cv = cond[li][:, None, : 2 * C]
+                ci = cond[li][:, min(i, cond[li].shape[1] - 1)]  # (B, 1 or W, 4C)
+                cv = ci[..., : 2 * C]
                 if li + 1 < L:
                     a = hv + cv
                     vbuf[li + 1][:, i + p, p : p + W] = np.tanh(a[..., :C]) * _sigmoid(a[..., C:])
-                vh_row.append(hv @ lw["Wvh"] + (lw["bvh"] + lw["bh"]) + cond[li][:, None, 2 * C :])
+                vh_row.append(hv @ lw["Wvh"] + (lw["bvh"] + lw["bh"]) + ci[..., 2 * C :])
             for buf in hbuf:
                 buf[:] = 0
             for j in range(W):
@@ -182,6 +219,20 @@ class PixelCNN(nn.Module):
             if callback is not None and callback(i, x.copy()):
                 break
         return x
+
+    def _biases(self, y: np.ndarray) -> list[np.ndarray]:
+        """Each layer's conditioning bias as the sampler adds it: (B, 1, 1, 4C), or (B, H, W, 4C) with a map
+        (computed once, by the same torch code as the forward pass)."""
+        t = self._labels(y)
+        cmap = self.location_map(t)
+        out = []
+        for layer in self.layers:
+            assert isinstance(layer, GatedLayer)
+            if cmap is None and t.dim() == 1:  # class ids: the embedding rows themselves, as before
+                out.append(layer.cond.weight.detach().cpu().numpy()[y.astype(np.int64)][:, None, None, :])
+            else:
+                out.append(layer.bias(t, cmap).permute(0, 2, 3, 1).cpu().numpy())
+        return out
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
@@ -212,7 +263,6 @@ class _NumpyWeights:
                 "bh": np_(layer.h_conv.bias),
                 "Wo": np.ascontiguousarray(np_(layer.h_out.weight)[:, :, 0, 0].T),
                 "bo": np_(layer.h_out.bias),
-                "cond": np_(layer.cond.weight),
             })
         self.W1 = np.ascontiguousarray(np_(model.out1.weight)[:, :, 0, 0].T)
         self.b1 = np_(model.out1.bias)
