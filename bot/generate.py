@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 from bot.config import Settings
 from bot.jobs.engine import JobEngine, Limits
 from bot.jobs.job import Job, JobState
+from bot.jobs.results import ref_of
 from bot.jobs.storage import Storage
 from bot.policy import Policy
 from models.backends import Backends
@@ -93,6 +93,6 @@ async def generate_once(settings: Settings, catalog: Catalog, task: str, prompt:
             target = out or Path(f"natty-{job.id}-{item['filename']}")
             if out and len(result["files"]) > 1:
                 target = out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
-            shutil.copyfile(item["path"], target)
+            target.write_bytes(storage.results.get(ref_of(item)))  # the engine has stopped: nothing else waits
             print(target)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,6 +13,7 @@ from discord.ext import commands
 
 from bot.i18n import t
 from bot.jobs.job import Job
+from bot.jobs.results import ref_of
 from cogs.common import makes, model_autocomplete, new_seed
 
 if TYPE_CHECKING:
@@ -84,9 +86,11 @@ class Imagine(commands.Cog):
             loc = await self.bot.locale_for(interaction)
             await interaction.response.send_message(t("imagine.nothing_to_vary", loc), ephemeral=True)
             return
-        path = Path(files[int(arg or 0) if arg and int(arg) < len(files) else 0]["path"])
+        item = files[int(arg or 0) if arg and int(arg) < len(files) else 0]
+        # read off the loop (a disk or an object store), within the 3 seconds submit has to acknowledge
+        data = await asyncio.to_thread(self.bot.storage.results.get, ref_of(item))
         await self.bot.submit(interaction, "image-to-image", job.prompt, params={"seed": new_seed()},
-                              parent_id=job.id, inputs={"image": (path.name, path.read_bytes())})
+                              parent_id=job.id, inputs={"image": (item["filename"], data)})
 
     async def on_remix(self, interaction: discord.Interaction[NattyBot], job: Job, arg: str | None) -> None:
         await interaction.response.send_modal(RemixModal(self, job, await self.bot.locale_for(interaction)))

@@ -10,13 +10,13 @@ import asyncio
 import io
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from discord.ext import commands
 
 from bot import safety
 from bot.jobs.job import Job
+from bot.jobs.results import ref_of
 from bot.policy import age_restricted
 from models.base import LabelsResult, Request, RunContext
 from models.catalog import ModelEntry
@@ -56,7 +56,8 @@ class Safety(commands.Cog):
         limit = safety.threshold(gs)
         for item in (job.result or {}).get("files", []):
             try:
-                images = await asyncio.to_thread(self._images_of, Path(item["path"]), job.task)
+                data = await asyncio.to_thread(self.bot.storage.results.get, ref_of(item))
+                images = await asyncio.to_thread(self._images_of, data, job.task)
                 scores = []
                 for data in images:
                     ctx = RunContext(deadline=time.monotonic() + min(entry.timeout, CLASSIFIER_TIMEOUT))
@@ -78,10 +79,10 @@ class Safety(commands.Cog):
         return None
 
     @staticmethod
-    def _images_of(path: Path, task: str) -> list[bytes]:
+    def _images_of(data: bytes, task: str) -> list[bytes]:
         """What the classifier looks at for one result file: the image itself, or a video's frames as PNGs."""
         if task != "text-to-video":
-            return [path.read_bytes()]
+            return [data]
         import av  # a base dependency; imported only when a video is checked
 
         def png(frame: Any) -> bytes:
@@ -90,7 +91,7 @@ class Safety(commands.Cog):
             return buffer.getvalue()
 
         out: list[bytes] = []
-        with av.open(str(path)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
             total = stream.frames  # 0 when the container does not say: then the first and the last frame
             n = min(safety.VIDEO_FRAMES_CHECKED, total) if total else 2

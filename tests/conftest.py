@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.postgres import pg_url, postgres_server  # noqa: F401 - fixtures: a real PostgreSQL for any test
+from tests.s3_server import s3_bucket, s3_server  # noqa: F401 - fixtures: a real S3-compatible server for any test
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from sqlalchemy import Executable, Row, bindparam, case, delete, func, insert, l
 from bot.jobs import database
 from bot.jobs.database import SQLConnection
 from bot.jobs.job import Job, JobState
+from bot.jobs.results import LocalResults, Results
 from bot.jobs.schema import (
     ID,
     delivered_parts,
@@ -173,13 +174,16 @@ def _job(row: AnyRow | None) -> Job | None:
 
 
 class Storage:
-    """The database and the results folder."""
+    """The database and the results store."""
 
-    def __init__(self, db: Path | str, data_dir: Path, shards: ShardSet = ALL_SHARDS) -> None:
+    def __init__(self, db: Path | str, data_dir: Path, shards: ShardSet = ALL_SHARDS,
+                 results: Results | None = None) -> None:
         """`db`: a SQLite file, or a DATABASE_URL (sqlite:///..., postgresql://..., postgres://...). `shards`: this
         process's shards; the scans a start makes (jobs by state, undelivered jobs, open sessions) return only
-        the servers of these shards when several processes share the database."""
+        the servers of these shards when several processes share the database. `results`: where result files
+        live (bot.jobs.results); by default under `data_dir`."""
         self.shards = shards
+        self.results: Results = results or LocalResults(data_dir)
         self.url = f"sqlite:///{db}" if isinstance(db, Path) else db
         self.db_path = db if isinstance(db, Path) else None
         self.data_dir = data_dir
