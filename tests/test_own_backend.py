@@ -84,7 +84,9 @@ async def test_chat_cancel_is_honoured(backend, catalog):
 
 def test_parse_digit():
     assert parse_digit("7") == 7 and parse_digit("draw a seven please") == 7 and parse_digit("0 and 5") == 0
-    assert parse_digit("a cat") is None
+    assert parse_digit("a cat") is None and parse_digit("/imagine 7") == 7 and parse_digit("digit 3") == 3
+    # a stray digit in a prompt about something else is not a request for a digit
+    assert parse_digit("a 4k photo of a cat") is None and parse_digit("a photo of 4 cats") is None
 
 
 async def test_image_draws_the_asked_digit_row_by_row(backend, catalog):

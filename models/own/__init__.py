@@ -1,5 +1,5 @@
-"""natty's own models behind the `local` backend: char-RNN chat, PixelCNN digits, WaveNet tones, and NVIDIA's
-Tacotron 2 for speech.
+"""natty's own models behind the `local` backend: char-RNN chat, PixelCNN digits and scenes, WaveNet tones, and
+NVIDIA's Tacotron 2 for speech.
 
 `model = "natty:NAME"` means the bundled checkpoint in `models/own/checkpoints/NAME/` (config.json naming its
 `natty_model`, plus model.safetensors); any other folder with such a config.json works too. Models load once
@@ -36,7 +36,7 @@ MODEL_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
     "pixelcnn": (PixelCNN, PixelCNNConfig),
     "wavenet": (WaveNet, WaveNetConfig),
 }
-TRAIN_KIND = {"charrnn": "rnn", "pixelcnn": "pixelcnn", "wavenet": "wavenet"}
+TRAIN_KIND = {"charrnn": "rnn", "pixelcnn": "pixelcnn", "scenes": "scenes", "wavenet": "wavenet"}
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
@@ -67,13 +67,19 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
 
 # --- prompts and media ----------------------------------------------------------------------------------------
 
+DIGIT_FILLER = frozenset("a an the digit number numeral handwritten draw imagine me please and or".split())
+
+
 def parse_digit(prompt: str) -> int | None:
-    """The first digit 0-9 in the prompt, as a numeral or an English word."""
-    m = re.search(r"\d", prompt)
-    if m:
-        return int(m.group())
-    words = re.findall(r"[a-z]+", prompt.lower())
-    return next((DIGIT_WORDS.index(w) for w in words if w in DIGIT_WORDS), None)
+    """The digit a prompt asks for, as a numeral or an English word ("7", "draw a seven", "digit 3"): only when
+    every other word is filler, so that "a 4k photo of a cat" is not taken for a digit. The first if several."""
+    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    digits = [int(w) if w.isdigit() else DIGIT_WORDS.index(w) for w in words
+              if (w.isdigit() and len(w) == 1) or w in DIGIT_WORDS]
+    if not digits or any(w not in DIGIT_FILLER and w not in DIGIT_WORDS and not (w.isdigit() and len(w) == 1)
+                         for w in words):
+        return None
+    return digits[0]
 
 
 def digits_png(x: np.ndarray, n_levels: int, scale: int, rows_done: int | None = None) -> tuple[bytes, int, int]:
@@ -131,6 +137,7 @@ class OwnModelsBackend(Backend):
 
     def __init__(self) -> None:
         self._models: dict[str, Any] = {}
+        self._meta: dict[str, dict] = {}  # each loaded checkpoint's config.json
         self._lock = threading.Lock()
 
     # -- loading --
@@ -142,6 +149,9 @@ class OwnModelsBackend(Backend):
         return Path(entry.model)
 
     def _load(self, entry: ModelEntry, expected: str) -> Any:
+        return self._load_with_meta(entry, expected)[0]
+
+    def _load_with_meta(self, entry: ModelEntry, expected: str) -> tuple[Any, dict]:
         folder = self.folder(entry)
         key = str(folder.resolve())
         with self._lock:
@@ -149,12 +159,12 @@ class OwnModelsBackend(Backend):
                 if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
                     raise BackendError(ErrorKind.NOT_CONFIGURED, self._missing(entry, folder))
                 model, meta = load_checkpoint(folder)
-                self._models[key] = model
-            model = self._models[key]
+                self._models[key], self._meta[key] = model, meta
+            model, meta = self._models[key], self._meta.get(key, {})
         name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
         if name != expected:
             raise BackendError(ErrorKind.UNSUPPORTED, f"{entry.name} is a {name}, not a {expected}")
-        return model
+        return model, meta
 
     @staticmethod
     def _missing(entry: ModelEntry, folder: Path) -> str:
@@ -182,6 +192,7 @@ class OwnModelsBackend(Backend):
     async def aclose(self) -> None:
         with self._lock:
             self._models.clear()
+            self._meta.clear()
 
     # -- tasks --
 
@@ -209,18 +220,22 @@ class OwnModelsBackend(Backend):
         return TextResult(text=text, meta={"seed": seed, "temperature": temperature, "top_k": top_k})
 
     async def text_to_image(self, entry: ModelEntry, request: Request, ctx: RunContext) -> ImageResult:
-        digit = parse_digit(request.prompt)
-        if digit is None:
-            raise BackendError(ErrorKind.BAD_REQUEST,
-                               f"{entry.name} draws handwritten digits: prompt a digit 0-9, e.g. /imagine 7")
+        """A digit PixelCNN draws the digit the prompt names; a scene PixelCNN (a checkpoint trained on
+        `scenes`) the shapes, colours and places it names. The result's meta["note"] says what was drawn."""
         params = {**entry.params, **request.params}
         count = max(1, min(int(params.get("count", 1)), 16))
         size = max(8, min(int(params.get("size", 256)), 1024))
         temperature = float(params.get("temperature", 1.0))
         seed = request.seed if request.seed is not None else random.randrange(2**31)
+        model, meta = await asyncio.to_thread(self._load_with_meta, entry, "pixelcnn")
+        if meta.get("data") == "scenes":
+            return await self._draw_scene(entry, request, ctx, model, count, size, temperature, seed)
+        digit = parse_digit(request.prompt)
+        if digit is None:
+            raise BackendError(ErrorKind.BAD_REQUEST,
+                               f"{entry.name} draws handwritten digits: prompt a digit 0-9, e.g. /imagine 7")
 
         def work() -> tuple[bytes, int, int]:
-            model: PixelCNN = self._load(entry, "pixelcnn")
             cfg = model.config
             scale = max(1, size // cfg.width)
 
@@ -236,7 +251,37 @@ class OwnModelsBackend(Backend):
 
         png, width, height = await asyncio.to_thread(work)
         return ImageResult(data=png, width=width, height=height,
-                           meta={"seed": seed, "digit": digit, "count": count, "temperature": temperature})
+                           meta={"seed": seed, "digit": digit, "count": count, "temperature": temperature,
+                                 "note": f"drew: a handwritten {digit}"})
+
+    async def _draw_scene(self, entry: ModelEntry, request: Request, ctx: RunContext, model: PixelCNN, count: int,
+                          size: int, temperature: float, seed: int) -> ImageResult:
+        from models.own import scenes
+
+        scene, understood, ignored = scenes.parse_prompt(request.prompt, np.random.default_rng(seed))
+        if scene is None:
+            raise BackendError(ErrorKind.BAD_REQUEST, scenes.CAN_DRAW)
+        note = f"drew: {understood}" + (f"; ignored: {', '.join(repr(w) for w in ignored)}" if ignored else "")
+        cfg = model.config
+        scale = max(1, size // cfg.width)
+
+        def work() -> tuple[bytes, int, int]:
+            def on_row(row: int, x: np.ndarray) -> bool:
+                if row % 4 == 3 or row == cfg.height - 1:
+                    preview, _, _ = scenes.png_grid(x, scale=max(1, 128 // cfg.width), rows_done=row + 1)
+                    ctx.report(Progress(fraction=(row + 1) / cfg.height, step=row + 1, total=cfg.height,
+                                        message=f"row {row + 1}/{cfg.height}", preview=preview))
+                return ctx.cancel.cancelled
+
+            tokens = np.repeat(scene.tokens()[None], count, axis=0)
+            x = model.generate(tokens, seed=seed, temperature=temperature, callback=on_row)
+            ctx.cancel.raise_if_cancelled()
+            return scenes.png_grid(x, scale)
+
+        png, width, height = await asyncio.to_thread(work)
+        return ImageResult(data=png, width=width, height=height,
+                           meta={"seed": seed, "count": count, "temperature": temperature, "drew": understood,
+                                 "ignored": ignored, "note": note})
 
     async def text_to_audio(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
         params = {**entry.params, **request.params}

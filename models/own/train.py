@@ -1,4 +1,5 @@
-"""`natty train rnn|pixelcnn|wavenet` and `natty eval`: training loops and held-out quality for natty's own models.
+"""`natty train rnn|pixelcnn|scenes|wavenet` and `natty eval`: training loops and held-out quality for natty's own
+models.
 
 Training is resumable (the optimizer, step, random states and loss history live in `train_state.pt` next to the
 checkpoint and are picked up unless --fresh), seeded, shows a progress line on stderr, evaluates on held-out data
@@ -21,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.own import CHECKPOINTS, MODEL_TYPES, load_checkpoint, save_checkpoint
+from models.own import CHECKPOINTS, MODEL_TYPES, load_checkpoint, save_checkpoint, scenes
 from models.own import data as datasets
 from models.own.charrnn import CharRNN
 from models.own.pixelcnn import PixelCNN
 from models.own.wavenet import WaveNet, mu_law_encode
 
-KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "pixelcnn": "pixelcnn", "wavenet": "wavenet"}
+KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "pixelcnn": "pixelcnn", "scenes": "pixelcnn", "wavenet": "wavenet"}
 
 
 class Task:
@@ -128,6 +129,34 @@ class PixelTask(Task):
         }
 
 
+class SceneTask(PixelTask):
+    """The scene PixelCNN: procedurally drawn scenes (models.own.scenes), a fresh batch every step, conditioned
+    on each scene's attribute tokens; a fixed set of 256 scenes for validation."""
+
+    defaults = {"n_levels": len(scenes.PALETTE), "n_classes": scenes.N_TOKENS, "height": scenes.SIZE,
+                "width": scenes.SIZE, "n_channels": 32, "n_layers": 8, "map_size": 16, "map_channels": 8}
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        if data not in (None, "scenes"):
+            raise SystemExit("scenes trains on --data scenes (drawn on the fly)")
+        Task.__init__(self, "scenes", None)
+        x, y, _ = scenes.make_batch(256, np.random.default_rng(20261204))
+        self.val = (x, y)
+
+    def batch(self, split, size, rng, device):
+        x, y = (scenes.make_batch(size, rng)[:2] if split == "train" else self.val)
+        return torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+
+    @torch.no_grad()
+    def evaluate(self, model, device):
+        model.eval()
+        x, y = (torch.as_tensor(a, device=device) for a in self.val)
+        nll = float(np.mean([model(x[i : i + 64], y[i : i + 64])[1].item() for i in range(0, len(x), 64)]))
+        model.train()
+        return {"val_loss": nll, "bits_per_dim": nll / math.log(2),
+                "uniform_bits_per_dim": math.log2(model.config.n_levels)}
+
+
 class WaveTask(Task):
     natty_model = "wavenet"
     data: str  # "tones" unless given
@@ -189,6 +218,13 @@ class WaveTask(Task):
 TASKS = {"charrnn": RNNTask, "pixelcnn": PixelTask, "wavenet": WaveTask}
 
 
+def task_for(kind_or_model: str, data: str | None) -> Task:
+    """The task for `natty train KIND` or for a checkpoint's natty_model and data."""
+    if kind_or_model == "scenes" or data == "scenes":
+        return SceneTask(data, None)
+    return TASKS[KINDS.get(kind_or_model, kind_or_model)](data, None)
+
+
 def _apply(cfg: Any, overrides: dict[str, str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     for key, value in overrides.items():
@@ -247,6 +283,7 @@ def train_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="natty train", description="Train one of natty's own models.")
     p.add_argument("model", choices=sorted(KINDS))
     p.add_argument("--data", help="rnn: a UTF-8 text file (default models/own/data/corpus.txt); pixelcnn: digits; "
+                                  "scenes: scenes; "
                                   "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds train_state.pt)")
     p.add_argument("--steps", type=int, default=2000)
@@ -265,7 +302,7 @@ def train_main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     device = _device(args.device)
     natty_model = KINDS[args.model]
-    task = TASKS[natty_model](args.data, args.seq_len)
+    task = SceneTask(args.data, None) if args.model == "scenes" else TASKS[natty_model](args.data, args.seq_len)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -341,23 +378,25 @@ def train_main(argv: list[str]) -> int:
 
 def eval_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="natty eval", description="Held-out quality of one of natty's own models.")
-    p.add_argument("model", help="rnn, pixelcnn or wavenet (the bundled checkpoint), or a checkpoint folder")
+    p.add_argument("model", help="rnn, pixelcnn, scenes or wavenet (the bundled checkpoint), or a checkpoint "
+                                 "folder")
     p.add_argument("--data", help="as for natty train (default: the data the bundled model was trained on)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    path = CHECKPOINTS / KINDS[args.model] if args.model in KINDS else Path(args.model)
+    bundled = "scenes" if args.model == "scenes" else KINDS.get(args.model)
+    path = CHECKPOINTS / bundled if bundled else Path(args.model)
     device = _device(args.device)
     model, meta = load_checkpoint(path, device=device)
     natty_model = meta["natty_model"]
     data = args.data or meta.get("data")
-    task = TASKS[natty_model](data, None)
+    task = task_for(natty_model, data)
     if natty_model == "wavenet":
         assert isinstance(task, WaveTask) and isinstance(model, WaveNet)
         task.rf = model.config.receptive_field
     metrics = task.evaluate(model, device)
     if natty_model == "pixelcnn":
         assert isinstance(model, PixelCNN)
-        print(f"pixelcnn {path}: {metrics['bits_per_dim']:.3f} bits/dim on held-out digits "
+        print(f"pixelcnn {path}: {metrics['bits_per_dim']:.3f} bits/dim on held-out {data} "
               f"(uniform over {model.config.n_levels} levels: {metrics['uniform_bits_per_dim']:.3f})")
     elif natty_model == "charrnn":
         assert isinstance(model, CharRNN)
