@@ -60,6 +60,12 @@ async def _run_bot(settings: Settings, catalog: Catalog, sync_only: bool = False
         print(f"natty: synced {bot.synced_count} commands {'to guild ' + str(guild) if guild else 'globally'}")
         await bot.close()
         return 0
+    if settings.role == "worker":  # no gateway: the engine claims jobs and the REST API delivers them
+        print("natty: worker running: claiming jobs from the shared queue (Ctrl+C stops it)", file=sys.stderr)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await bot.close()
     try:
         await bot.connect(reconnect=True)
     finally:
@@ -69,7 +75,9 @@ async def _run_bot(settings: Settings, catalog: Catalog, sync_only: bool = False
 
 
 # `natty run --shards 0-3 --shard-count 8` stands for these settings, checked by the same rules
-SHARD_FLAGS = {"shards": ("--shards", "NATTY_SHARD_IDS"), "shard_count": ("--shard-count", "NATTY_SHARD_COUNT")}
+# (and --role / --models stand for NATTY_ROLE / NATTY_WORKER_MODELS)
+SHARD_FLAGS = {"shards": ("--shards", "NATTY_SHARD_IDS"), "shard_count": ("--shard-count", "NATTY_SHARD_COUNT"),
+               "role": ("--role", "NATTY_ROLE"), "models": ("--models", "NATTY_WORKER_MODELS")}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--shards", metavar="IDS", help="run only these gateway shards, e.g. 0-3 or 0,2,5 (with "
                                                         "--shard-count; other processes run the rest)")
     p_run.add_argument("--shard-count", type=int, metavar="N", help="the number of shards over all processes")
+    p_run.add_argument("--role", help="all (default: one process does everything), gateway (answers Discord, "
+                                      "queues jobs, never generates) or worker (no gateway: claims jobs from the "
+                                      "shared queue, generates and posts them)")
+    p_run.add_argument("--models", metavar="NAMES", help="a worker's models: catalog names or globs, comma-"
+                                                         "separated (e.g. 'natty-*,sdxl-local'); default: all")
     p_sync = sub.add_parser("sync", help="sync slash commands now")
     p_sync.add_argument("--guild", type=int, help="sync to this server only (instant)")
     sub.add_parser("models", help="list the model catalog and whether each entry can run now")

@@ -133,7 +133,7 @@ class NattyBot(commands.Bot):
         self._guild_settings_cache: dict[int, dict[str, Any]] = {}
         self.policy = Policy(settings, catalog, self.availability, self._cached_settings)
         self.presenter = Presenter(self)
-        self.engine = JobEngine(self.storage, catalog, self.backends, self.policy.limits)
+        self.engine = make_engine(settings, self.storage, catalog, self.backends, self.policy.limits)
         self.engine.listeners.append(self.presenter)
         self.models_watch = Availability(catalog, self.backends.check, self.availability,
                                          interval=settings.recheck_seconds, retry_min=settings.recheck_min_seconds)
@@ -155,7 +155,8 @@ class NattyBot(commands.Bot):
         self.add_dynamic_items(JobButton)  # the tree's check and error path are NattyTree's
         await self.tree.set_translator(NattyTranslator())  # before the hash and the sync: names travel with them
         force, guild = self.sync_only
-        self.synced_count = await self.sync_commands(force=force, guild_id=guild)
+        # a worker never talks to the gateway: the gateways' processes sync the commands
+        self.synced_count = None if self.role == "worker" else await self.sync_commands(force=force, guild_id=guild)
         if force:
             return
         if self.settings.metrics_port is not None:
@@ -201,6 +202,11 @@ class NattyBot(commands.Bot):
         await self.storage.set_meta(scope, digest)
         log.info("synced %d slash commands (%s)", len(synced), scope)
         return len(synced)
+
+    @property
+    def role(self) -> str:
+        """all, gateway or worker (bot.jobs.roles). A worker resumes no sessions: gateways hold them."""
+        return self.settings.role
 
     # --- settings, limits and models -----------------------------------------------------------------
 
@@ -445,6 +451,19 @@ class ShardedNattyBot(NattyBot, commands.AutoShardedBot):
             self.shard_ids = list(settings.shard_ids)
         self._init_natty(settings, catalog)
         self.started_at = time.time()
+
+
+def make_engine(settings: Settings, storage: Storage, catalog: Catalog, backends: Backends,
+                limits: Any) -> JobEngine:
+    """The job engine of this process's role: one process for all, or a gateway or worker of the shared queue."""
+    if settings.role == "all":
+        return JobEngine(storage, catalog, backends, limits)
+    from bot.jobs.roles import GatewayEngine, WorkerEngine, served_models
+
+    if settings.role == "gateway":
+        return GatewayEngine(storage, catalog, backends, limits, lease=settings.lease_seconds)
+    return WorkerEngine(storage, catalog, backends, limits, lease=settings.lease_seconds,
+                        serves=served_models(catalog, settings.worker_models))
 
 
 def make_bot(settings: Settings, catalog: Catalog) -> NattyBot:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -47,6 +48,11 @@ class Settings:
     recheck_min_seconds: float = 10.0  # the first re-check of a model that cannot run; doubles up to the above
     metrics_port: int | None = None  # GET /healthz and /metrics here (bot.ops); None: off, 0: any free port
     metrics_host: str = "127.0.0.1"
+    results_url: str | None = None  # s3://bucket/prefix: result files in an object store (bot.jobs.results)
+    s3_endpoint: str | None = None  # that store's endpoint when it is not AWS (MinIO, Ceph, R2, ...)
+    role: str = "all"  # all | gateway | worker (bot.jobs.roles): NATTY_ROLE, natty run --role
+    worker_models: tuple[str, ...] | None = None  # the models a worker serves (names or globs); None: all
+    lease_seconds: float = 30.0  # how long a worker's hold on a job lasts unless renewed (every third of it)
     extra: dict[str, str] = field(default_factory=dict)
     # Where keys named by the catalog (`api_key_env`) come from: `environ` (os.environ unless given) over `.env`.
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
@@ -194,6 +200,38 @@ def _metrics_host(env: Mapping[str, str], problems: list[str]) -> str:
     return raw
 
 
+def _results_url(env: Mapping[str, str], problems: list[str]) -> str | None:
+    raw = env.get("NATTY_RESULTS_URL", "").strip()
+    if not raw:
+        return None
+    bucket = raw.removeprefix("s3://").split("/", 1)[0]
+    if not raw.startswith("s3://") or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        problems.append(f"NATTY_RESULTS_URL={raw!r} must be s3://bucket or s3://bucket/prefix, the bucket 3 to 63 "
+                        "lowercase letters, digits, dots and hyphens (empty: results stay in NATTY_DATA_DIR)")
+    elif importlib.util.find_spec("boto3") is None:
+        problems.append(f"NATTY_RESULTS_URL={raw!r} needs boto3: pip install 'natty-bot[s3]'")
+    return raw
+
+
+ROLES = ("all", "gateway", "worker")
+
+
+def _role(env: Mapping[str, str], problems: list[str]) -> str:
+    raw = env.get("NATTY_ROLE", "").strip().lower() or "all"
+    if raw not in ROLES:
+        problems.append(f"NATTY_ROLE={raw!r} must be all (one process does everything), gateway (answers Discord, "
+                        "never generates) or worker (generates, no gateway)")
+    return raw
+
+
+def _lease(env: Mapping[str, str], problems: list[str]) -> float:
+    lease = _float(env, "NATTY_LEASE_SECONDS", 30.0, problems)
+    if lease < 1:
+        problems.append(f"NATTY_LEASE_SECONDS={lease:g} must be at least 1 (a worker renews its leases every third "
+                        "of it)")
+    return lease
+
+
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None = ".env",
                   require_token: bool = True) -> Settings:
     """Read settings from `environ` (default: os.environ) over the `.env` file. Raises ConfigError."""
@@ -254,22 +292,32 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
         recheck_min_seconds=_float(env, "NATTY_RECHECK_MIN_SECONDS", 10.0, problems),
         metrics_port=_metrics_port(env, problems),
         metrics_host=_metrics_host(env, problems),
+        results_url=_results_url(env, problems),
+        s3_endpoint=_url(env, "NATTY_S3_ENDPOINT", ("http://", "https://"), problems),
+        role=_role(env, problems),
+        worker_models=tuple(m.strip() for m in env["NATTY_WORKER_MODELS"].split(",") if m.strip()) or None
+        if env.get("NATTY_WORKER_MODELS", "").strip() else None,
+        lease_seconds=_lease(env, problems),
         environ=os.environ if environ is None else environ,
         dotenv=from_file,
     )
+    if settings.worker_models and settings.role != "worker":
+        problems.append("NATTY_WORKER_MODELS is set, but only a worker (NATTY_ROLE=worker) serves models by list")
+    if settings.s3_endpoint and not settings.results_url:
+        problems.append("NATTY_S3_ENDPOINT is set but NATTY_RESULTS_URL is not: name the bucket, s3://bucket/prefix")
     if problems:
         raise ConfigError(problems)
     return settings
 
 
 def secrets_of(settings: Settings, catalog: Catalog | None = None) -> list[str]:
-    """Every secret value the logs must never show: the Discord token, every *_TOKEN / *_KEY / *_SECRET variable
-    of the environment and `.env`, the key of every catalog entry (whatever its `api_key_env` is called), and the
-    password in DATABASE_URL."""
+    """Every secret value the logs must never show: the Discord token, every *_TOKEN / *_KEY / *_SECRET / *_KEY_ID
+    variable of the environment and `.env` (AWS_SECRET_ACCESS_KEY and AWS_ACCESS_KEY_ID among them), the key of
+    every catalog entry (whatever its `api_key_env` is called), and the password in DATABASE_URL."""
     values = {settings.discord_token, settings.hf_token, *url_passwords(settings.database_url)}
     for source in (settings.environ, settings.dotenv):
         for name, value in source.items():
-            if name.endswith(("_TOKEN", "_KEY", "_SECRET")) and value and len(value.strip()) >= 8:
+            if name.endswith(("_TOKEN", "_KEY", "_SECRET", "_KEY_ID")) and value and len(value.strip()) >= 8:
                 values.add(value.strip())
     for entry in (catalog.entries.values() if catalog else ()):
         if entry.api_key_env and (key := settings.key(entry.api_key_env)):

@@ -119,6 +119,8 @@ class Collab(commands.GroupCog, group_name="collab", group_description="Write a 
         super().__init__()
 
     async def cog_load(self) -> None:
+        if self.bot.role == "worker":  # gateways hold the sessions
+            return
         for sid in await self.store.open_ids():
             self.sessions.spawn(sid, self._drive)
 

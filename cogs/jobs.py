@@ -24,12 +24,6 @@ STATE_ICONS = {JobState.QUEUED: "⏳", JobState.RUNNING: "⚙️", JobState.DONE
                JobState.CANCELLED: "🚫"}
 
 
-def _position_text(forecast) -> str:  # noqa: ANN001
-    if forecast is None:
-        return "?"
-    return f"{forecast.position:,}" if forecast.exact else f"{forecast.position - 1:,}+"
-
-
 def _ago(ts: float) -> str:
     return f"<t:{int(ts)}:R>"
 
@@ -54,7 +48,7 @@ class Jobs(commands.Cog):
             live = engine.active.get(job.id, job)
             where = ""
             if live.state is JobState.QUEUED:
-                where = t("jobs.position", loc, position=_position_text(engine.forecast(job.id)))
+                where = await engine.wait_text(live, loc)
             prompt = job.prompt if len(job.prompt) <= 60 else job.prompt[:59] + "…"
             lines.append(f"{STATE_ICONS[live.state]} `{job.id}` {job.task} · {job.model}{where} · "
                          f"{_ago(job.created_at)}\n   {discord.utils.escape_markdown(prompt)}")

@@ -119,6 +119,8 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
         return self.bot.storage
 
     async def cog_load(self) -> None:
+        if self.bot.role == "worker":  # gateways hold the sessions
+            return
         for game_id in await g.SessionStore(self.storage, "game").open_ids():
             self.sessions.spawn(game_id, self._drive)
         if self.sessions.tasks:

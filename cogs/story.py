@@ -37,6 +37,8 @@ class Story(commands.Cog):
 
     async def cog_load(self) -> None:
         """Resume stories that a restart interrupted after their script was written."""
+        if self.bot.role == "worker":  # gateways hold the sessions
+            return
         for job in await self.bot.storage.jobs_in_states(JobState.DONE):
             story = job.params.get("story")
             if job.renderer == "story" and story and not story.get("complete"):

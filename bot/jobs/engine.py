@@ -228,15 +228,26 @@ class JobEngine:
             if check_limits and cooldown:
                 self._last_submit[job.user_id] = time.monotonic()
         self._finished_events.setdefault(job.id, asyncio.Event())
-        self.scheduler.push(entry.backend_key, entry.max_concurrency, job.user_id, job.id)
         log.info("job %s queued: %s on %s for user %s in channel %s", job.id, job.task, job.model, job.user_id,
                  job.channel_id)
+        await self._queue(job, entry)
+        return job
+
+    async def _queue(self, job: Job, entry: ModelEntry) -> None:
+        """Hand an admitted, recorded job to the scheduler (bot.jobs.roles: to the shared queue)."""
+        self.scheduler.push(entry.backend_key, entry.max_concurrency, job.user_id, job.id)
         # a newcomer can go ahead of jobs already waiting: tell those whose place changed, and this one
         await self._announce_positions(entry.backend_key)
         if job.id not in self._announced:  # further back than the announced window
             await self._notify_queued(job, self.forecast(job.id) or Forecast(1))
         self._wake.set()
-        return job
+
+    async def wait_text(self, job: Job, locale: str | None) -> str:
+        """Where a queued job stands, for /jobs (" · position 3"): its place in the fair queue."""
+        forecast = self.forecast(job.id)
+        shown = "?" if forecast is None else f"{forecast.position:,}" if forecast.exact \
+            else f"{forecast.position - 1:,}+"
+        return t("jobs.position", locale, position=shown)
 
     async def record_failure(self, job: Job, message: str) -> Job:
         """Keep a record of a request that was refused before it could queue."""

@@ -226,6 +226,14 @@ class Presenter:
         self._live(job).queued(Render(self._with_prompt(job, text), view=self.view(job, running=True)),
                                self.position_interval, self.first_position_delay)
 
+    async def job_waiting(self, job: Job, text: str) -> None:
+        """Where a job stands in the shared queue (bot.jobs.roles), shown at once: a gateway publishes the job only
+        after this edit, so it never lands after a worker's."""
+        try:
+            await self.edit_job_message(job, Render(self._with_prompt(job, text), view=self.view(job, running=True)))
+        except SEND_ERRORS as exc:
+            log.warning("job %s: queue position edit failed: %s", job.id, exc or type(exc).__name__)
+
     async def job_progress(self, job: Job, progress: Progress) -> None:
         if job.silent:
             return

@@ -1,0 +1,179 @@
+"""Gateways and workers as separate processes on one Postgres (issue 13), through the Discord-compatible server.
+
+Two `natty run --role gateway` processes hold shards 0 and 1 of 2 and never generate; two `natty run --role
+worker` processes connect to no gateway, claim jobs from the shared queue, and post results through the REST API.
+The chat endpoint holds each request until the test lets it go, so the test sees which jobs run at once and in
+which order: the lane limit and the fair rule hold over both workers together.
+"""
+
+import asyncio
+import signal
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.config import ConfigError, load_settings
+from tests.fakediscord import FakeDiscord
+from tests.harness import TOKEN, catalog_for
+from tests.hf_server import HFTestServer
+from tests.test_e2e_restart import bot_env, start_bot
+
+GOOD_TOKEN = "MTAx" + "a" * 60
+
+
+def shared_catalog(hf: HFTestServer, tmp_path: Path) -> Path:
+    models = tmp_path / "models.toml"
+    models.write_text(catalog_for(hf, f"""
+[[model]]
+name = "shared-chat"
+task = "chat"
+backend = "hf"
+model = "{hf.url}/shared"
+concurrency = 2
+"""))
+    return models
+
+
+def in_flight(hf: HFTestServer) -> list[str]:
+    """The prompts of the chat requests the endpoint holds now (started, not let go)."""
+    return [rec.json["messages"][-1]["content"] for rec, event in hf.held
+            if not event.is_set() and "/shared/" in rec.path]
+
+
+async def job_ids(pg_url: str) -> dict[str, str]:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return {row["prompt"]: row["id"] for row in await conn.fetch("SELECT prompt, id FROM jobs")}
+    finally:
+        await conn.close()
+
+
+async def rows(pg_url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+def answered(ix) -> bool:  # noqa: ANN001
+    return bool(ix.original and ix.original.content.startswith("You said") and "AI-generated" in ix.original.content)
+
+
+async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_path, pg_url):
+    async with FakeDiscord(token=TOKEN, shards=2) as server, HFTestServer() as hf:
+        models = shared_catalog(hf, tmp_path)
+        guilds = [server.add_guild(name=f"shard{k}", shard=k) for k in (0, 1)]
+        chans = [server.add_channel(g) for g in guilds]
+        alice = server.add_user("alice", guilds=guilds)
+        bob = server.add_user("bob", guilds=guilds)
+        env = bot_env(server, tmp_path, models, pg_url, HF_TOKEN="hf_" + "x" * 30, NATTY_LEASE_SECONDS="2")
+        glogs = [tmp_path / f"gateway{k}.log" for k in (0, 1)]
+        wlogs = [tmp_path / f"worker{k}.log" for k in (0, 1)]
+        gateways = [await start_bot(env, glogs[0], "run", "--role", "gateway", "--shards", "0", "--shard-count", "2")]
+        await server.ready(shards=1, timeout=60)  # one after the other: the first migrates the database
+        gateways.append(await start_bot(env, glogs[1], "run", "--role", "gateway", "--shards", "1",
+                                        "--shard-count", "2"))
+        workers: list[asyncio.subprocess.Process] = []
+        try:
+            await server.ready(shards=2, timeout=60)
+
+            # no worker yet: the member is told so, in the message and in /jobs
+            early = await server.slash(alice, chans[0], "chat", prompt="early bird", model="shared-chat")
+            await early.wait_final(lambda ix: ix.original and "waiting for a worker for shared-chat"
+                                   in ix.original.content, timeout=30)
+            listing = await server.slash(alice, chans[0], "jobs")
+            await server.wait_for(lambda: listing.original and listing.original.embeds, timeout=30)
+            assert "waiting for a worker for shared-chat" in listing.original.embeds[0]["description"]
+
+            hf.hold()
+            workers = [await start_bot(env, wlogs[k], "run", "--role", "worker") for k in (0, 1)]
+            await server.wait_for(lambda: in_flight(hf) == ["early bird"], timeout=60)
+            await server.wait_for(lambda: all("serving" in log.read_text() for log in wlogs if log.exists())
+                                  and all(log.exists() for log in wlogs), timeout=60)
+
+            # alice floods shard 0; the lane runs two at once over both workers, never three
+            flood = [await server.slash(alice, chans[0], "chat", prompt=f"flood {i}", model="shared-chat")
+                     for i in range(4)]
+            await server.wait_for(lambda: len(in_flight(hf)) == 2, timeout=30)
+            light = await server.slash(bob, chans[1], "chat", prompt="light", model="shared-chat")
+            await light.wait_final(lambda ix: ix.original and "Queued" in ix.original.content, timeout=30)
+            await asyncio.sleep(1.0)
+            assert sorted(in_flight(hf)) == ["early bird", "flood 0"]
+            # a slot frees: bob, with nothing running, goes before alice's next flood job, whichever worker claims
+            hf.release(1)
+            await early.wait_final(answered, timeout=30)
+            await server.wait_for(lambda: len(in_flight(hf)) == 2, timeout=30)
+            assert sorted(in_flight(hf)) == ["flood 0", "light"]
+
+            # the worker running bob's job dies; after its lease the other worker runs it again and posts it once
+            ids = await job_ids(pg_url)
+            holder = next(k for k in (0, 1) if f"claimed job {ids['light']}" in wlogs[k].read_text())
+            workers[holder].send_signal(signal.SIGKILL)
+            await workers[holder].wait()
+            survivor = 1 - holder
+            await server.wait_for(lambda: in_flight(hf).count("light") == 1 and wlogs[survivor].read_text().count(
+                f"claimed job {ids['light']}") == 1, timeout=30)
+            hf.hold(False)
+            hf.release(100)
+            await light.wait_final(answered, timeout=60)
+            for ix in flood:
+                await ix.wait_final(answered, timeout=60)
+            for ix in [early, light, *flood]:
+                assert ix.followups == [] and ix.original.content.split("\n")[0].startswith("You said:")
+            assert [ix.original.content.split("\n")[0] for ix in flood] == [f"You said: flood {i}" for i in range(4)]
+            assert "queued again" in wlogs[survivor].read_text()
+            done = await rows(pg_url, "SELECT prompt, state, delivered_at FROM jobs WHERE model = 'shared-chat'")
+            prompts = ["early bird", "light", *(f"flood {i}" for i in range(4))]
+            assert {r["prompt"]: r["state"] for r in done} == dict.fromkeys(prompts, "done")
+            assert all(r["delivered_at"] is not None for r in done)
+            # the gateways never generated: every chat request came from a worker
+            for log in glogs:
+                assert "claimed job" not in log.read_text() and "running on" not in log.read_text()
+
+            # a cancel pressed in shard 1's server stops the job a worker runs
+            hf.hold()
+            slow = await server.slash(bob, chans[1], "chat", prompt="stop me", model="shared-chat")
+            await server.wait_for(lambda: in_flight(hf) == ["stop me"], timeout=30)
+            await server.wait_for(lambda: slow.original and slow.original.buttons, timeout=30)
+            await (await server.press(bob, slow.original, label="Cancel")).acked()
+            await slow.wait_final(lambda ix: ix.original and "Cancelled" in ix.original.content, timeout=30)
+            hf.hold(False)
+            hf.release(100)
+
+            # /show in shard 0's server finds a result a worker stored
+            shown = await server.slash(alice, chans[0], "show", job=ids["flood 1"])
+            await server.wait_for(lambda: shown.original and "flood 1" in shown.original.content, timeout=30)
+
+            # everything restarts: nothing is lost, and a job after it runs
+            for proc in [*gateways, *workers]:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
+            gateways = [await start_bot(env, glogs[k], "run", "--role", "gateway", "--shards", str(k),
+                                        "--shard-count", "2") for k in (0, 1)]
+            workers = [await start_bot(env, wlogs[0], "run", "--role", "worker", "--models", "shared-*")]
+            await server.wait_for(lambda: len([s for s in server.sessions if s.open]) == 2, timeout=60)
+            after = await server.slash(bob, chans[1], "chat", prompt="after restart", model="shared-chat")
+            await after.wait_final(answered, timeout=60)
+            states = await rows(pg_url, "SELECT state, count(*) AS n FROM jobs WHERE model = 'shared-chat' "
+                                        "GROUP BY state")
+            assert {r["state"]: r["n"] for r in states} == {"done": 7, "cancelled": 1}
+            assert server.violations == []
+        finally:
+            for proc in [*gateways, *workers]:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"NATTY_ROLE": "generator"}, "NATTY_ROLE='generator' must be all"),
+    ({"NATTY_WORKER_MODELS": "natty-*"}, "only a worker (NATTY_ROLE=worker) serves models by list"),
+    ({"NATTY_LEASE_SECONDS": "0.5"}, "NATTY_LEASE_SECONDS=0.5 must be at least 1"),
+])
+def test_bad_role_settings_stop_start_up_with_one_clear_line(env, expected):
+    with pytest.raises(ConfigError) as err:
+        load_settings({"DISCORD_TOKEN": GOOD_TOKEN, **env}, env_file=None)
+    assert len(err.value.problems) == 1 and expected in err.value.problems[0]
