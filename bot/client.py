@@ -24,6 +24,7 @@ from bot.i18n import NattyTranslator, pick_locale, t
 from bot.jobs.availability import Availability
 from bot.jobs.engine import JobEngine, LimitHit
 from bot.jobs.job import INTERACTION_TOKEN_LIFETIME, Job
+from bot.jobs.results import open_results
 from bot.jobs.storage import Storage
 from bot.ops import Ops
 from bot.policy import Origin, Policy, Refused
@@ -125,7 +126,8 @@ class NattyBot(commands.Bot):
         self.settings = settings
         self.catalog = catalog
         # recovery, redelivery and session resumes take only the servers of this process's shards
-        self.storage = Storage(settings.database_url, settings.data_dir, shards=settings.shards)
+        self.storage = Storage(settings.database_url, settings.data_dir, shards=settings.shards,
+                               results=open_results(settings.results_url, settings.s3_endpoint, settings.data_dir))
         self.backends = Backends()
         self.actions = {}
         self.result_actions: dict[str, tuple[str, ...]] = {}  # task -> its result's buttons (rules.tasks_of)

@@ -32,6 +32,7 @@ from bot.community import game as g
 from bot.community.sessions import Sessions
 from bot.i18n import t
 from bot.jobs.job import JobState
+from bot.jobs.results import ref_of
 from bot.policy import Origin, may_manage, require_configure
 from bot.ui import delivery
 from bot.ui.provenance import MAX_PIXELS, MAX_TEXT_MEMORY, TooLargeToRead
@@ -269,7 +270,7 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             visible = job is not None and (not job.ephemeral or job.user_id == interaction.user.id)
             if visible and job.state is JobState.DONE:
                 for item in (job.result or {}).get("files", []):
-                    if await asyncio.to_thread(proof.same_pixels, data, item["path"]):
+                    if await asyncio.to_thread(self._same_pixels, data, item):
                         natty_match = t("check.pixels_match", loc, id=job.id, model=job.model,
                                         when=f"<t:{int(job.created_at)}:f>")
                         break
@@ -488,12 +489,20 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
                                                          id=job.id), text=text, job_id=job.id))
         return items
 
-    @staticmethod
-    def _image_of(job, size: tuple[int, int] | None = None, locale: str | None = None) -> bytes:  # noqa: ANN001
+    def _image_of(self, job, size: tuple[int, int] | None = None, locale: str | None = None) -> bytes:  # noqa: ANN001
+        """The job's first image, normalized for a round (blocks: the results store is read)."""
         files = (job.result or {}).get("files") or []
         if not files:
             raise g.GenerationFailed(t("game.fail_no_image", locale))
-        return g.normalize_image(Path(files[0]["path"]).read_bytes(), size=size)
+        return g.normalize_image(self.storage.results.get(ref_of(files[0])), size=size)
+
+    def _same_pixels(self, data: bytes, item: dict[str, Any]) -> bool:
+        """Whether `data` shows the pixels of one of natty's result files (blocks: the results store is read)."""
+        try:
+            stored = self.storage.results.get(ref_of(item))
+        except FileNotFoundError:
+            return False
+        return proof.same_pixels(data, stored)
 
     async def _generate(self, game: g.Game, task: str, prompt: str, *, prefer: tuple[str, ...] = (),
                         image: bytes | None = None, shape: dict | None = None):  # noqa: ANN202

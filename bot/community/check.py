@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bot.i18n import t
@@ -192,13 +191,13 @@ def _first_text_match(rows: list[tuple[Any, ...]], wanted: str) -> dict | None:
     return None
 
 
-def same_pixels(a: bytes, b_path: str | Path) -> bool:
+def same_pixels(a: bytes, b: bytes) -> bool:
     """Whether two images decode to the same pixels (a stamp adds metadata, never changes them)."""
-    from PIL import Image, ImageChops
+    from PIL import ImageChops
 
     try:
         x = open_image(a).convert("RGBA")
-        y = Image.open(b_path).convert("RGBA")
+        y = open_image(b).convert("RGBA")
     except Exception:
         return False
     return x.size == y.size and ImageChops.difference(x, y).getbbox() is None

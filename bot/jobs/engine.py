@@ -501,7 +501,8 @@ class JobEngine:
             asyncio.ensure_future(self._notify_progress(job, progress))
 
     def _save_result(self, job: Job, result: Result) -> dict[str, Any]:
-        """Keep the result's bytes under the data folder, never only as a CDN link."""
+        """Keep the result's bytes in the results store (bot.jobs.results), never only as a CDN link. Blocks:
+        runs in a thread."""
         out: dict[str, Any] = {"meta": result.meta, "files": []}
         if isinstance(result, TextResult):
             out.update(kind="text", text=result.text)
@@ -511,11 +512,9 @@ class JobEngine:
             kind = {ImageResult: "image", AudioResult: "audio", VideoResult: "video"}[type(result)]
             images = result.meta.pop("images", None) if isinstance(result, ImageResult) else None
             blobs = images or [result.data]
-            folder = self.storage.result_dir(job.id)
             for i, blob in enumerate(blobs):
                 name = f"{kind}{'' if len(blobs) == 1 else f'_{i + 1}'}.{_ext(result.format)}"
-                (folder / name).write_bytes(blob)
-                out["files"].append({"path": str(folder / name), "filename": name})
+                out["files"].append({"ref": self.storage.results.put(job.id, name, blob), "filename": name})
             out["kind"] = kind
             if isinstance(result, AudioResult):
                 out["duration"] = result.duration

@@ -323,11 +323,6 @@ class Storage:
     async def job_for_message(self, message_id: int) -> Job | None:
         return await self._run(lambda c: _job(c.execute(_job_for_message, {"message_id": message_id}).first()))
 
-    def result_dir(self, job_id: str) -> Path:
-        path = self.data_dir / "results" / job_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
     # --- guild settings and per-user state -----------------------------------------------------------
 
     async def guild_settings(self, guild_id: int | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import discord
 
 from bot.i18n import t
 from bot.jobs.job import Job, JobState
+from bot.jobs.results import ref_of
 from bot.ui import delivery, uploads
 from bot.ui.buttons import job_view
 from bot.ui.provenance import Provenance, stamp
@@ -347,7 +348,7 @@ class Presenter:
         prov = Provenance.for_prompt(job.prompt, model=job.model, backend=meta.get("backend", "?"), task=job.task,
                                      seed=meta.get("seed"), job_id=job.id)
         for item in (job.result or {}).get("files", []):
-            data = Path(item["path"]).read_bytes()
+            data = self.bot.storage.results.get(ref_of(item))
             if (job.result or {}).get("kind") == "audio":
                 try:
                     data, ext, _ = uploads.to_discord_audio(data)
