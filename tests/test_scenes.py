@@ -218,3 +218,14 @@ async def test_the_digit_entry_no_longer_takes_a_stray_digit():
 def test_the_bundled_scene_entry_is_in_the_catalog():
     entry = load_catalog().get("natty-scenes")
     assert entry is not None and entry.task == "text-to-image" and entry.model == "natty:scenes"
+
+
+def test_the_evaluation_scores_each_asked_object_in_its_slot():
+    from models.evaluate import recognised, summary, train_classifier
+
+    clf = train_classifier(3, batch_size=8, log=lambda _: None)
+    x, _, asked = scenes.make_batch(6, np.random.default_rng(0))
+    r = recognised(clf, x, asked)
+    assert len(r["both"]) == sum(len(s.objects) for s in asked)
+    s = summary(r)
+    assert 0 <= s["shape_and_colour"] <= s["shape"] <= 1 and s["objects"] == len(r["both"])

@@ -1,0 +1,214 @@
+"""`python -m models.evaluate scenes`: does the scene PixelCNN draw what it is asked?
+
+A small CNN is trained on the procedural scenes (models.own.scenes) to read, for each of the five slots, the
+shape and colour there (or that it is empty). It is scored on real held-out scenes, then on the model's samples
+for random scenes: an asked object counts as recognised when the classifier reads the asked shape and colour
+in the asked slot. It also times the cached sampler against the naive one at batch 1 (medians of repeats), and
+writes a PNG grid of samples, one prompt per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.own import CHECKPOINTS, load_checkpoint, scenes
+from models.own.pixelcnn import PixelCNN
+
+EMPTY_SHAPE, EMPTY_COLOUR = len(scenes.SHAPES), len(scenes.COLOURS)  # the classes "nothing in this slot"
+GRID_PROMPTS = (
+    "a red star above a blue circle", "a green heart", "a yellow triangle left of a purple square",
+    "a blue letter A", "an orange 7 on the right", "a black circle below a red heart",
+)
+
+
+class SceneClassifier(nn.Module):
+    """Palette image (B, H, W) -> per slot, logits over shapes + empty and colours + empty."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        n = len(scenes.PALETTE)
+        self.net = nn.Sequential(
+            nn.Conv2d(n, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * (scenes.SIZE // 8) ** 2, 256), nn.ReLU(),
+        )
+        self.shape = nn.Linear(256, len(scenes.SLOTS) * (EMPTY_SHAPE + 1))
+        self.colour = nn.Linear(256, len(scenes.SLOTS) * (EMPTY_COLOUR + 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(F.one_hot(x, len(scenes.PALETTE)).permute(0, 3, 1, 2).float())
+        n = len(scenes.SLOTS)
+        return self.shape(h).view(-1, n, EMPTY_SHAPE + 1), self.colour(h).view(-1, n, EMPTY_COLOUR + 1)
+
+
+def targets(batch: list[scenes.Scene]) -> tuple[np.ndarray, np.ndarray]:
+    """Per scene and slot, the shape and colour class (EMPTY_* where the slot holds nothing)."""
+    shape = np.full((len(batch), len(scenes.SLOTS)), EMPTY_SHAPE, np.int64)
+    colour = np.full((len(batch), len(scenes.SLOTS)), EMPTY_COLOUR, np.int64)
+    for i, s in enumerate(batch):
+        for o in s.objects:
+            k = scenes.SLOTS.index(o.slot)
+            shape[i, k], colour[i, k] = scenes.SHAPES.index(o.shape), scenes.COLOURS.index(o.colour)
+    return shape, colour
+
+
+def train_classifier(steps: int, seed: int = 0, batch_size: int = 64, log=print) -> SceneClassifier:
+    """Fit the classifier on fresh procedural scenes (a new batch every step)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clf = SceneClassifier()
+    opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    for step in range(steps):
+        x, _, batch = scenes.make_batch(batch_size, rng)
+        ys, yc = (torch.as_tensor(a) for a in targets(batch))
+        ls, lc = clf(torch.as_tensor(x))
+        loss = F.cross_entropy(ls.flatten(0, 1), ys.flatten()) + F.cross_entropy(lc.flatten(0, 1), yc.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 200 == 0:
+            log(f"classifier step {step + 1}/{steps} loss {loss.item():.3f}")
+    return clf.eval()
+
+
+@torch.no_grad()
+def recognised(clf: SceneClassifier, x: np.ndarray, batch: list[scenes.Scene]) -> dict[str, np.ndarray]:
+    """Per asked object (flattened in scene order): shape right, colour right, both right, and whether a glyph."""
+    ps, pc = (t.argmax(-1).numpy() for t in clf(torch.as_tensor(x, dtype=torch.long)))
+    shape_ok, colour_ok, glyph = [], [], []
+    for i, s in enumerate(batch):
+        for o in s.objects:
+            k = scenes.SLOTS.index(o.slot)
+            shape_ok.append(ps[i, k] == scenes.SHAPES.index(o.shape))
+            colour_ok.append(pc[i, k] == scenes.COLOURS.index(o.colour))
+            glyph.append(o.shape not in scenes.FIGURES)
+    s_, c_ = np.array(shape_ok), np.array(colour_ok)
+    return {"shape": s_, "colour": c_, "both": s_ & c_, "glyph": np.array(glyph)}
+
+
+def summary(r: dict[str, np.ndarray]) -> dict[str, float]:
+    g = r["glyph"]
+    return {"shape_and_colour": float(r["both"].mean()), "shape": float(r["shape"].mean()),
+            "colour": float(r["colour"].mean()), "figures_shape_and_colour": float(r["both"][~g].mean()),
+            "glyphs_shape_and_colour": float(r["both"][g].mean()), "objects": int(len(g))}
+
+
+def sampler_speed(model: PixelCNN, repeats: int) -> dict[str, float]:
+    """Seconds per image at batch 1, medians of `repeats` runs, cached and naive (the same seed)."""
+    tokens = scenes.Scene((scenes.Obj("star", "red", "top"), scenes.Obj("circle", "blue", "bottom"))).tokens()[None]
+    times: dict[str, list[float]] = {"cached": [], "naive": []}
+    for r in range(repeats):
+        for name, fn in (("cached", model.generate), ("naive", model.generate_naive)):
+            t = time.perf_counter()
+            fn(tokens, seed=r)
+            times[name].append(time.perf_counter() - t)
+    cached, naive = statistics.median(times["cached"]), statistics.median(times["naive"])
+    return {"cached_s": cached, "naive_s": naive, "ratio": naive / cached, "repeats": repeats}
+
+
+def write_grid(model: PixelCNN, path: Path, per_prompt: int = 6, seed: int = 0) -> None:
+    """One row per GRID_PROMPTS prompt, `per_prompt` samples each, 4x upscaled."""
+    rows = []
+    for i, prompt in enumerate(GRID_PROMPTS):
+        scene, _, _ = scenes.parse_prompt(prompt, np.random.default_rng(i))
+        assert scene is not None
+        rows.append(model.generate(np.repeat(scene.tokens()[None], per_prompt, axis=0), seed=seed + i))
+    png, _, _ = scenes.png_grid(np.concatenate(rows), scale=4, cols=per_prompt)
+    path.write_bytes(png)
+
+
+def evaluate_scenes(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.evaluate scenes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(CHECKPOINTS / "scenes"))
+    p.add_argument("--classifier-steps", type=int, default=3000)
+    p.add_argument("--classifier", help="a file to keep the trained classifier in: loaded if it exists, else "
+                                        "written after training")
+    p.add_argument("--real", type=int, default=2000, help="held-out real scenes to score the classifier on")
+    p.add_argument("--generated", type=int, default=500, help="scenes to sample and score")
+    p.add_argument("--batch", type=int, default=50, help="images per cached sampling call")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats at batch 1 (medians)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--grid", default=None, help="PNG of samples (default: samples.png in the checkpoint)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    model, meta = load_checkpoint(args.checkpoint)
+    assert isinstance(model, PixelCNN) and meta.get("data") == "scenes", f"{args.checkpoint} is not a scene model"
+    t0 = time.perf_counter()
+    if args.classifier and Path(args.classifier).exists():
+        clf = SceneClassifier()
+        clf.load_state_dict(torch.load(args.classifier, weights_only=True))
+        clf.eval()
+    else:
+        clf = train_classifier(args.classifier_steps, seed=args.seed, log=log)
+        if args.classifier:
+            torch.save(clf.state_dict(), args.classifier)
+    train_s = time.perf_counter() - t0
+    x, _, real = scenes.make_batch(args.real, np.random.default_rng(args.seed + 1))
+    on_real = summary(recognised(clf, x, real))
+    log(f"classifier on {args.real} real scenes: shape+colour {on_real['shape_and_colour']:.1%}")
+
+    rng = np.random.default_rng(args.seed + 2)
+    asked = [scenes.random_scene(rng) for _ in range(args.generated)]
+    drawn, t0 = [], time.perf_counter()
+    for i in range(0, len(asked), args.batch):
+        chunk = asked[i : i + args.batch]
+        drawn.append(model.generate(np.stack([s.tokens() for s in chunk]), seed=args.seed + i,
+                                    temperature=args.temperature))
+        log(f"sampled {i + len(chunk)}/{len(asked)}")
+    sample_s = time.perf_counter() - t0
+    on_generated = summary(recognised(clf, np.concatenate(drawn), asked))
+    speed = sampler_speed(model, args.repeats)
+    grid = Path(args.grid) if args.grid else Path(args.checkpoint) / "samples.png"
+    write_grid(model, grid)
+
+    m = meta.get("metrics", {})
+    print(f"scene PixelCNN {args.checkpoint}: step {meta.get('step')}, "
+          f"{m.get('bits_per_dim', float('nan')):.3f} bits/dim on held-out scenes")
+    print(f"classifier ({args.classifier_steps} steps, {train_s:.0f} s) on {args.real} real scenes: "
+          f"shape and colour {on_real['shape_and_colour']:.1%} of {on_real['objects']} objects "
+          f"(shape {on_real['shape']:.1%}, colour {on_real['colour']:.1%}; figures "
+          f"{on_real['figures_shape_and_colour']:.1%}, letters and digits {on_real['glyphs_shape_and_colour']:.1%})")
+    print(f"generated ({args.generated} scenes, temperature {args.temperature}, {sample_s:.0f} s): asked shape and "
+          f"colour recognised in {on_generated['shape_and_colour']:.1%} of {on_generated['objects']} objects "
+          f"(shape {on_generated['shape']:.1%}, colour {on_generated['colour']:.1%}; figures "
+          f"{on_generated['figures_shape_and_colour']:.1%}, letters and digits "
+          f"{on_generated['glyphs_shape_and_colour']:.1%})")
+    print(f"sampler at batch 1: cached {speed['cached_s']:.2f} s, naive {speed['naive_s']:.2f} s per image, "
+          f"{speed['ratio']:.0f}x (medians of {speed['repeats']})")
+    print(f"samples: {grid}")
+    print(json.dumps({"real": on_real, "generated": on_generated, "speed": speed, "step": meta.get("step"),
+                      "bits_per_dim": m.get("bits_per_dim")}))
+    return 0
+
+
+EVALUATIONS = {"scenes": evaluate_scenes}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EVALUATIONS:
+        print(f"usage: python -m models.evaluate {{{','.join(EVALUATIONS)}}} [options]", file=sys.stderr)
+        return 2
+    return EVALUATIONS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
