@@ -7,6 +7,7 @@ which order: the lane limit and the fair rule hold over both workers together.
 """
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from bot.config import ConfigError, load_settings
 from tests.fakediscord import FakeDiscord
 from tests.harness import TOKEN, catalog_for
 from tests.hf_server import HFTestServer
+from tests.s3_server import Bucket
 from tests.test_e2e_restart import bot_env, start_bot
+from tests.test_e2e_results import same_pixels
 
 GOOD_TOKEN = "MTAx" + "a" * 60
 
@@ -31,6 +34,12 @@ task = "chat"
 backend = "hf"
 model = "{hf.url}/shared"
 concurrency = 2
+
+[[model]]
+name = "nsfw-detector"
+task = "image-classification"
+backend = "hf"
+model = "{hf.endpoint("image-classification")}"
 """))
     return models
 
@@ -61,19 +70,29 @@ def answered(ix) -> bool:  # noqa: ANN001
     return bool(ix.original and ix.original.content.startswith("You said") and "AI-generated" in ix.original.content)
 
 
-async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_path, pg_url):
+def machine(env: dict[str, str], tmp_path: Path, name: str) -> dict[str, str]:
+    """A process's environment as if on a machine of its own: a data folder no other process reads."""
+    return {**env, "NATTY_DATA_DIR": str(tmp_path / name)}
+
+
+async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_path, pg_url, s3_bucket: Bucket):
     async with FakeDiscord(token=TOKEN, shards=2) as server, HFTestServer() as hf:
         models = shared_catalog(hf, tmp_path)
         guilds = [server.add_guild(name=f"shard{k}", shard=k) for k in (0, 1)]
         chans = [server.add_channel(g) for g in guilds]
         alice = server.add_user("alice", guilds=guilds)
         bob = server.add_user("bob", guilds=guilds)
-        env = bot_env(server, tmp_path, models, pg_url, HF_TOKEN="hf_" + "x" * 30, NATTY_LEASE_SECONDS="2")
+        env = bot_env(server, tmp_path, models, pg_url, HF_TOKEN="hf_" + "x" * 30, NATTY_LEASE_SECONDS="2",
+                      NATTY_RESULTS_URL=s3_bucket.url, NATTY_S3_ENDPOINT=s3_bucket.endpoint,
+                      **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")})
+        genv = [machine(env, tmp_path, f"gateway{k}") for k in (0, 1)]
+        wenv = [machine(env, tmp_path, f"worker{k}") for k in (0, 1)]
         glogs = [tmp_path / f"gateway{k}.log" for k in (0, 1)]
         wlogs = [tmp_path / f"worker{k}.log" for k in (0, 1)]
-        gateways = [await start_bot(env, glogs[0], "run", "--role", "gateway", "--shards", "0", "--shard-count", "2")]
+        gateways = [await start_bot(genv[0], glogs[0], "run", "--role", "gateway", "--shards", "0",
+                                    "--shard-count", "2")]
         await server.ready(shards=1, timeout=60)  # one after the other: the first migrates the database
-        gateways.append(await start_bot(env, glogs[1], "run", "--role", "gateway", "--shards", "1",
+        gateways.append(await start_bot(genv[1], glogs[1], "run", "--role", "gateway", "--shards", "1",
                                         "--shard-count", "2"))
         workers: list[asyncio.subprocess.Process] = []
         try:
@@ -88,7 +107,7 @@ async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_pa
             assert "waiting for a worker for shared-chat" in listing.original.embeds[0]["description"]
 
             hf.hold()
-            workers = [await start_bot(env, wlogs[k], "run", "--role", "worker") for k in (0, 1)]
+            workers = [await start_bot(wenv[k], wlogs[k], "run", "--role", "worker") for k in (0, 1)]
             await server.wait_for(lambda: in_flight(hf) == ["early bird"], timeout=60)
             await server.wait_for(lambda: all("serving" in log.read_text() for log in wlogs if log.exists())
                                   and all(log.exists() for log in wlogs), timeout=60)
@@ -145,15 +164,25 @@ async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_pa
             # /show in shard 0's server finds a result a worker stored
             shown = await server.slash(alice, chans[0], "show", job=ids["flood 1"])
             await server.wait_for(lambda: shown.original and "flood 1" in shown.original.content, timeout=30)
+            # an image a worker made, shown by a gateway on another machine: the file comes from the object store
+            image = await server.slash(alice, chans[1], "imagine", prompt="a red fox")
+            await image.wait_final(lambda ix: ix.original and ix.original.attachments, timeout=60)
+            (image_id,) = [r["id"] for r in await rows(pg_url, "SELECT id FROM jobs WHERE prompt = 'a red fox'")]
+            assert f"results/{image_id}/image.png" in s3_bucket.keys()
+            again = await server.slash(alice, chans[1], "show", job=image_id)
+            await server.wait_for(lambda: again.original and again.original.attachments, timeout=30)
+            assert same_pixels(again.original.attachments[0].data, image.original.attachments[0].data)
+            assert not any((tmp_path / name / "results").exists() for name in ("gateway0", "gateway1", "worker0",
+                                                                                "worker1"))
 
             # everything restarts: nothing is lost, and a job after it runs
             for proc in [*gateways, *workers]:
                 if proc.returncode is None:
                     proc.terminate()
                     await proc.wait()
-            gateways = [await start_bot(env, glogs[k], "run", "--role", "gateway", "--shards", str(k),
+            gateways = [await start_bot(genv[k], glogs[k], "run", "--role", "gateway", "--shards", str(k),
                                         "--shard-count", "2") for k in (0, 1)]
-            workers = [await start_bot(env, wlogs[0], "run", "--role", "worker", "--models", "shared-*")]
+            workers = [await start_bot(wenv[0], wlogs[0], "run", "--role", "worker", "--models", "shared-*")]
             await server.wait_for(lambda: len([s for s in server.sessions if s.open]) == 2, timeout=60)
             after = await server.slash(bob, chans[1], "chat", prompt="after restart", model="shared-chat")
             await after.wait_final(answered, timeout=60)
