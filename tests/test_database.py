@@ -16,6 +16,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from bot.config import database_url_problem, load_settings, secrets_of, sqlalchemy_url
 from bot.jobs import database
@@ -214,6 +215,17 @@ async def test_settings_and_user_state_upsert(storage):
     assert (await storage.user_state(BIG, BIG))["jobs_today"] == 2
     await storage.record_job_start(BIG, None, day)  # no server: kept under 0, apart from the server's count
     assert (await storage.user_state(BIG, None))["jobs_today"] == 1
+
+
+async def test_a_submitted_job_and_its_count_are_written_together(storage):
+    day = 1_700_000_000.25
+    submitted = job(id="sub1")
+    await storage.insert_submitted(submitted, day)
+    assert (await storage.get_job("sub1")).state is JobState.QUEUED
+    assert (await storage.user_state(BIG, BIG - 1))["jobs_today"] == 1
+    with pytest.raises((IntegrityError, sqlite3.IntegrityError)):  # the same id again: neither write stays
+        await storage.insert_submitted(job(id="sub1"), day + 1)
+    assert (await storage.user_state(BIG, BIG - 1))["jobs_today"] == 1
 
 
 async def test_sessions_scores_and_the_real_pool(storage):

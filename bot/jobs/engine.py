@@ -220,8 +220,7 @@ class JobEngine:
                     raise LimitHit(refusal)
             self._count(job)
             try:
-                await self._retry(self.storage.insert_job, job)
-                await self._retry(self.storage.record_job_start, job.user_id, job.guild_id, time.time())
+                await self._retry(self.storage.insert_submitted, job, time.time())
             except BaseException:
                 self._release(job)
                 raise

@@ -165,6 +165,21 @@ def _upserts(dialect: str) -> _Upserts:
     return _Upserts(dialect)
 
 
+def _job_row(job: Job) -> dict[str, Any]:
+    """A job as its row's values. A finished one is the record of a request refused before it could queue: the
+    refusal was the answer to it, so it counts as delivered from the start."""
+    row = {c: getattr(job, c) for c in _JOB_COLUMNS}
+    row["params"] = json.dumps(job.params)
+    row["state"] = job.state.value
+    row["result"] = json.dumps(job.result) if job.result else None
+    row["ephemeral"] = int(job.ephemeral)
+    if job.state.finished:
+        row["delivered_at"], row["delivery"] = job.finished_at or time.time(), "refused"
+    else:
+        row["delivered_at"] = row["delivery"] = None
+    return row
+
+
 def _jobs(rows: Any) -> list[Job]:
     return [_row_to_job(r) for r in rows]
 
@@ -244,16 +259,18 @@ class Storage:
     async def insert_job(self, job: Job) -> None:
         """Keep a new job. One that is already finished is the record of a request refused before it could
         queue: the refusal was the answer to it, so it counts as delivered from the start."""
-        row = {c: getattr(job, c) for c in _JOB_COLUMNS}
-        row["params"] = json.dumps(job.params)
-        row["state"] = job.state.value
-        row["result"] = json.dumps(job.result) if job.result else None
-        row["ephemeral"] = int(job.ephemeral)
-        if job.state.finished:
-            row["delivered_at"], row["delivery"] = job.finished_at or time.time(), "refused"
-        else:
-            row["delivered_at"] = row["delivery"] = None
-        await self._write(_insert_job, row)
+        await self._write(_insert_job, _job_row(job))
+
+    async def insert_submitted(self, job: Job, now: float) -> None:
+        """Keep a newly queued job and count it for its user's cooldown and daily quota: one trip, one
+        transaction (the submission path makes both writes for every job)."""
+        row, start = _job_row(job), self._job_start(job.user_id, job.guild_id, now)
+
+        def work(conn: SQLConnection) -> None:
+            conn.execute(_insert_job, row)
+            conn.execute(self.upsert.record_job_start, start)
+
+        await self._run(work, atomic=True)
 
     async def update_job(self, job: Job, *fields: str) -> None:
         """Write the named fields of `job` back."""
@@ -347,9 +364,12 @@ class Storage:
 
     async def record_job_start(self, user_id: int, guild_id: int | None, now: float) -> None:
         """Count a submitted job for cooldowns and daily quotas."""
+        await self._write(self.upsert.record_job_start, self._job_start(user_id, guild_id, now))
+
+    @staticmethod
+    def _job_start(user_id: int, guild_id: int | None, now: float) -> dict[str, Any]:
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
-        await self._write(self.upsert.record_job_start, {"user_id": user_id, "guild_id": guild_id or 0,
-                                                         "last_job_at": now, "day": day, "jobs_today": 1})
+        return {"user_id": user_id, "guild_id": guild_id or 0, "last_job_at": now, "day": day, "jobs_today": 1}
 
     async def save_user_data(self, user_id: int, guild_id: int | None, data: dict[str, Any]) -> None:
         await self._write(self.upsert.save_user_data,
