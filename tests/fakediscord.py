@@ -224,6 +224,8 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+NONCE_WINDOW = 300.0  # seconds Discord remembers an enforced nonce ("the past few minutes")
+
 class _Snowflakes:
     """Snowflake generator; every id gets its own millisecond so ``id >> 22`` picks shards predictably."""
 
@@ -871,6 +873,7 @@ class FakeDiscord:
         self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user, self.owner.id: self.owner}
         self.channels: dict[int, FakeChannel] = {}
         self.messages: dict[int, FakeMessage] = {}
+        self._nonces: dict[tuple[int, str], tuple[float, FakeMessage]] = {}  # enforce_nonce: (channel, nonce)
         self.attachments: dict[int, FakeAttachment] = {}
         self.interactions: list[FakeInteraction] = []
         self._ix_by_id: dict[int, FakeInteraction] = {}
@@ -2208,7 +2211,16 @@ class FakeDiscord:
                 "ephemeral_channel_message",
             )
             errors.raise_if_any()
+        nonce = str(data.get("nonce") or "")
+        if nonce and data.get("enforce_nonce"):
+            # Discord: with enforce_nonce, a nonce the same author used in the last few minutes returns that
+            # message instead of creating another (how a retry after a crash avoids a second copy)
+            seen = self._nonces.get((chan.id, nonce))
+            if seen is not None and self.now() - seen[0] < NONCE_WINDOW and not seen[1].deleted:
+                return self._json(self._message_payload(seen[1]))
         msg = self._new_message(chan, self.bot_user, data, req.files, via="bot")
+        if nonce and data.get("enforce_nonce"):
+            self._nonces[(chan.id, nonce)] = (self.now(), msg)
         if ref is not None:
             msg.reference = ref
             msg.type = 19

@@ -141,3 +141,44 @@ async def test_without_attach_files_the_channel_gets_the_text_and_a_note(tmp_pat
         assert "Attach Files" in posted.content and f"/show job:{job.id}" in posted.content
         assert await settled(n, job.id) == "channel"
         assert {v.kind for v in n.server.violations} <= {"expired_token"}
+
+
+async def test_a_channel_post_discord_took_before_the_crash_is_not_posted_again(tmp_path, monkeypatch):
+    """The crash falls after Discord took the channel message and before natty wrote it down: the retry sends the
+    same nonce, and Discord (enforce_nonce) returns that message instead of a second copy."""
+    async with Natty.running(tmp_path, token_margin=10**6) as n:  # every token counts as expired: the channel
+        assert n.bot is not None
+        presenter = n.bot.presenter
+        record = presenter._sent
+        cut = []
+
+        async def cut_before_the_record(job, route, part, message):
+            if not cut:
+                cut.append(message.id)
+                raise PowerCut("the process died before writing the message down")
+            await record(job, route, part, message)
+
+        monkeypatch.setattr(presenter, "_sent", cut_before_the_record)
+        n.server.expect_ping(n.alice)  # a channel delivery mentions its requester
+        ix = await n.server.slash(n.alice, n.general, "chat", prompt="say it once")
+        await n.wait(lambda: cut)
+        job = await only_job(n)
+        assert await delivery_of(n, job.id) == (None, None)
+
+        def said() -> list:
+            return [m for m in n.general.messages if m.interaction is None and "You said: say it once" in m.content]
+
+        assert len(said()) == 1
+        await n.restart()
+
+        async def is_settled() -> bool:
+            return (await delivery_of(n, job.id))[0] is not None
+
+        for _ in range(100):
+            if await is_settled():
+                break
+            await asyncio.sleep(0.1)
+        assert await settled(n, job.id) == "channel"
+        assert [m.id for m in said()] == cut  # the one message Discord took, not a second
+        assert ix.followups == []
+        assert n.server.violations == []

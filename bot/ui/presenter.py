@@ -539,9 +539,11 @@ class Presenter:
         The bot's own permissions there are checked first (Discord would answer 403 50013): without Send
         Messages it raises Undeliverable; without Attach Files the messages go without their files, with a
         note. Each message is recorded as it is posted, and a second try after a crash edits those instead of
-        posting them again. What remains: a crash after Discord took a message and before its record was
-        written still posts that one message twice (a channel message has no idempotency key natty could
-        reuse across processes; @original, edited in place, never doubles)."""
+        posting them again. A crash after Discord took a message and before its record was written is covered
+        by the message's nonce (job id and part, with enforce_nonce): Discord returns the message it took
+        instead of posting it twice, for a few minutes, which is longer than a worker's lease. @original is
+        edited in place and never doubles; what remains are the interaction's followups (a result in several
+        messages), which have no nonce."""
         in_dm = job.ephemeral or not job.channel_id
         channel_id = job.channel_id or 0  # 0 only in_dm
         if in_dm:
@@ -572,8 +574,8 @@ class Presenter:
                 old = self.bot.get_partial_messageable(part_channel or channel_id).get_partial_message(message_id)
                 files = kwargs.pop("files", None) or ([kwargs.pop("file")] if "file" in kwargs else [])
                 message = await old.edit(attachments=files, **kwargs)
-            else:
-                message = await target.send(**kwargs)
+            else:  # the nonce makes a retry after a crash return the message Discord took already
+                message = await target.send(nonce=f"{job.id}-{part}", **kwargs)
             await self._sent(job, "channel", part, message)
             sent.append(message)
             part += 1
