@@ -143,6 +143,7 @@ class NattyBot(commands.Bot):
         self.ops = Ops(self)  # after the presenter: a job's state is final once its output checks ran
         self.engine.listeners.append(self.ops)
         self.http.http_trace = self.ops.trace  # read when login opens the HTTP session: acks and 429s
+        self.presenter.acks.watch(self._connection.parsers, self.ops.trace)  # edits wait while acks are due
         self._notices: set[asyncio.Task[None]] = set()
 
     # --- start-up ------------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ import asyncio
 import time
 from types import SimpleNamespace
 
+import aiohttp
+import yarl
+
 from bot.jobs.job import Job, JobState
 from bot.ui.presenter import Presenter, Render
+from models.base import Progress
 
 
 def presenter(edits: list[tuple[str, str]]) -> Presenter:
@@ -48,3 +52,35 @@ async def test_a_position_pending_when_the_job_starts_is_never_shown():
     job.state = JobState.RUNNING  # the dispatcher took it before its position went out
     await asyncio.sleep(0.3)
     assert edits == []
+
+
+async def test_progress_edits_wait_while_an_interaction_is_unanswered_and_go_once_it_is():
+    edits: list[tuple[str, str]] = []
+    p = presenter(edits)
+    parsers: dict = {"INTERACTION_CREATE": lambda data: None}
+    trace = aiohttp.TraceConfig()
+    p.acks.watch(parsers, trace)
+    parsers["INTERACTION_CREATE"]({"id": "123456789012345678"})  # a command arrives, not yet acknowledged
+    job = waiting()
+    job.state = JobState.RUNNING
+    await p.job_progress(job, Progress(fraction=0.5))
+    await asyncio.sleep(0.2)
+    assert edits == []  # held back: the acknowledgement goes first
+    callback = SimpleNamespace(method="POST", url=yarl.URL(
+        "http://discord/api/v10/interactions/123456789012345678/tok/callback"))
+    for hook in trace.on_request_end:
+        await hook(None, None, callback)
+    await asyncio.sleep(0.1)
+    assert len(edits) == 1 and "50%" in edits[0][1]
+
+
+async def test_an_interaction_never_answered_holds_edits_back_only_for_a_while():
+    edits: list[tuple[str, str]] = []
+    p = presenter(edits)
+    p.acks.limit = 0.2
+    p.acks.arrived(1)
+    job = waiting()
+    job.state = JobState.RUNNING
+    await p.job_progress(job, Progress(fraction=0.25))
+    await asyncio.sleep(0.6)
+    assert len(edits) == 1 and p.acks.waits == 1

@@ -33,6 +33,7 @@ from bot.i18n import t
 from bot.jobs.job import Job, JobState
 from bot.jobs.results import ref_of
 from bot.ui import delivery, uploads
+from bot.ui.acks import AckGate
 from bot.ui.buttons import job_view
 from bot.ui.provenance import Provenance, stamp
 from models.base import Progress
@@ -150,6 +151,7 @@ class LiveMessage:
             await self._flush()
 
     async def _flush(self) -> None:
+        await self.presenter.acks.clear()  # interactions still unanswered go first (bot.ui.acks)
         async with self.lock:
             render, self.pending = self.pending, None
             if render is None:
@@ -199,6 +201,7 @@ class Presenter:
         # async (job) -> a refusal message or None, run on finished results before anything is posted
         self.output_checks: list[Any] = []
         self._tokens_swept = 0.0  # monotonic time of the last clear_expired_tokens
+        self.acks = AckGate()  # the bot feeds it (bot.client): edits wait while acknowledgements are due
         self.position_interval = POSITION_INTERVAL  # tests shorten these
         self.first_position_delay = FIRST_POSITION_DELAY
 
