@@ -172,6 +172,12 @@ async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_pa
             again = await server.slash(alice, chans[1], "show", job=image_id)
             await server.wait_for(lambda: again.original and again.original.attachments, timeout=30)
             assert same_pixels(again.original.attachments[0].data, image.original.attachments[0].data)
+            # a button on that result, pressed in Discord: the gateway reads the picture from the store, a worker
+            # varies it
+            varied = await server.press(alice, image.original, label="Vary")
+            await varied.wait_final(lambda ix: ix.original and ix.original.attachments, timeout=60)
+            (varied_id,) = [r["id"] for r in await rows(pg_url, "SELECT id FROM jobs WHERE task = 'image-to-image'")]
+            assert f"results/{varied_id}/image.png" in s3_bucket.keys()
             assert not any((tmp_path / name / "results").exists() for name in ("gateway0", "gateway1", "worker0",
                                                                                 "worker1"))
 
