@@ -39,7 +39,8 @@ ACK_BUCKETS = (0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5, 10)  # Discord wants an ans
 
 
 class _QueueCollector(Collector):
-    """Queued and running jobs per lane, as the fair scheduler holds them at the moment of the scrape."""
+    """Queued and running jobs per lane: the fair scheduler's at the moment of the scrape, or the shared queue's as
+    read just before it (JobEngine.refresh_counts)."""
 
     def __init__(self, engine: JobEngine) -> None:
         self.engine = engine
@@ -48,13 +49,18 @@ class _QueueCollector(Collector):
         queued = GaugeMetricFamily("natty_queue_depth", "Jobs waiting in each lane (one backend key)",
                                    labels=["lane"])
         running = GaugeMetricFamily("natty_jobs_running", "Jobs running in each lane", labels=["lane"])
-        scheduler = self.engine.scheduler
-        for lane in scheduler.lanes():
+        for lane, (waiting, busy) in self.engine.lane_counts().items():
             label = redact_credentials(lane)  # a lane may be a server's URL
-            queued.add_metric([label], scheduler.queued(lane))
-            running.add_metric([label], scheduler.running(lane))
+            queued.add_metric([label], waiting)
+            running.add_metric([label], busy)
         yield queued
         yield running
+        held = getattr(self.engine, "leases_held", None)
+        if held is not None:  # a worker of the shared queue (bot.jobs.roles)
+            leases = GaugeMetricFamily("natty_worker_leases", "Jobs this worker holds by a lease (running, or "
+                                       "delivering their result)")
+            leases.add_metric([], held())
+            yield leases
 
 
 class Ops:
@@ -119,19 +125,28 @@ class Ops:
             await runner.cleanup()
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await self._refresh()
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 while the database answers (the gateway's state is reported, not judged: it reconnects on its
         own); 503 when it does not."""
         problem = await self.database_problem()
+        if problem is None:
+            await self._refresh()
         body = {"status": "ok" if problem is None else "unhealthy",
                 "gateway_connected": self.bot.is_ready() and not self.bot.is_closed(),
-                "queue_depth": self.bot.engine.scheduler.queued(),
+                "queue_depth": sum(waiting for waiting, _ in self.bot.engine.lane_counts().values()),
                 "database_reachable": problem is None}
         if problem is not None:
             body["database_error"] = problem
         return web.json_response(body, status=200 if problem is None else 503)
+
+    async def _refresh(self) -> None:
+        try:
+            await asyncio.wait_for(self.bot.engine.refresh_counts(), DB_CHECK_TIMEOUT)
+        except Exception as exc:  # the scrape shows the last counts read
+            log.warning("could not read the shared queue's counts: %s", type(exc).__name__)
 
     async def database_problem(self) -> str | None:
         """None when a trivial SELECT goes through the storage's runner; else the kind of error."""

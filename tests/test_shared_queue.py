@@ -186,3 +186,26 @@ async def test_workers_are_seen_while_they_beat(stores):
     assert await queue.live_workers(30, now=1100.0) == {}
     await queue.leave("w1")
     assert await queue.live_workers(10**10, now=1010.0) == {}
+
+
+async def test_metrics_show_the_shared_queue_and_a_workers_leases(stores):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bot.jobs.roles import WorkerEngine
+    from bot.ops import _QueueCollector
+    from models.backends import Backends
+    from models.catalog import Catalog, ModelEntry
+
+    entry = ModelEntry(name="m", task="chat", backend="hf", model="http://127.0.0.1:9/chat", concurrency=1)
+    worker = WorkerEngine(stores[1], Catalog({"m": entry}), Backends(), lambda job: None)
+    queue = SharedQueue(stores[0])
+    for user in (1, 2, 3):
+        await queue.publish(await queued(stores[0], user), entry.backend_key, 1)
+    await queue.claim(entry.backend_key, worker.me, lease=60)
+    registry = CollectorRegistry()
+    registry.register(_QueueCollector(worker))
+    await worker.refresh_counts()
+    text = generate_latest(registry).decode()
+    assert 'natty_queue_depth{lane="hf:http://127.0.0.1:9/chat"} 2.0' in text
+    assert 'natty_jobs_running{lane="hf:http://127.0.0.1:9/chat"} 1.0' in text
+    assert "natty_worker_leases 0.0" in text  # claimed through the queue here, not run by this engine's tasks

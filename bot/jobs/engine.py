@@ -241,6 +241,14 @@ class JobEngine:
             await self._notify_queued(job, self.forecast(job.id) or Forecast(1))
         self._wake.set()
 
+    def lane_counts(self) -> dict[str, tuple[int, int]]:
+        """Queued and running jobs per lane (bot.ops' metrics)."""
+        return {lane: (self.scheduler.queued(lane), self.scheduler.running(lane)) for lane in self.scheduler.lanes()}
+
+    async def refresh_counts(self) -> None:
+        """Read what lane_counts shows, where it lives elsewhere (the shared queue of bot.jobs.roles)."""
+        return None
+
     async def wait_text(self, job: Job, locale: str | None) -> str:
         """Where a queued job stands, for /jobs (" · position 3"): its place in the fair queue."""
         forecast = self.forecast(job.id)

@@ -62,6 +62,7 @@ class GatewayEngine(JobEngine):
         self.signals: Signals = Signals()
         self.lease = lease
         self._heard: set[str] = set()  # jobs that ended, heard of and not yet handled
+        self._counts: dict[str, tuple[int, int]] = {}
         self._workers: tuple[float, dict[str, list[str]]] = (0.0, {})
 
     async def start(self, recover: bool = True) -> None:
@@ -190,6 +191,12 @@ class GatewayEngine(JobEngine):
     def forecast(self, job_id: str) -> Any:
         return None  # positions live in the shared queue: wait_text
 
+    def lane_counts(self) -> dict[str, tuple[int, int]]:
+        return self._counts
+
+    async def refresh_counts(self) -> None:
+        self._counts = await self.queue.lane_counts()
+
 
 class WorkerEngine(JobEngine):
     """Claims the jobs of the lanes it serves, runs them, holds them by leases, and delivers their results."""
@@ -205,6 +212,7 @@ class WorkerEngine(JobEngine):
         self.queue = SharedQueue(self.storage)
         self.signals: Signals = Signals()
         self._lease_task: asyncio.Task[None] | None = None
+        self._counts: dict[str, tuple[int, int]] = {}
 
     async def start(self, recover: bool = True) -> None:
         self.signals = signals_for(self.storage)
@@ -316,6 +324,16 @@ class WorkerEngine(JobEngine):
                 event.set()
             return
         await self._notify_finished(job)
+
+    def lane_counts(self) -> dict[str, tuple[int, int]]:
+        return {lane: counts for lane, counts in self._counts.items() if lane in self.lanes}
+
+    async def refresh_counts(self) -> None:
+        self._counts = await self.queue.lane_counts()
+
+    def leases_held(self) -> int:
+        """Jobs this worker holds now (running, or being delivered)."""
+        return len(self._tasks)
 
     async def submit(self, job: Job, *, check_limits: bool = True, cooldown: bool = True) -> Job:
         raise RuntimeError("a worker takes jobs from the shared queue; gateways submit them")

@@ -115,6 +115,9 @@ _own_ahead = (select(func.count()).select_from(jobs)
                      jobs.c.state == literal("queued"), jobs.c.seq < bindparam("seq")))
 _seq_of = select(jobs.c.seq).where(jobs.c.id == bindparam("job_id"))
 _lane_seq = select(lanes.c.seq).where(lanes.c.key == bindparam("b_lane"))
+_lane_counts = select(lanes.c.key, func.coalesce(
+    select(func.sum(lane_users.c.queued)).where(lane_users.c.lane == lanes.c.key).scalar_subquery(), 0),
+    lanes.c.running)
 _unheld_undelivered = (select(jobs).where(jobs.c.delivered_at.is_(None), jobs.c.worker.is_(None),
                                           jobs.c.state.in_([literal(s) for s in FINISHED_STATES]))
                        .order_by(jobs.c.seq))
@@ -200,6 +203,10 @@ class SharedQueue:
 
         result: Standing = await self._atomic(work)
         return result
+
+    async def lane_counts(self) -> dict[str, tuple[int, int]]:
+        """Queued and running jobs of every lane, over all processes."""
+        return {row[0]: (int(row[1]), int(row[2])) for row in await self.storage._all(_lane_counts)}
 
     async def unheld_undelivered(self) -> list[Job]:
         """Finished, undelivered jobs no worker holds (of this process's shards): a gateway's to post, such as a
