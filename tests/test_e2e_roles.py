@@ -212,3 +212,29 @@ def test_bad_role_settings_stop_start_up_with_one_clear_line(env, expected):
     with pytest.raises(ConfigError) as err:
         load_settings({"DISCORD_TOKEN": GOOD_TOKEN, **env}, env_file=None)
     assert len(err.value.problems) == 1 and expected in err.value.problems[0]
+
+
+async def test_a_gateway_and_a_worker_on_one_sqlite_file(tmp_path):
+    """Roles without Postgres, on one machine: the worker polls the SQLite file for work (no notifications)."""
+    async with FakeDiscord(token=TOKEN) as server, HFTestServer() as hf:
+        models = shared_catalog(hf, tmp_path)
+        guild = server.add_guild()
+        chan = server.add_channel(guild)
+        alice = server.add_user("alice", guilds=[guild])
+        env = bot_env(server, tmp_path, models, f"sqlite:///{tmp_path}/natty.db", HF_TOKEN="hf_" + "x" * 30)
+        gateway = await start_bot(env, tmp_path / "gateway.log", "run", "--role", "gateway")
+        procs = [gateway]
+        try:
+            await server.ready(timeout=60)
+            procs.append(await start_bot(env, tmp_path / "worker.log", "run", "--role", "worker"))
+            ix = await server.slash(alice, chan, "chat", prompt="over sqlite", model="shared-chat")
+            await ix.wait_final(answered, timeout=60)
+            assert ix.original.content.startswith("You said: over sqlite") and ix.followups == []
+            assert "claimed job" in (tmp_path / "worker.log").read_text()
+            assert "claimed job" not in (tmp_path / "gateway.log").read_text()
+            assert server.violations == []
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
