@@ -400,7 +400,9 @@ class Presenter:
             text = "\n".join(lines) or t("result.no_labels", job.locale)
             return [Render(self._with_prompt(job, f"{text}\n{self.footer(job)}"), final=True)], None
         files, notes = self.result_files(job, limit)
-        text = "\n".join([*(f"-# {n}" for n in notes), self.footer(job)])
+        said = result.get("meta", {}).get("note")  # what the model understood, e.g. natty-scenes' "drew: ..."
+        lines = [discord.utils.escape_markdown(said)] if said else []
+        text = "\n".join([*lines, *(f"-# {n}" for n in notes), self.footer(job)])
         return [Render(self._with_prompt(job, text), files=files, view=self.view(job) if files else None,
                        final=True)], None
 
