@@ -12,6 +12,7 @@ run (tests/conftest.py), so there the server must start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import itertools
 import os
@@ -93,12 +94,19 @@ def _as_server_user() -> tuple[list[str], str | None]:
     pytest.fail("running as root, and neither a postgres nor a nobody user exists to run PostgreSQL as")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+class ServerError(RuntimeError):
+    """initdb or pg_ctl failed; the message holds their output and the server's log."""
+
+
+def binaries() -> tuple[str, str] | None:
+    """initdb and pg_ctl, or None when PostgreSQL is not installed."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt install postgresql); "
-                    "the Postgres tests need a real server")
+    return (initdb, pg_ctl) if initdb and pg_ctl else None
+
+
+@contextlib.contextmanager
+def running_server(initdb: str, pg_ctl: str, max_connections: int = 60) -> Iterator[PostgresServer]:
+    """A server in a new temporary folder, stopped and removed on leaving (bench/scale.py starts one too)."""
     prefix, owner = _as_server_user()
     folder = Path(tempfile.mkdtemp(prefix="natty-pg-"))
     folder.chmod(0o755)
@@ -112,14 +120,15 @@ def postgres_server() -> Iterator[PostgresServer]:
         done = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             server_log = log.read_text() if log.exists() else ""
-            pytest.fail(f"{' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout}{done.stderr}{server_log}")
+            raise ServerError(f"{' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+                              f"{server_log}")
 
     try:
         run(initdb, "-D", str(data), "-U", USER, "--auth=scram-sha-256", f"--pwfile={folder / 'pw'}",
             "-E", "UTF8", "--locale=C", "--no-sync")
         # a socket in the folder and no TCP at all; durability off: these databases live for one test run
         options = (f"-k {folder} -c listen_addresses='' -F -c full_page_writes=off "
-                   "-c synchronous_commit=off -c max_connections=60")
+                   f"-c synchronous_commit=off -c max_connections={max_connections}")
         run(pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start")
         yield PostgresServer(folder)
     finally:
@@ -127,6 +136,23 @@ def postgres_server() -> Iterator[PostgresServer]:
             subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True,
                            timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    found = binaries()
+    if found is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt install postgresql); "
+                    "the Postgres tests need a real server")
+    server = running_server(*found)
+    try:
+        started = server.__enter__()
+    except ServerError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield started
+    finally:
+        server.__exit__(None, None, None)
 
 
 _numbers = itertools.count(1)
