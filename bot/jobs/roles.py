@@ -217,6 +217,7 @@ class WorkerEngine(JobEngine):
     async def start(self, recover: bool = True) -> None:
         self.signals = signals_for(self.storage)
         self.signals.on(JOBS, lambda _lane: self._wake.set())
+        self.signals.on(DONE, lambda _job: self._wake.set())  # another worker's job ended: a slot may be free
         self.signals.on(CANCEL, self._cancel_here)
         await self.signals.start()
         await self.queue.renew(self.me, self.lease, self.models)  # connected: gateways stop saying "no worker"
@@ -245,7 +246,7 @@ class WorkerEngine(JobEngine):
             self._wake.clear()
             try:
                 for lane in self.lanes:
-                    while (job := await self.queue.claim(lane, self.me, self.lease)) is not None:
+                    while (job := await self._retry(self.queue.claim, lane, self.me, self.lease)) is not None:
                         self._start(lane, job)
             except asyncio.CancelledError:
                 raise

@@ -138,13 +138,19 @@ def _upserts(dialect: str) -> tuple[Executable, Executable, Executable]:
                                                                     "models": beat.excluded.models}))
 
 
-def _ended(conn: SQLConnection, lane: str | None, user_id: int) -> None:
-    """A job of this lane's user stopped running: its slot is free."""
+def _ended(conn: SQLConnection, lane: str | None, user_id: int, requeue: Executable | None = None) -> None:
+    """A job of this lane's user stopped running: its slot is free (and with `requeue`, the upsert of the user's
+    row, the job is queued again). Locks in the one order every statement here takes them: the lane's row first,
+    then its user's, as a claim does (a finish that took them the other way deadlocked with claims)."""
     if lane is None:
         return
-    conn.execute(_user_ended, {"b_lane": lane, "b_user": user_id})
-    conn.execute(_forget_user, {"b_lane": lane, "b_user": user_id})
+    user = {"b_lane": lane, "b_user": user_id}
     conn.execute(_lane_running.values(running=lanes.c.running - 1), {"b_lane": lane})
+    if requeue is not None:  # queued again first, so that the row outlives its running count's end
+        conn.execute(requeue, {**user, "b_served": NEVER})
+        conn.execute(_add_queued, {**user, "n": 1})
+    conn.execute(_user_ended, user)
+    conn.execute(_forget_user, user)
 
 
 @dataclass
@@ -332,7 +338,8 @@ class SharedQueue:
 
         def work(conn: SQLConnection) -> tuple[list[Job], list[Job]]:
             requeued, failed = [], []
-            for row in conn.execute(expired, find).all():
+            # lane by lane, in one order: two reapers never wait on each other's lanes the other way round
+            for row in sorted(conn.execute(expired, find).all(), key=lambda r: r.lane or ""):
                 job = _job(row)
                 assert job is not None
                 lane = row.lane
@@ -347,10 +354,7 @@ class SharedQueue:
                     continue
                 conn.execute(_requeue.values(state="queued", worker=None, lease_until=None, cancel_requested=0),
                              {"job_id": job.id})
-                if lane is not None:  # queued again first, so that the row outlives its running count's end
-                    conn.execute(new_user, {"b_lane": lane, "b_user": job.user_id, "b_served": NEVER})
-                    conn.execute(_add_queued, {"b_lane": lane, "b_user": job.user_id, "n": 1})
-                _ended(conn, lane, job.user_id)
+                _ended(conn, lane, job.user_id, requeue=new_user)
                 job.state = JobState.QUEUED
                 requeued.append(job)
             return requeued, failed
