@@ -4,7 +4,9 @@ Discord gives an interaction three seconds to be acknowledged, and a busy channe
 event loop and one HTTP session with the edits of every job already running. `AckGate` knows which interactions
 have arrived and not yet been answered (INTERACTION_CREATE seen, its callback not yet back), and a progress edit
 asks it first: while acknowledgements are due it waits (at most `limit` seconds, so an edit is late, never lost;
-the message's coalescing keeps only the newest render meanwhile). The results themselves are not held back.
+the message's coalescing keeps only the newest render meanwhile), and past that, edits go one at a time while
+acknowledgements are still due, so a steady stream of commands never meets a wave of edits. The results themselves
+are not held back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,11 +25,12 @@ DUE_FOR = 3.0  # an interaction unanswered this long has expired: it stops holdi
 
 
 class AckGate:
-    def __init__(self, limit: float = 2.0) -> None:
+    def __init__(self, limit: float = 0.5) -> None:
         self.limit = limit
         self.due: dict[int, float] = {}  # interaction id -> monotonic time it stops counting
         self._clear = asyncio.Event()
         self._clear.set()
+        self._one = asyncio.Lock()  # edits made while acknowledgements are still due: one at a time
         self.waits = 0  # edits that waited for acknowledgements (for the bench)
 
     def arrived(self, interaction_id: int) -> None:
@@ -56,6 +60,17 @@ class AckGate:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._clear.wait(), min(left, DUE_FOR))
             self._expire()
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Around one edit: wait for the acknowledgements due (at most `limit`); if some are still due then (a
+        steady stream of commands), edits go one at a time rather than all at once."""
+        await self.clear()
+        if not self.due:
+            yield
+            return
+        async with self._one:
+            yield
 
     def watch(self, parsers: dict[str, Any], trace: aiohttp.TraceConfig) -> None:
         """Hear interactions arrive (the gateway's INTERACTION_CREATE parser) and their callbacks end (the HTTP

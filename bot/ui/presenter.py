@@ -151,8 +151,7 @@ class LiveMessage:
             await self._flush()
 
     async def _flush(self) -> None:
-        await self.presenter.acks.clear()  # interactions still unanswered go first (bot.ui.acks)
-        async with self.lock:
+        async with self.presenter.acks.turn(), self.lock:  # unanswered interactions go first (bot.ui.acks)
             render, self.pending = self.pending, None
             if render is None:
                 return
