@@ -49,12 +49,12 @@ REAP_BATCH = 100  # expired leases handled per reap
 
 # --- the statements --------------------------------------------------------------------------------------
 
-_bump_lane = (update(lanes).where(lanes.c.key == bindparam("b_lane")).values(seq=lanes.c.seq + 1)
-              .returning(lanes.c.seq))
+_bump_lane = (update(lanes).where(lanes.c.key == bindparam("b_lane"))
+              .values(seq=lanes.c.seq + 1, concurrency=bindparam("b_concurrency")).returning(lanes.c.seq))
 _bump_free_lane = (update(lanes).where(lanes.c.key == bindparam("b_lane"), lanes.c.running < lanes.c.concurrency)
                    .values(seq=lanes.c.seq + 1).returning(lanes.c.seq))
-_set_concurrency = update(lanes).where(lanes.c.key == bindparam("b_lane"))
-_lane_running = update(lanes).where(lanes.c.key == bindparam("b_lane"))
+_lane_started = update(lanes).where(lanes.c.key == bindparam("b_lane")).values(running=lanes.c.running + 1)
+_lane_ended = update(lanes).where(lanes.c.key == bindparam("b_lane")).values(running=lanes.c.running - 1)
 _add_queued = (update(lane_users).where(lane_users.c.lane == bindparam("b_lane"),
                                         lane_users.c.user_id == bindparam("b_user"))
                .values(queued=lane_users.c.queued + bindparam("n")))
@@ -67,8 +67,11 @@ _count_queued = (select(func.count()).select_from(jobs)
                  .where(jobs.c.lane == bindparam("b_lane"), jobs.c.user_id == bindparam("b_user"),
                         jobs.c.state == literal("queued")))
 _set_queued = (update(lane_users).where(lane_users.c.lane == bindparam("b_lane"),
-                                        lane_users.c.user_id == bindparam("b_user")))
-_start_job = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("queued"))
+                                        lane_users.c.user_id == bindparam("b_user"))
+               .values(queued=bindparam("n")))
+_start_job = (update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("queued"))
+              .values(state="running", worker=bindparam("me"), lease_until=bindparam("b_until"),
+                      started_at=bindparam("b_at"), cancel_requested=0))
 _user_started = (update(lane_users).where(lane_users.c.lane == bindparam("b_lane"),
                                           lane_users.c.user_id == bindparam("b_user"))
                  .values(queued=lane_users.c.queued - 1, running=lane_users.c.running + 1,
@@ -81,23 +84,33 @@ _forget_user = delete(lane_users).where(lane_users.c.lane == bindparam("b_lane")
                                         lane_users.c.running <= 0, lane_users.c.queued <= 0)
 _publish = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("queued"),
                               jobs.c.lane.is_(None)).values(lane=bindparam("b_lane"))
-_finish_held = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.worker == bindparam("me"),
-                                  jobs.c.state == literal("running"))
+_finish_held = (update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.worker == bindparam("me"),
+                                   jobs.c.state == literal("running"))
+                .values(state=bindparam("b_state"), error=bindparam("b_error"), finished_at=bindparam("b_finished"),
+                        result=bindparam("b_result"), worker=bindparam("b_worker"), lease_until=bindparam("b_until"),
+                        cancel_requested=0)
+                .returning(jobs.c.lane))
 _expired = (select(jobs).where(jobs.c.worker.is_not(None), jobs.c.lease_until < bindparam("now"),
                                jobs.c.state == literal("running"))
             .order_by(jobs.c.lease_until).limit(REAP_BATCH).with_for_update(skip_locked=True))
 _expired_of = _expired.where(jobs.c.worker == bindparam("only"))
-_requeue = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("running"))
+_reaped = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("running"))
+_reap_failed = _reaped.values(state="failed", error=bindparam("b_error"), finished_at=bindparam("b_finished"),
+                              worker=bindparam("b_worker"), lease_until=bindparam("b_until"))
+_reap_queued = _reaped.values(state="queued", worker=None, lease_until=None, cancel_requested=0)
 _orphaned_deliveries = (
     select(jobs).where(jobs.c.worker.is_not(None), jobs.c.lease_until < bindparam("now"),
                        jobs.c.delivered_at.is_(None), jobs.c.state.in_([literal(s) for s in FINISHED_STATES]))
     .order_by(jobs.c.seq).limit(bindparam("limit")).with_for_update(skip_locked=True))
-_take_delivery = update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.delivered_at.is_(None))
-_renew = update(jobs).where(jobs.c.worker == bindparam("me"))
+_take_delivery = (update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.delivered_at.is_(None))
+                  .values(worker=bindparam("me"), lease_until=bindparam("b_until")))
+_renew = update(jobs).where(jobs.c.worker == bindparam("me")).values(lease_until=bindparam("b_until"))
 _cancels_for = select(jobs.c.id).where(jobs.c.worker == bindparam("me"), jobs.c.state == literal("running"),
                                        jobs.c.cancel_requested == 1)
 _cancel_queued = (update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("queued"))
+                  .values(state="cancelled", error=bindparam("b_error"), finished_at=bindparam("b_at"))
                   .returning(jobs.c.lane, jobs.c.user_id))
+_states = select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _request_cancel = (update(jobs).where(jobs.c.id == bindparam("job_id"), jobs.c.state == literal("running"))
                    .values(cancel_requested=1))
 _live_workers = select(workers.c.id, workers.c.models).where(workers.c.heartbeat_at >= bindparam("since"))
@@ -145,7 +158,7 @@ def _ended(conn: SQLConnection, lane: str | None, user_id: int, requeue: Executa
     if lane is None:
         return
     user = {"b_lane": lane, "b_user": user_id}
-    conn.execute(_lane_running.values(running=lanes.c.running - 1), {"b_lane": lane})
+    conn.execute(_lane_ended, {"b_lane": lane})
     if requeue is not None:  # queued again first, so that the row outlives its running count's end
         conn.execute(requeue, {**user, "b_served": NEVER})
         conn.execute(_add_queued, {**user, "n": 1})
@@ -179,9 +192,7 @@ class SharedQueue:
 
         def work(conn: SQLConnection) -> bool:
             conn.execute(new_lane, {"b_lane": lane, "b_concurrency": concurrency})
-            seq = conn.execute(_bump_lane, {"b_lane": lane}).scalar()
-            conn.execute(_set_concurrency.values(concurrency=bindparam("b_concurrency")),
-                         {"b_lane": lane, "b_concurrency": concurrency})
+            seq = conn.execute(_bump_lane, {"b_lane": lane, "b_concurrency": concurrency}).scalar()
             if conn.execute(_publish, {"job_id": job.id, "b_lane": lane}).rowcount == 0:
                 return False
             conn.execute(new_user, {"b_lane": lane, "b_user": job.user_id, "b_served": NEVER + seq})
@@ -228,8 +239,7 @@ class SharedQueue:
         at = time.time() if now is None else now
 
         def work(conn: SQLConnection) -> bool:
-            row = conn.execute(_cancel_queued.values(state="cancelled", error=error, finished_at=at),
-                               {"job_id": job.id}).first()
+            row = conn.execute(_cancel_queued, {"job_id": job.id, "b_error": error, "b_at": at}).first()
             if row is None:
                 return False
             lane, user_id = row
@@ -254,8 +264,7 @@ class SharedQueue:
         ids = list(job_ids)
         if not ids:
             return {}
-        statement = select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(ids))
-        rows = await self.storage._all(statement)
+        rows = await self.storage._all(_states, {"ids": ids})
         return {row[0]: JobState(row[1]) for row in rows}
 
     # --- workers -----------------------------------------------------------------------------------
@@ -275,13 +284,12 @@ class SharedQueue:
             job = _job(conn.execute(_first_job, {"b_lane": lane, "b_user": user}).first())
             if job is None:  # locked by a cancel in flight, or the count drifted: make it true again
                 count = conn.execute(_count_queued, {"b_lane": lane, "b_user": user}).scalar() or 0
-                conn.execute(_set_queued.values(queued=bindparam("n")), {"b_lane": lane, "b_user": user, "n": count})
+                conn.execute(_set_queued, {"b_lane": lane, "b_user": user, "n": count})
                 conn.execute(_forget_user, {"b_lane": lane, "b_user": user})
                 return None
-            conn.execute(_start_job.values(state="running", worker=me, lease_until=at + lease, started_at=at,
-                                           cancel_requested=0), {"job_id": job.id})
+            conn.execute(_start_job, {"job_id": job.id, "me": me, "b_until": at + lease, "b_at": at})
             conn.execute(_user_started, {"b_lane": lane, "b_user": user, "b_served": seq})
-            conn.execute(_lane_running.values(running=lanes.c.running + 1), {"b_lane": lane})
+            conn.execute(_lane_started, {"b_lane": lane})
             job.state, job.started_at = JobState.RUNNING, at
             return job
 
@@ -294,14 +302,11 @@ class SharedQueue:
         out and the job went back to the queue (or to another worker), so this run's result is dropped."""
         at = time.time() if now is None else now
         values = {"job_id": job.id, "me": me, "b_state": job.state.value, "b_error": job.error,
-                  "b_finished_at": job.finished_at, "b_result": json.dumps(job.result) if job.result else None}
-        held = {"worker": me, "lease_until": at + lease} if deliver else {"worker": None, "lease_until": None}
+                  "b_finished": job.finished_at, "b_result": json.dumps(job.result) if job.result else None,
+                  "b_worker": me if deliver else None, "b_until": at + lease if deliver else None}
 
         def work(conn: SQLConnection) -> bool:
-            statement = _finish_held.values(state=bindparam("b_state"), error=bindparam("b_error"),
-                                            finished_at=bindparam("b_finished_at"), result=bindparam("b_result"),
-                                            cancel_requested=0, **held).returning(jobs.c.lane)
-            row = conn.execute(statement, values).first()
+            row = conn.execute(_finish_held, values).first()
             if row is None:
                 return False
             _ended(conn, row[0], job.user_id)
@@ -316,7 +321,7 @@ class SharedQueue:
         _lane, _user, beat = _upserts(self.storage.runner.dialect)
 
         def work(conn: SQLConnection) -> list[str]:
-            conn.execute(_renew.values(lease_until=bindparam("until")), {"me": me, "until": at + lease})
+            conn.execute(_renew, {"me": me, "b_until": at + lease})
             conn.execute(beat, {"me": me, "b_models": json.dumps(models), "now": at})
             return [row[0] for row in conn.execute(_cancels_for, {"me": me})]
 
@@ -347,13 +352,12 @@ class SharedQueue:
                     job.state, job.error, job.finished_at = JobState.FAILED, failure(job), time.time()
                     keep = owner_delivers(job)
                     until = None if keep else time.time() + lease
-                    conn.execute(_requeue.values(state="failed", error=job.error, finished_at=job.finished_at,
-                                                 worker=None if keep else me, lease_until=until), {"job_id": job.id})
+                    conn.execute(_reap_failed, {"job_id": job.id, "b_error": job.error, "b_finished": job.finished_at,
+                                                "b_worker": None if keep else me, "b_until": until})
                     _ended(conn, lane, job.user_id)
                     failed.append(job)
                     continue
-                conn.execute(_requeue.values(state="queued", worker=None, lease_until=None, cancel_requested=0),
-                             {"job_id": job.id})
+                conn.execute(_reap_queued, {"job_id": job.id})
                 _ended(conn, lane, job.user_id, requeue=new_user)
                 job.state = JobState.QUEUED
                 requeued.append(job)
@@ -369,7 +373,7 @@ class SharedQueue:
         def work(conn: SQLConnection) -> list[Job]:
             found = _jobs(conn.execute(_orphaned_deliveries, {"now": at, "limit": limit}))
             for job in found:
-                conn.execute(_take_delivery.values(worker=me, lease_until=at + lease), {"job_id": job.id})
+                conn.execute(_take_delivery, {"job_id": job.id, "me": me, "b_until": at + lease})
             return found
 
         taken: list[Job] = await self._atomic(work)
