@@ -8,7 +8,7 @@ from tests.fakediscord import FakeDiscord
 from tests.harness import TOKEN, catalog_for
 from tests.hf_server import HFTestServer
 from tests.postgres import PASSWORD
-from tests.test_e2e_restart import bot_env, start_bot
+from tests.test_e2e_restart import bot_env, start_bot, stop_bots
 
 
 async def test_a_job_survives_a_crash_on_postgres(tmp_path, pg_url):
@@ -34,9 +34,7 @@ async def test_a_job_survives_a_crash_on_postgres(tmp_path, pg_url):
             assert ix.original.content.split("\n")[0] == f"You said: on postgres {words}"
             assert server.violations == []
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
+            await stop_bots(proc)
     text = log.read_text()
     assert "Running upgrade 0002 -> 0003" in text  # the first start migrated the empty database
     assert "recovered into the queue" in text and "running it again" in text

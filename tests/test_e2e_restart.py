@@ -30,17 +30,27 @@ async def start_bot(env: dict[str, str], log: Path, *args: str) -> asyncio.subpr
         stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT)
 
 
-def slow_chat_catalog(hf: HFTestServer, tmp_path: Path) -> Path:
-    """A catalog with one chat model on the test HF server that serves one request at a time."""
+async def stop_bots(*procs: asyncio.subprocess.Process) -> None:
+    """Terminate the bot processes still running and wait for each to end."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+def slow_chat_catalog(hf: HFTestServer, tmp_path: Path, *, name: str = "slow-chat", path: str = "",
+                      concurrency: int = 1, extra: str = "") -> Path:
+    """A catalog with one chat model on the test HF server (at `path` under it: a lane of its own) that serves
+    `concurrency` requests at a time, and `extra` entries."""
     models = tmp_path / "models.toml"
     models.write_text(catalog_for(hf, f"""
 [[model]]
-name = "slow-chat"
+name = "{name}"
 task = "chat"
 backend = "hf"
-model = "{hf.url}"
-concurrency = 1
-"""))
+model = "{hf.url}{path}"
+concurrency = {concurrency}
+""" + extra))
     return models
 
 
@@ -74,9 +84,7 @@ async def test_sigkill_with_running_and_queued_jobs_loses_nothing(tmp_path):
                 f"You said: alice {words}", f"You said: alice again {words}", f"You said: bob {words}"]
             assert server.violations == []
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
+            await stop_bots(proc)
         text = log.read_text()
         assert "recovered into the queue" in text and "running it again" in text
         assert TOKEN not in text and HF_SECRET not in text

@@ -16,32 +16,25 @@ import pytest
 
 from bot.config import ConfigError, load_settings
 from tests.fakediscord import FakeDiscord
-from tests.harness import TOKEN, catalog_for
+from tests.harness import TOKEN
 from tests.hf_server import HFTestServer
 from tests.s3_server import Bucket
-from tests.test_e2e_restart import bot_env, start_bot
+from tests.test_e2e_restart import bot_env, slow_chat_catalog, start_bot, stop_bots
 from tests.test_e2e_results import same_pixels
 
 GOOD_TOKEN = "MTAx" + "a" * 60
 
 
 def shared_catalog(hf: HFTestServer, tmp_path: Path) -> Path:
-    models = tmp_path / "models.toml"
-    models.write_text(catalog_for(hf, f"""
-[[model]]
-name = "shared-chat"
-task = "chat"
-backend = "hf"
-model = "{hf.url}/shared"
-concurrency = 2
-
+    """A chat lane of concurrency 2, and the output classifier on the test server (the bundled one is on the
+    Hugging Face router, which these processes cannot reach)."""
+    return slow_chat_catalog(hf, tmp_path, name="shared-chat", path="/shared", concurrency=2, extra=f"""
 [[model]]
 name = "nsfw-detector"
 task = "image-classification"
 backend = "hf"
 model = "{hf.endpoint("image-classification")}"
-"""))
-    return models
+""")
 
 
 def in_flight(hf: HFTestServer) -> list[str]:
@@ -182,10 +175,7 @@ async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_pa
                                                                                 "worker1"))
 
             # everything restarts: nothing is lost, and a job after it runs
-            for proc in [*gateways, *workers]:
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+            await stop_bots(*gateways, *workers)
             gateways = [await start_bot(genv[k], glogs[k], "run", "--role", "gateway", "--shards", str(k),
                                         "--shard-count", "2") for k in (0, 1)]
             workers = [await start_bot(wenv[0], wlogs[0], "run", "--role", "worker", "--models", "shared-*")]
@@ -197,10 +187,7 @@ async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_pa
             assert {r["state"]: r["n"] for r in states} == {"done": 7, "cancelled": 1}
             assert server.violations == []
         finally:
-            for proc in [*gateways, *workers]:
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+            await stop_bots(*gateways, *workers)
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -234,7 +221,4 @@ async def test_a_gateway_and_a_worker_on_one_sqlite_file(tmp_path):
             assert "claimed job" not in (tmp_path / "gateway.log").read_text()
             assert server.violations == []
         finally:
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+            await stop_bots(*procs)

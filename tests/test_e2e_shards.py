@@ -15,7 +15,7 @@ from bot.shards import ShardSet, parse_shard_ids, shard_of
 from tests.fakediscord import FakeDiscord
 from tests.harness import TOKEN
 from tests.hf_server import HFTestServer
-from tests.test_e2e_restart import bot_env, slow_chat_catalog, start_bot
+from tests.test_e2e_restart import bot_env, slow_chat_catalog, start_bot, stop_bots
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_TOKEN = "MTAx" + "a" * 60
@@ -98,10 +98,7 @@ async def test_two_processes_split_the_shards_and_recover_only_their_own_jobs(tm
             assert "recovered into the queue" in logs[0].read_text()
             assert server.violations == []
         finally:
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+            await stop_bots(*procs)
 
 
 def test_a_servers_jobs_belong_to_the_shard_discord_sends_its_events_to():
