@@ -7,20 +7,14 @@ import pytest
 from PIL import Image
 
 from tests.harness import Natty
+from tests.tiny_models import build_tiny_scene_model
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def tiny_scenes(tmp_path_factory) -> str:
-    from models.own import save_checkpoint, scenes
-    from models.own.pixelcnn import PixelCNN, PixelCNNConfig
-
-    torch.manual_seed(0)
-    cfg = PixelCNNConfig(n_levels=len(scenes.PALETTE), n_classes=scenes.N_TOKENS, height=scenes.SIZE,
-                         width=scenes.SIZE, n_channels=4, n_layers=2, map_size=4, map_channels=2)
-    folder = tmp_path_factory.mktemp("scenes")
-    save_checkpoint(PixelCNN(cfg), folder, {"data": "scenes"})
+    folder = build_tiny_scene_model(tmp_path_factory.mktemp("scenes"))
     return f"""
 [[model]]
 name = "tiny-scenes"

@@ -19,6 +19,7 @@ from models.errors import BackendError, ErrorKind  # noqa: E402
 from models.own import OwnModelsBackend, load_checkpoint, save_checkpoint, scenes  # noqa: E402
 from models.own.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
 from models.own.scenes import Obj, Scene, parse_prompt  # noqa: E402
+from tests.tiny_models import build_tiny_scene_model  # noqa: E402
 
 
 def parsed(text: str) -> tuple[Scene | None, str, list[str]]:
@@ -171,12 +172,7 @@ def test_scene_model_checkpoint_round_trip(tmp_path):
 @pytest.fixture(scope="module")
 def scene_checkpoint(tmp_path_factory) -> str:
     """A tiny random scene model at the real size, vocabulary and palette, saved as `natty train scenes` does."""
-    torch.manual_seed(0)
-    cfg = PixelCNNConfig(n_levels=len(scenes.PALETTE), n_classes=scenes.N_TOKENS, height=scenes.SIZE,
-                         width=scenes.SIZE, n_channels=4, n_layers=2, map_size=4, map_channels=2)
-    folder = tmp_path_factory.mktemp("scenes")
-    save_checkpoint(PixelCNN(cfg), folder, {"data": "scenes"})
-    return str(folder)
+    return build_tiny_scene_model(tmp_path_factory.mktemp("scenes"))
 
 
 @pytest.fixture

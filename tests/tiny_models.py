@@ -92,3 +92,18 @@ def build_tiny_causal_lm(path: str | os.PathLike, *, seed: int = 0) -> str:
     )
     model.save_pretrained(str(folder))
     return str(folder)
+
+
+def build_tiny_scene_model(path: str | os.PathLike, *, seed: int = 0) -> str:
+    """A tiny random natty-scenes model at the real size, vocabulary and palette, saved as `natty train scenes`
+    does (models/own/scenes.py)."""
+    import torch
+
+    from models.own import save_checkpoint, scenes
+    from models.own.pixelcnn import PixelCNN, PixelCNNConfig
+
+    torch.manual_seed(seed)
+    cfg = PixelCNNConfig(n_levels=len(scenes.PALETTE), n_classes=scenes.N_TOKENS, height=scenes.SIZE,
+                         width=scenes.SIZE, n_channels=4, n_layers=2, map_size=4, map_channels=2)
+    save_checkpoint(PixelCNN(cfg), Path(path), {"data": "scenes"})
+    return str(path)
