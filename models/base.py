@@ -80,6 +80,8 @@ class Result:
     """Base of every result: metadata for provenance (model, backend, seed, parameters, timings)."""
 
     meta: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    # Further files that go with the result as they are, (filename, bytes): a tune's score as MIDI beside its audio.
+    extra_files: list[tuple[str, bytes]] = field(default_factory=list, kw_only=True)
 
 
 @dataclass

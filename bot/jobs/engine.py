@@ -522,6 +522,10 @@ class JobEngine:
             for i, blob in enumerate(blobs):
                 name = f"{kind}{'' if len(blobs) == 1 else f'_{i + 1}'}.{_ext(result.format)}"
                 out["files"].append({"ref": self.storage.results.put(job.id, name, blob), "filename": name})
+            for name, blob in result.extra_files:
+                name = Path(name).name or "file"
+                out["files"].append({"ref": self.storage.results.put(job.id, name, blob), "filename": name,
+                                     "extra": True})
             out["kind"] = kind
             if isinstance(result, AudioResult):
                 out["duration"] = result.duration

@@ -351,7 +351,7 @@ class Presenter:
                                      seed=meta.get("seed"), job_id=job.id)
         for item in (job.result or {}).get("files", []):
             data = self.bot.storage.results.get(ref_of(item))
-            if (job.result or {}).get("kind") == "audio":
+            if (job.result or {}).get("kind") == "audio" and not item.get("extra"):
                 try:
                     data, ext, _ = uploads.to_discord_audio(data)
                     item = {**item, "filename": Path(item["filename"]).with_suffix(f".{ext}").name}
