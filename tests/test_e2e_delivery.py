@@ -109,6 +109,42 @@ async def test_a_delivery_cut_off_halfway_is_finished_without_posting_a_part_twi
         assert n.server.violations == []
 
 
+async def test_a_followup_discord_took_before_the_crash_is_found_and_not_posted_again(tmp_path, monkeypatch):
+    """The crash falls after Discord took a followup (which takes no nonce) and before natty wrote it down: the
+    retry finds the mark left before sending, finds the message in the channel, and edits it instead."""
+    async with Natty.running(tmp_path, max_prompt_chars=8000) as n:
+        (tmp_path / "models.toml").write_text((tmp_path / "models.toml").read_text() + LONG_CHAT.format(url=n.hf.url))
+        await n.restart()
+        assert n.bot is not None
+        presenter = n.bot.presenter
+        record = presenter._sent
+        cut = []
+
+        async def cut_before_recording_the_first_followup(job, route, part, message):
+            if part == 1 and not cut:
+                cut.append(message.id)
+                raise PowerCut("the process died before writing the followup down")
+            await record(job, route, part, message)
+
+        monkeypatch.setattr(presenter, "_sent", cut_before_recording_the_first_followup)
+        text = "\n\n".join(f"Paragraph {i}: " + "words and more words " * 12 for i in range(20))
+        ix = await n.server.slash(n.alice, n.general, "chat", prompt=text + "\nThe end.", model="long-chat")
+        await n.wait(lambda: cut)
+        job = await only_job(n)
+        assert await delivery_of(n, job.id) == (None, None)
+        assert len(ix.followups) == 1  # out in Discord, not in natty's records
+
+        await n.restart()
+        await n.wait(lambda: "The end." in "".join(m.content for m in ix.messages))
+        await n.final(ix)
+        joined = "".join(m.content for m in ix.messages if m.content)
+        for i in range(20):
+            assert joined.count(f"Paragraph {i}:") == 1
+        assert ix.followups[0].id == cut[0]  # the followup of the first try, edited in place
+        assert await settled(n, job.id) == "interaction"
+        assert n.server.violations == []
+
+
 async def test_a_channel_where_the_bot_may_not_post_settles_the_job_with_a_log_line(tmp_path, caplog):
     async with Natty.running(tmp_path, token_margin=0.0) as n:
         n.server.token_lifetime = 1.0

@@ -52,6 +52,7 @@ TOKEN_SWEEP_INTERVAL = 60.0  # seconds between two clearings of expired interact
 # a new position at most once every POSITION_INTERVAL seconds, and a new job's first one after a short wait.
 POSITION_INTERVAL = 3.0
 FIRST_POSITION_DELAY = 0.5
+SENDING = 0  # the message id recorded for a followup being posted, before Discord has answered with its id
 
 
 
@@ -522,19 +523,57 @@ class Presenter:
         await self._sent(job, "interaction", 0, message)
         sent: list[discord.Message] = [message]
         for i, render in enumerate(rest):
+            part = i + 1
             extra = [attachment] if attachment and i == len(rest) - 1 else []
-            if i + 1 in earlier:  # this followup is out already: make it this render again
-                message = await webhook.edit_message(earlier[i + 1][0], content=render.content,
+            out_id = earlier[part][0] if part in earlier else None
+            if out_id == SENDING:  # a try before a crash was sending it: look whether Discord took it
+                found = await self._find_followup(job, message, render.content)  # posted after the part before
+                out_id = found.id if found else None
+            if out_id:  # this followup is out already: make it this render again
+                message = await webhook.edit_message(out_id, content=render.content,
                                                      attachments=render.files + extra, view=render.view)
             else:
                 kwargs: dict[str, Any] = dict(content=render.content, files=render.files + extra, wait=True,
                                               ephemeral=job.ephemeral)
                 if render.view is not None:
                     kwargs["view"] = render.view
+                await self._sending(job, part)
                 message = await webhook.send(**kwargs)
-            await self._sent(job, "interaction", i + 1, message)
+            await self._sent(job, "interaction", part, message)
             sent.append(message)
         return sent
+
+    async def _sending(self, job: Job, part: int) -> None:
+        """Write down that a followup is about to be posted. Followups take no nonce, so a crash between Discord
+        taking one and `_sent` recording it would otherwise post it twice: the retry sees this mark and looks for
+        the message first (`_find_followup`)."""
+        try:
+            await self.bot.storage.record_part(job.id, "interaction", part, SENDING, job.channel_id)
+        except Exception:
+            log.exception("job %s: could not mark followup %d as being sent", job.id, part)
+
+    async def _find_followup(self, job: Job, after: discord.Message, content: str) -> discord.Message | None:
+        """The followup with this content that a try before a crash posted after `after`, read from the
+        channel's history (the bot's own messages only). An ephemeral one cannot be read back, nor one in a
+        channel the bot may not read: that followup is posted again, with a log line that it may show twice."""
+        seen = self._channel_permissions(job.channel_id) if job.channel_id else None
+        if seen and not (seen[0].view_channel and seen[0].read_message_history):
+            why = "the bot may not read its channel's history"  # Discord would answer an empty one
+        elif not job.ephemeral and job.channel_id:
+            me = self.bot.user.id if self.bot.user else None
+            channel = self.bot.get_partial_messageable(job.channel_id)
+            try:
+                async for message in channel.history(after=after, limit=50):
+                    if message.author.id == me and message.content.strip() == content.strip():
+                        return message
+                return None
+            except SEND_ERRORS as exc:
+                why = f"its channel's history cannot be read ({exc})"
+        else:
+            why = "ephemeral messages cannot be read back"
+        log.warning("job %s: a try before a crash may have posted one of its followups already, and %s; "
+                    "posting it again, so it may show twice", job.id, why)
+        return None
 
     async def _deliver_channel(self, job: Job, renders: list[Render],
                                attachment: discord.File | None) -> list[discord.Message]:
@@ -546,8 +585,8 @@ class Presenter:
         posting them again. A crash after Discord took a message and before its record was written is covered
         by the message's nonce (job id and part, with enforce_nonce): Discord returns the message it took
         instead of posting it twice, for a few minutes, which is longer than a worker's lease. @original is
-        edited in place and never doubles; what remains are the interaction's followups (a result in several
-        messages), which have no nonce."""
+        edited in place and never doubles; the interaction's followups, which take no nonce, are marked before
+        they are sent and looked for in the channel on a retry (`_find_followup`)."""
         in_dm = job.ephemeral or not job.channel_id
         channel_id = job.channel_id or 0  # 0 only in_dm
         if in_dm:
