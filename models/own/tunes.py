@@ -444,7 +444,8 @@ def parse_prompt(prompt: str, rng: np.random.Generator | None = None) -> tuple[T
     m = re.search(r"(?<![A-Za-z])([A-G])([#b]|\s*sharp|\s*flat)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])", text)
     if m and (m.group(3) or re.search(r"\bin\s*$|\bkey\s*(of\s*)?$", text[: m.start()], re.I) or m.group(2)):
         acc = (m.group(2) or "").strip()
-        req.tonic = (PITCH_CLASSES[m.group(1)] + (1 if acc in ("#", "sharp") else -1 if acc in ("b", "flat") else 0)) % 12
+        step = 1 if acc in ("#", "sharp") else -1 if acc in ("b", "flat") else 0
+        req.tonic = (PITCH_CLASSES[m.group(1)] + step) % 12
         got.add("key")
         if m.group(3):
             req.mode = "major" if m.group(3).startswith("maj") else "minor"
