@@ -2,7 +2,8 @@
 
 Embedding -> stacked LSTM -> linear head over the vocabulary. `generate` is stateful: the prompt runs through
 the LSTM once and each new character costs one step, while `generate_naive` re-runs the whole prefix for every
-character (the baseline the benchmark and the tests compare against). Sampling draws from a NumPy generator
+character (the baseline the benchmark and the tests compare against). `CharLM` holds what the RNN and the GPT
+(models.own.gpt) share: the vocabulary and how a reply continues a prompt. Sampling draws from a NumPy generator
 through `sample_logits`, which the PixelCNN and WaveNet share, so a seed fixes the output on any path.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,9 +54,129 @@ class CharRNNConfig:
 
 
 State = tuple[torch.Tensor, torch.Tensor]
+WORD_SLACK = 32  # characters a reply may run past max_new_tokens to finish its last word
 
 
-class CharRNN(nn.Module):
+def is_word_char(c: str) -> bool:
+    """Letters, digits and the apostrophes and hyphens inside words ("mak'st", "to-night")."""
+    return c.isalnum() or c in "'-"
+
+
+def trim_to_word(text: str) -> str:
+    """`text` without a trailing partial word (the whole text if it has no word boundary)."""
+    if not text or not is_word_char(text[-1]):
+        return text
+    cut = max((i for i, c in enumerate(text) if not is_word_char(c)), default=-1)
+    return text[: cut + 1] if cut >= 0 else text
+
+
+class CharLM(nn.Module):
+    """What the char-RNN and the GPT share: the vocabulary, and continuing a prompt.
+
+    The prompt is the context and the reply only its continuation. A prompt that ends in a letter or digit is
+    taken to end with a whole word (people type whole words), so the first character of the reply is never one;
+    a prompt's characters outside the vocabulary are normalised (models.own.texts.normalise) and the rest become
+    spaces. With `whole_words`, the reply runs up to WORD_SLACK characters past `max_new_tokens` to finish its
+    last word, and drops the partial word if that is not enough. Subclasses give `_start` (the prompt's last
+    logits and a state), `_step` (one more character) and `_last_logits` (a whole prefix after a prompt of
+    n_prompt ids, no state).
+    """
+
+    config: Any
+
+    def _init_vocab(self) -> None:
+        self.stoi = {c: i for i, c in enumerate(self.config.chars)}
+        self._word_ids = np.array([is_word_char(c) and c not in "'-" for c in self.config.chars])
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`, normalised to the vocabulary; characters it still lacks become spaces or are dropped."""
+        from models.own.texts import normalise
+
+        space = self.stoi.get(" ")
+        ids = [self.stoi.get(c, space) for c in normalise(text)]
+        return [i for i in ids if i is not None]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.config.chars[i] for i in ids)
+
+    def _prime(self, prompt: str, rng: np.random.Generator) -> list[int]:
+        ids = self.encode(prompt)
+        return ids or [int(self.stoi.get("\n", rng.integers(self.config.vocab_size)))]
+
+    def _pick(self, logits: torch.Tensor, out: list[int], ends_in_word: bool, rng: np.random.Generator,
+              temperature: float, top_k: int | None) -> int:
+        z = logits.double().cpu().numpy().reshape(1, -1)
+        if not out and ends_in_word:
+            z = np.where(self._word_ids[None], -np.inf, z)
+        return int(sample_logits(z, rng, temperature, top_k)[0])
+
+    def _done(self, out: list[int], n: int, whole_words: bool) -> bool:
+        if len(out) < n:
+            return False
+        return not whole_words or len(out) >= n + WORD_SLACK or not is_word_char(self.config.chars[out[-1]])
+
+    def _finish(self, out: list[int], n: int, whole_words: bool) -> str:
+        text = self.decode(out)
+        return trim_to_word(text) if whole_words and len(out) >= n else text
+
+    def _start(self, ids: list[int]) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def _step(self, nxt: int, state: Any, ids: list[int]) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def _last_logits(self, ids: list[int], n_prompt: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        callback: Callable[[str], bool | None] | None = None,
+        whole_words: bool = False,
+    ) -> str:
+        """Continue `prompt`, carrying a state (the LSTM's, the GPT's key/value cache): one step a character.
+
+        `callback(text_so_far)` runs after every character; returning True stops early.
+        """
+        self.eval()
+        rng = np.random.default_rng(seed)
+        ids = self._prime(prompt, rng)
+        ends_in_word = bool(prompt) and prompt[-1].isalnum()
+        logits, state = self._start(ids)
+        out: list[int] = []
+        while not self._done(out, max_new_tokens, whole_words):
+            nxt = self._pick(logits, out, ends_in_word, rng, temperature, top_k)
+            out.append(nxt)
+            ids.append(nxt)
+            if callback is not None and callback(self.decode(out)):
+                return self.decode(out)
+            if not self._done(out, max_new_tokens, whole_words):
+                logits, state = self._step(nxt, state, ids)
+        return self._finish(out, max_new_tokens, whole_words)
+
+    @torch.no_grad()
+    def generate_naive(
+        self, prompt: str, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+        seed: int | None = None, whole_words: bool = False,
+    ) -> str:
+        """The same samples as `generate`, re-running the whole prefix for every character."""
+        self.eval()
+        rng = np.random.default_rng(seed)
+        ids = self._prime(prompt, rng)
+        ends_in_word = bool(prompt) and prompt[-1].isalnum()
+        out: list[int] = []
+        while not self._done(out, max_new_tokens, whole_words):
+            nxt = self._pick(self._last_logits(ids + out, len(ids)), out, ends_in_word, rng, temperature, top_k)
+            out.append(nxt)
+        return self._finish(out, max_new_tokens, whole_words)
+
+
+class CharRNN(CharLM):
     def __init__(self, config: CharRNNConfig) -> None:
         super().__init__()
         self.config = config
@@ -65,7 +187,7 @@ class CharRNN(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.n_hidden, config.vocab_size)
-        self.stoi = {c: i for i, c in enumerate(config.chars)}
+        self._init_vocab()
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
@@ -78,59 +200,16 @@ class CharRNN(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss, state
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of the characters the vocabulary knows; unknown ones become spaces or are dropped."""
-        space = self.stoi.get(" ")
-        ids = [self.stoi.get(c, space) for c in text]
-        return [i for i in ids if i is not None]
+    def _tensor(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], device=self.lm_head.weight.device)
 
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.config.chars[i] for i in ids)
+    def _start(self, ids: list[int]) -> tuple[torch.Tensor, State]:
+        logits, _, state = self(self._tensor(ids))
+        return logits[0, -1], state
 
-    def _prime(self, prompt: str, rng: np.random.Generator) -> list[int]:
-        ids = self.encode(prompt)
-        return ids or [int(self.stoi.get("\n", rng.integers(self.config.vocab_size)))]
+    def _step(self, nxt: int, state: State, ids: list[int]) -> tuple[torch.Tensor, State]:
+        logits, _, state = self(self._tensor([nxt]), state=state)
+        return logits[0, -1], state
 
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: str,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        seed: int | None = None,
-        callback: Callable[[str], bool | None] | None = None,
-    ) -> str:
-        """Continue `prompt`, carrying the LSTM state so each character costs one step.
-
-        `callback(text_so_far)` runs after every character; returning True stops early.
-        """
-        self.eval()
-        rng = np.random.default_rng(seed)
-        ids = self._prime(prompt, rng)
-        device = self.lm_head.weight.device
-        logits, _, state = self(torch.tensor([ids], device=device))
-        out: list[int] = []
-        for _ in range(max_new_tokens):
-            nxt = int(sample_logits(logits[:, -1].cpu().numpy(), rng, temperature, top_k)[0])
-            out.append(nxt)
-            if callback is not None and callback(self.decode(out)):
-                break
-            logits, _, state = self(torch.tensor([[nxt]], device=device), state=state)
-        return self.decode(out)
-
-    @torch.no_grad()
-    def generate_naive(
-        self, prompt: str, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-        seed: int | None = None,
-    ) -> str:
-        """The same samples as `generate`, re-running the whole prefix for every character."""
-        self.eval()
-        rng = np.random.default_rng(seed)
-        ids = self._prime(prompt, rng)
-        device = self.lm_head.weight.device
-        out: list[int] = []
-        for _ in range(max_new_tokens):
-            logits, _, _ = self(torch.tensor([ids + out], device=device))
-            out.append(int(sample_logits(logits[:, -1].cpu().numpy(), rng, temperature, top_k)[0]))
-        return self.decode(out)
+    def _last_logits(self, ids: list[int], n_prompt: int) -> torch.Tensor:
+        return self(self._tensor(ids))[0][0, -1]
