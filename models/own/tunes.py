@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -183,7 +184,8 @@ def parse_tune(abc: str, collection: str = "") -> Tune | None:
 def corpus_tunes(limit_per_collection: int | None = None, log: Callable[[str], None] | None = None
                  ) -> tuple[list[Tune], dict]:
     """Parse the collections' ABC files (all tunes, or the first `limit_per_collection` of each)."""
-    tunes, stats = [], {}
+    tunes: list[Tune] = []
+    stats: dict = {}
     for coll in COLLECTIONS:
         t0, seen = time.perf_counter(), 0
         kept_before = len(tunes)
@@ -441,16 +443,16 @@ def parse_prompt(prompt: str, rng: np.random.Generator | None = None) -> tuple[T
         req.meter = meter_class(m.group(0))
         got.add("meter")
         take(m)
-    m = re.search(r"(?<![A-Za-z])([A-G])([#b]|\s*sharp|\s*flat)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])", text)
-    if m and (m.group(3) or re.search(r"\bin\s*$|\bkey\s*(of\s*)?$", text[: m.start()], re.I) or m.group(2)):
-        acc = (m.group(2) or "").strip()
+    km = re.search(r"(?<![A-Za-z])([A-G])([#b]|\s*sharp|\s*flat)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])", text)
+    if km and (km.group(3) or re.search(r"\bin\s*$|\bkey\s*(of\s*)?$", text[: km.start()], re.I) or km.group(2)):
+        acc = (km.group(2) or "").strip()
         step = 1 if acc in ("#", "sharp") else -1 if acc in ("b", "flat") else 0
-        req.tonic = (PITCH_CLASSES[m.group(1)] + step) % 12
+        req.tonic = (PITCH_CLASSES[km.group(1)] + step) % 12
         got.add("key")
-        if m.group(3):
-            req.mode = "major" if m.group(3).startswith("maj") else "minor"
+        if km.group(3):
+            req.mode = "major" if km.group(3).startswith("maj") else "minor"
             got.add("mode")
-        take(m)
+        take(km)
     for m in re.finditer(r"[A-Za-z']+", text):
         w = m.group(0).lower()
         if w in ("major", "minor") and "mode" not in got:
@@ -644,7 +646,7 @@ def key_of(bars: list[list[tuple[int | None, int]]]) -> tuple[int, str]:
     """music21's key estimate (tonic pitch class, mode) of a melody."""
     from music21 import note, stream
 
-    s = stream.Stream()
+    s: Any = stream.Stream()
     for bar in bars:
         for m, units in bar:
             s.append(note.Rest(quarterLength=units / 4) if m is None else note.Note(m, quarterLength=units / 4))
@@ -687,8 +689,8 @@ class TrigramModel:
         self.c1: Counter = Counter()
         self.c2: Counter = Counter()
         self.c3: Counter = Counter()
-        for s in seqs:
-            s = [int(x) for x in s]
+        for seq in seqs:
+            s = [int(x) for x in seq]
             for i in range(1, len(s)):
                 self.c1[s[i]] += 1
                 self.c2[(s[i - 1], s[i])] += 1
@@ -717,8 +719,8 @@ class TrigramModel:
                 p = (self.c3[(a, b, x)] + t * p) / (n + t)
         return p
 
-    def nll_bits(self, s: np.ndarray) -> float:
-        s = [int(x) for x in s]
+    def nll_bits(self, seq: np.ndarray) -> float:
+        s = [int(x) for x in seq]
         return -sum(math.log2(self.prob(s[i - 2] if i >= 2 else None, s[i - 1], s[i])) for i in range(1, len(s)))
 
 
