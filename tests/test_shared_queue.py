@@ -209,3 +209,37 @@ async def test_metrics_show_the_shared_queue_and_a_workers_leases(stores):
     assert 'natty_queue_depth{lane="hf:http://127.0.0.1:9/chat"} 2.0' in text
     assert 'natty_jobs_running{lane="hf:http://127.0.0.1:9/chat"} 1.0' in text
     assert "natty_worker_leases 0.0" in text  # claimed through the queue here, not run by this engine's tasks
+
+
+async def test_caps_and_the_cooldown_hold_over_two_gateways(stores):
+    """A member whose commands land on two gateway processes gets the caps of one: gateway B counts the jobs
+    gateway A admitted (the shared table), and A's last admission starts B's cooldown."""
+    import time
+
+    from bot.jobs.engine import Limits
+    from bot.jobs.roles import GatewayEngine
+    from models.backends import Backends
+    from models.catalog import Catalog, ModelEntry
+
+    entry = ModelEntry(name="m", task="chat", backend="hf", model="http://127.0.0.1:9/chat", concurrency=1)
+    limits = Limits(per_user=2, per_guild=3, cooldown=0.0)
+    gateway_b = GatewayEngine(stores[1], Catalog({"m": entry}), Backends(), lambda job: limits)
+
+    def ask(user: int) -> Job:
+        return Job(user_id=user, task="chat", model="m", prompt="p", guild_id=1)
+
+    assert await gateway_b._check_limits(ask(5)) is None
+    for _ in range(2):  # admitted by gateway A: B has none of them in its memory
+        await stores[0].insert_submitted(ask(5), time.time())
+    refused = await gateway_b._check_limits(ask(5))
+    assert refused is not None and "2" in refused
+    assert await gateway_b._check_limits(ask(6)) is None  # another member of the server still may
+    await queued(stores[0], 7)
+    refused = await gateway_b._check_limits(ask(6))  # the server's three are open now
+    assert refused is not None and "3" in refused
+
+    limits = Limits(per_user=10, per_guild=10, cooldown=60.0)
+    await stores[0].record_job_start(8, 1, time.time())  # member 8's last job, admitted by A just now
+    refused = await gateway_b._check_limits(ask(8))
+    assert refused is not None and ("60" in refused or "59" in refused)
+    assert await gateway_b._check_limits(ask(8), cooldown=False) is None  # a story's further scenes

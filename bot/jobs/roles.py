@@ -93,6 +93,27 @@ class GatewayEngine(JobEngine):
         if mine:
             self._redeliver_task = asyncio.create_task(self._redeliver(mine), name="natty-redeliver")
 
+    async def _check_limits(self, job: Job, cooldown: bool = True) -> str | None:
+        """The caps, cooldown and quota over every gateway on this database, not only this one: the open jobs
+        are counted in the shared table, and the cooldown runs from the user's last job there (in this
+        server), so a member whose commands land on two gateway processes gets no more than on one. Two
+        gateways admitting the same member's jobs in the same few milliseconds can still both pass."""
+        refusal = await super()._check_limits(job, cooldown)
+        if refusal:
+            return refusal
+        limits, loc = self.limits_for(job), job.locale
+        mine, theirs = await self._retry(self.storage.open_jobs, job.user_id, job.guild_id)
+        if mine >= limits.per_user:
+            return t("limit.per_user", loc, count=mine, limit=limits.per_user)
+        if job.guild_id and theirs >= limits.per_guild:
+            return t("limit.per_guild", loc, count=theirs, limit=limits.per_guild)
+        if cooldown and limits.cooldown:
+            last = (await self.storage.user_state(job.user_id, job.guild_id))["last_job_at"]
+            wait = limits.cooldown - (time.time() - last) if last is not None else 0.0
+            if wait > 0:
+                return t("limit.cooldown", loc, seconds=max(1, round(wait)))
+        return None
+
     async def _queue(self, job: Job, entry: ModelEntry) -> None:
         """Tell the member where the job stands before any worker can take it (so that this edit never lands
         after a worker's), then publish it."""

@@ -100,6 +100,11 @@ _job_for_message = (select(jobs).join(job_messages, job_messages.c.job_id == job
                     .where(job_messages.c.message_id == bindparam("message_id")))
 _guild_settings = select(guild_settings.c.settings).where(guild_settings.c.guild_id == bindparam("guild_id"))
 _all_guild_settings = select(guild_settings.c.guild_id, guild_settings.c.settings)
+_OPEN = [literal(JobState.QUEUED.value), literal(JobState.RUNNING.value)]
+_open_of_user = select(func.count()).select_from(jobs).where(jobs.c.user_id == bindparam("user_id"),
+                                                            jobs.c.state.in_(_OPEN))
+_open_in_guild = select(func.count()).select_from(jobs).where(jobs.c.guild_id == bindparam("guild_id"),
+                                                             jobs.c.state.in_(_OPEN))
 _user_state = select(user_state).where(user_state.c.user_id == bindparam("user_id"),
                                        user_state.c.guild_id == bindparam("guild_id"))
 _load_session = select(play_sessions.c.data).where(play_sessions.c.id == bindparam("sid"),
@@ -361,6 +366,16 @@ class Storage:
             return {"last_job_at": None, "day": None, "jobs_today": 0, "data": {}}
         return {"last_job_at": row.last_job_at, "day": row.day, "jobs_today": row.jobs_today,
                 "data": json.loads(row.data)}
+
+    async def open_jobs(self, user_id: int, guild_id: int | None) -> tuple[int, int]:
+        """Queued and running jobs of a user, and of a server (0 outside one), in every process on this
+        database: what the caps count where several gateways admit jobs (bot.jobs.roles)."""
+        def work(conn: SQLConnection) -> tuple[int, int]:
+            mine = conn.execute(_open_of_user, {"user_id": user_id}).scalar()
+            theirs = conn.execute(_open_in_guild, {"guild_id": guild_id}).scalar() if guild_id else 0
+            return int(mine), int(theirs)
+
+        return await self._run(work)
 
     async def record_job_start(self, user_id: int, guild_id: int | None, now: float) -> None:
         """Count a submitted job for cooldowns and daily quotas."""
