@@ -360,6 +360,23 @@ async def test_processes_starting_together_migrate_one_after_the_other(kind, tmp
     assert sorted(results, key=lambda r: r[0] or "") == [(None, HEAD), (HEAD, HEAD), (HEAD, HEAD)]
 
 
+async def test_a_process_starting_while_another_writes_a_new_file_waits_for_it(tmp_path):
+    """Switching a file to WAL needs it alone, and SQLite refuses at once (no busy timeout) while another
+    connection writes: the process starting second waits for the first instead of failing (CI saw it)."""
+    path = tmp_path / "natty.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_program (x)")
+    asyncio.get_running_loop().call_later(0.3, holder.execute, "COMMIT")
+    try:
+        assert await database.upgrade(f"sqlite:///{path}") == (None, HEAD)
+    finally:
+        holder.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
+
+
 def _legacy_database(path: Path, version: int) -> None:
     """A database as the hand-written migrations left it at `version`, with rows of that time."""
     db = sqlite3.connect(path)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,23 @@ def dialect_of(engine: AsyncEngine | AsyncConnection) -> Dialect:
     return DIALECTS[engine.dialect.name]
 
 
+def _use_wal(cursor: Any, *, wait: float = 5.0) -> None:
+    """Switch a database file to WAL (it stays so). The switch needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy timeout, while another connection (a process starting
+    together with this one) holds it: try again for up to `wait` seconds. A file in WAL already needs nothing."""
+    deadline = time.monotonic() + wait
+    while True:
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_pragmas(engine: Engine, *, begin: str | None = None) -> None:
     """WAL mode, synchronous=NORMAL, up to 5 s of waiting for a lock. `begin` ("BEGIN", "BEGIN IMMEDIATE"): what
     a transaction starts with, DDL inside it too (SQLite's driver would otherwise commit around DDL, and begin
@@ -140,8 +158,9 @@ def _sqlite_pragmas(engine: Engine, *, begin: str | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+        for pragma in ("busy_timeout=5000", "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
+        _use_wal(cursor)
         cursor.close()
         if begin:
             dbapi_connection.isolation_level = None  # the driver begins nothing; the BEGIN below does
