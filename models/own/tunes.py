@@ -417,7 +417,9 @@ class TuneRequest:
     kind: str = "tune"  # waltz, jig, ... when named
 
     def describe(self) -> str:
-        return f"a {self.kind} in {NAMES[self.tonic]} {self.mode}, {self.meter}, {self.bpm} bpm, {self.n_bars} bars"
+        pace = f"{self.tempo} " if self.tempo in ("slow", "fast") else ""
+        return (f"a {pace}{self.kind} in {NAMES[self.tonic]} {self.mode}, {self.meter}, {self.bpm} bpm, "
+                f"{self.n_bars} bars")
 
 
 def parse_prompt(prompt: str, rng: np.random.Generator | None = None) -> tuple[TuneRequest, list[str], list[str]]:
@@ -440,11 +442,16 @@ def parse_prompt(prompt: str, rng: np.random.Generator | None = None) -> tuple[T
         got.add("bars")
         take(m)
     for m in re.finditer(r"\b(\d)/(\d)\b", text):
-        req.meter = meter_class(m.group(0))
-        got.add("meter")
-        take(m)
-    km = re.search(r"(?<![A-Za-z])([A-G])([#b]|\s*sharp|\s*flat)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])", text)
-    if km and (km.group(3) or re.search(r"\bin\s*$|\bkey\s*(of\s*)?$", text[: km.start()], re.I) or km.group(2)):
+        if meter_class(m.group(0)) in BAR_UNITS:  # 5/4, 7/8 ...: not a meter the model knows; left as ignored
+            req.meter = meter_class(m.group(0))
+            got.add("meter")
+            take(m)
+    # a key: a capital letter with an accidental or a mode ("Bb", "D minor", "Am"), or after "in" / "key (of)";
+    # the first such, so that a sentence's opening "A" is not taken for A major
+    km = next((k for k in re.finditer(
+        r"(?<![A-Za-z])([A-G])([#b]|\s*sharp|\s*flat)?\s*(major|minor|maj|min|m)?(?![A-Za-z#])", text)
+        if k.group(3) or k.group(2) or re.search(r"\bin\s*$|\bkey\s*(of\s*)?$", text[: k.start()], re.I)), None)
+    if km:
         acc = (km.group(2) or "").strip()
         step = 1 if acc in ("#", "sharp") else -1 if acc in ("b", "flat") else 0
         req.tonic = (PITCH_CLASSES[km.group(1)] + step) % 12
@@ -473,7 +480,8 @@ def parse_prompt(prompt: str, rng: np.random.Generator | None = None) -> tuple[T
             if w in ("jig", "reel", "polka", "hornpipe") and tempo_word is None:
                 req.tempo, tempo_word = "fast", w
         elif w in TEMPO_WORDS:
-            req.tempo, tempo_word = TEMPO_WORDS[w], w
+            if tempo_word != "bpm":  # an explicit bpm wins
+                req.tempo, tempo_word = TEMPO_WORDS[w], w
         elif w not in FILLER and w not in ("bpm", "bar", "bars", "measures", "sharp", "flat"):
             continue
         take(m)
@@ -486,9 +494,11 @@ def parse_prompt(prompt: str, rng: np.random.Generator | None = None) -> tuple[T
         req.tonic = int(rng.choice([0, 2, 7, 9, 5, 4]))
         defaults.append(f"key {NAMES[req.tonic]}")
     if "mode" not in got:
-        defaults.append("major")
+        req.mode = "major" if "key" in got or rng.random() < 0.6 else "minor"  # "in G" means G major
+        defaults.append(req.mode)
     if "meter" not in got:
-        defaults.append("4/4")
+        req.meter = str(rng.choice(["4/4", "3/4", "6/8", "2/4"]))
+        defaults.append(req.meter)
     if tempo_word is None:
         defaults.append(f"{req.bpm} bpm")
     if "bars" not in got:
@@ -654,15 +664,17 @@ def key_of(bars: list[list[tuple[int | None, int]]]) -> tuple[int, str]:
     return k.tonic.pitchClass, k.mode
 
 
-def pitch_match(bars: list[list[tuple[int | None, int]]], bpm: int, sr: int = 22050, edge_s: float = 0.05
-                ) -> tuple[int, int]:
-    """(frames within a quarter tone of the written note, note frames) of a melody-only render, by librosa's
-    pyin; frames within `edge_s` of a note's start or end are not counted (onsets and releases)."""
+def pitch_match(bars: list[list[tuple[int | None, int]]], bpm: int, sr: int = 22050, edge_s: float = 0.05,
+                audio: np.ndarray | None = None) -> tuple[int, int]:
+    """(frames within a quarter tone of the written note, note frames) of `audio` (default: the melody-only
+    render of `bars`), by librosa's pyin; frames within `edge_s` of a note's start or end are not counted
+    (onsets and releases), unvoiced frames count as misses."""
     import librosa
 
-    audio = render(bars, None, 0, bpm, sr)
+    if audio is None:
+        audio = render(bars, None, 0, bpm, sr)
     hop = 256
-    f0, _, _ = librosa.pyin(audio, fmin=80, fmax=1200, sr=sr, frame_length=2048, hop_length=hop)
+    f0, _, _ = librosa.pyin(audio, fmin=80, fmax=2000, sr=sr, frame_length=2048, hop_length=hop)
     times = librosa.times_like(f0, sr=sr, hop_length=hop)
     sixteenth = 60.0 / bpm / 4
     ok = total = 0
@@ -732,15 +744,16 @@ def n_notes(s: np.ndarray) -> int:
 def model_nll_bits(model: TuneLSTM, ts: TuneSet, idx: np.ndarray) -> float:
     """Total bits the model gives the tokens of tunes `idx` (each scored whole, after BOS)."""
     model.eval()
+    dev = model.head.weight.device
     total = 0.0
     for i in idx:
         s = ts.seq(int(i))
         meter = METERS[int(ts.cond[i, 1])]
         pos, rem = features(s, meter, int(ts.n_bars[i]))
-        x = torch.as_tensor(s[None, :-1])
-        logits, _, _ = model(x, torch.as_tensor(ts.cond[i][None]), torch.as_tensor(pos[None, :-1]),
-                             torch.as_tensor(rem[None, :-1]))
-        total += F.cross_entropy(logits[0], torch.as_tensor(s[1:]), reduction="sum").item() / math.log(2)
+        x = torch.as_tensor(s[None, :-1], device=dev)
+        logits, _, _ = model(x, torch.as_tensor(ts.cond[i][None], device=dev),
+                             torch.as_tensor(pos[None, :-1], device=dev), torch.as_tensor(rem[None, :-1], device=dev))
+        total += F.cross_entropy(logits[0], torch.as_tensor(s[1:], device=dev), reduction="sum").item() / math.log(2)
     return total
 
 
