@@ -29,10 +29,12 @@ class Help(commands.Cog):
         commands_ = [(command_word(cmd.name, loc), command_word(cmd.description, loc, "descriptions"))
                      for cmd in bot.tree.get_commands() if isinstance(cmd, app_commands.Command | app_commands.Group)]
         lines = [f"`/{name}` {description}" for name, description in sorted(commands_)]
-        models = []
+        models, offline = [], []
         for task in TASKS:
             entries = bot.policy.models_for(task, gs)
             ready = [e.name for e in entries if bot.policy.can_run(e.name)[0]]
+            offline += [f"**{e.name}**: {e.description}" for e in entries
+                        if e.name in ready and e.model.startswith("natty:") and e.description]
             default = bot.policy.default_model(task, gs)
             ready = [t("help.default", loc, model=f"__{name}__") if default and name == default.name else name
                      for name in ready]
@@ -43,6 +45,14 @@ class Help(commands.Cog):
         embed = discord.Embed(title="natty", description="\n".join(lines),
                               colour=discord.Colour.blurple())
         embed.add_field(name=t("help.models", loc), value="\n".join(models)[:1024], inline=False)
+        if offline:  # what natty's own models can and cannot do, so nobody expects an assistant from them
+            hint = t("help.offline_hint", loc)
+            kept: list[str] = []
+            for line in offline:  # whole lines, as many as fit an embed field next to the hint
+                if len("\n".join([*kept, line, hint])) <= 1024:
+                    kept.append(line)
+            value = "\n".join([*kept, hint])
+            embed.add_field(name=t("help.offline", loc), value=value, inline=False)
         embed.set_footer(text=t("help.footer", loc))
         await interaction.response.send_message(embed=delivery.clamp_embed(embed),
                                                 ephemeral=True)

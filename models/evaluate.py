@@ -1,4 +1,5 @@
-"""`python -m models.evaluate scenes`: does the scene PixelCNN draw what it is asked?
+"""`python -m models.evaluate scenes|text`: does the scene PixelCNN draw what it is asked, and how well do the
+char-RNN and the GPT know held-out Shakespeare (`text`, see evaluate_text)?
 
 A small CNN is trained on the procedural scenes (models.own.scenes) to read, for each of the five slots, the
 shape and colour there (or that it is empty). It is scored on real held-out scenes, then on the model's samples
@@ -10,10 +11,13 @@ writes a PNG grid of samples, one prompt per row.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.own import CHECKPOINTS, load_checkpoint, scenes
+from models.own.charrnn import CharLM
 from models.own.pixelcnn import PixelCNN
 
 EMPTY_SHAPE, EMPTY_COLOUR = len(scenes.SHAPES), len(scenes.COLOURS)  # the classes "nothing in this slot"
@@ -200,7 +205,109 @@ def evaluate_scenes(argv: list[str]) -> int:
     return 0
 
 
-EVALUATIONS = {"scenes": evaluate_scenes}
+# --- text: the char-RNN and the GPT on held-out Shakespeare ------------------------------------------------
+
+TEXT_PROMPTS = ("To be, or not to be", "My lord, the king", "O Romeo,", "Shall I compare thee")
+
+
+@torch.no_grad()
+def continuation_bits(model: torch.nn.Module, prompt: str, continuation: str) -> float:
+    """-log2 P(continuation | prompt) under a char-RNN or GPT (summed over the continuation's characters)."""
+    assert isinstance(model, CharLM)
+    ids = model.encode(prompt + continuation)
+    x = torch.tensor([ids[:-1]])
+    logits = model(x)[0][0, -len(continuation):]
+    return float(F.cross_entropy(logits.double(), torch.tensor(ids[-len(continuation):]), reduction="sum")
+                 / math.log(2))
+
+
+def prompt_pairs(text: str, count: int, rng: np.random.Generator, prompt_chars: int = 96,
+                 continuation_chars: int = 32) -> list[tuple[str, str]]:
+    """`count` (prompt, continuation) pairs from `text`: the prompt ends at a word boundary (a space), the
+    continuation is what follows it."""
+    pairs: list[tuple[str, str]] = []
+    while len(pairs) < count:
+        cut = int(rng.integers(prompt_chars, len(text) - continuation_chars - 1))
+        cut = text.find(" ", cut) + 1
+        if 0 < cut - prompt_chars and cut + continuation_chars <= len(text):
+            pairs.append((text[cut - prompt_chars : cut], text[cut : cut + continuation_chars]))
+    return pairs
+
+
+def prompt_effect(score: Callable[[str, str], float], pairs: list[tuple[str, str]],
+                  rng: np.random.Generator) -> dict[str, float]:
+    """Bits per character of each continuation given its own prompt and given another pair's (a random
+    derangement), and the share of continuations more likely with their own prompt."""
+    order = rng.permutation(len(pairs))
+    other = {int(order[i]): int(order[(i + 1) % len(pairs)]) for i in range(len(pairs))}
+    own = [score(p, c) for p, c in pairs]
+    shuffled = [score(pairs[other[i]][0], c) for i, (_, c) in enumerate(pairs)]
+    chars = sum(len(c) for _, c in pairs)
+    return {"own_prompt_bits_per_char": sum(own) / chars, "shuffled_prompt_bits_per_char": sum(shuffled) / chars,
+            "own_prompt_better": float(np.mean([a < b for a, b in zip(own, shuffled, strict=True)])),
+            "pairs": len(pairs)}
+
+
+def evaluate_text(argv: list[str]) -> int:
+    from models.own import ngram, texts
+    from models.own.train import text_nll
+
+    p = argparse.ArgumentParser(prog="python -m models.evaluate text",
+                                description="Held-out bits per character of the char-RNN and the GPT against "
+                                            "unigram and 5-gram character models, and whether the prompt matters.")
+    p.add_argument("--checkpoints", nargs="+", default=[str(CHECKPOINTS / "charrnn"), str(CHECKPOINTS / "gpt")])
+    p.add_argument("--pairs", type=int, default=300, help="held-out (prompt, continuation) pairs")
+    p.add_argument("--samples", type=int, default=120, help="characters sampled per sample prompt")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    split = texts.load_split()
+    test = split["test"]
+    log(f"test: {len(test):,} characters of {', '.join(texts.TEST_WORKS)}; training on {len(split['train']):,}")
+    pairs = prompt_pairs(test, args.pairs, np.random.default_rng(args.seed))
+    results: dict[str, dict] = {}
+    for n, name in ((1, "unigram"), (5, "5-gram")):
+        t0 = time.perf_counter()
+        lm = ngram.CharNGram(n, texts.VOCAB).fit(split["train"])
+        results[name] = {"test_bits_per_char": lm.bits_per_char(test),
+                         **prompt_effect(lm.nll_bits, pairs, np.random.default_rng(args.seed)),
+                         "seconds": time.perf_counter() - t0}
+        log(f"{name}: {results[name]['test_bits_per_char']:.3f} bits/char")
+    samples: dict[str, list[str]] = {}
+    for folder in args.checkpoints:
+        model, meta = load_checkpoint(folder)
+        assert isinstance(model, CharLM)
+        name = meta["natty_model"]
+        t0 = time.perf_counter()
+        ids = np.array(model.encode(test), np.int64)
+        nll = text_nll(model, ids, torch.device("cpu"))
+        results[name] = {"test_bits_per_char": nll / math.log(2), "step": meta.get("step"),
+                         "parameters": sum(q.numel() for q in model.parameters()),
+                         **prompt_effect(functools.partial(continuation_bits, model), pairs,
+                                         np.random.default_rng(args.seed)),
+                         "seconds": time.perf_counter() - t0}
+        samples[name] = [prompt + model.generate(prompt, args.samples, temperature=0.8, top_k=40, seed=args.seed,
+                                                 whole_words=True) for prompt in TEXT_PROMPTS]
+        log(f"{name}: {results[name]['test_bits_per_char']:.3f} bits/char")
+    print(f"held-out Shakespeare ({', '.join(texts.TEST_WORKS)}, {len(test):,} characters), bits per character:")
+    for name, r in results.items():
+        print(f"  {name:8s} {r['test_bits_per_char']:.3f}   continuation of {r['pairs']} held-out prompts: "
+              f"{r['own_prompt_bits_per_char']:.3f} with its own prompt, {r['shuffled_prompt_bits_per_char']:.3f} "
+              f"with a shuffled one; own prompt better in {r['own_prompt_better']:.0%}")
+    for name, texts_ in samples.items():
+        print(f"samples from {name} (temperature 0.8, top-k 40, seed {args.seed}; the prompt, then the reply):")
+        for sample in texts_:
+            print("  | " + sample.replace("\n", "\n  | "))
+    print(json.dumps(results))
+    return 0
+
+
+EVALUATIONS = {"scenes": evaluate_scenes, "text": evaluate_text}
 
 
 def main(argv: list[str]) -> int:

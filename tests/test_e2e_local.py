@@ -53,11 +53,18 @@ async def test_own_models_draw_continue_and_play_with_progress(tmp_path):
         (ogg,) = tune.attachments
         assert abs(soundfile.info(io.BytesIO(ogg.data)).duration - 1.0) < 0.05
         assert any("%" in c for c in progress_edits(tune))
-        text = await n.final(await n.server.slash(n.alice, n.general, "chat", prompt="The lighthouse",
-                                                  model="natty-rnn"), timeout=120)
-        # the sample is unseeded, so its first line may be short: count the whole answer above the footer
-        body = "\n".join(line for line in text.content.split("\n") if not line.startswith("-#"))
-        assert len(body.strip()) > 20 and "natty-rnn" in text.content
+        for model in ("natty-gpt", "natty-rnn"):
+            text = await n.final(await n.server.slash(n.alice, n.general, "chat", prompt="The lighthouse",
+                                                      model=model), timeout=120)
+            # the sample is unseeded, so its first line may be short: count the whole answer above the footer
+            body = "\n".join(line for line in text.content.split("\n") if not line.startswith("-#"))
+            assert len(body.strip()) > 20 and model in text.content
+            # the reply says what made it: a continuation in Shakespeare's manner, not an assistant's answer
+            assert "-# natty's own offline model continued your words in the style of Shakespeare" in text.content
+        help_embed = (await (await n.server.slash(n.alice, n.general, "help")).response()).embeds[0]
+        offline = next(f["value"] for f in help_embed["fields"] if f["name"] == "natty's own offline models")
+        assert "**natty-gpt**: natty's own small GPT" in offline and "hosted models" in offline
+        assert "**natty-scenes**" in offline and len(offline) <= 1024
         no_digit = await n.final(await n.server.slash(n.alice, n.general, "imagine", prompt="a cat",
                                                       model="natty-pixelcnn"))
         assert "prompt a digit" in no_digit.content.lower() or "digit" in no_digit.content

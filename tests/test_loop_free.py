@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 from models.backends.pipelines import PipelinesBackend  # noqa: E402
 from models.base import Request, RunContext  # noqa: E402
 from models.catalog import ModelEntry, load_catalog  # noqa: E402
-from models.own import OwnModelsBackend, charrnn, pixelcnn, wavenet  # noqa: E402
+from models.own import OwnModelsBackend, charrnn, gpt, pixelcnn, wavenet  # noqa: E402
 from tests import tiny_pipelines as tiny  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Watch]:
     w = Watch()
     handle = torch.nn.modules.module.register_module_forward_pre_hook(
         lambda module, args: w.saw(type(module).__name__))
-    for cls in (charrnn.CharRNN, pixelcnn.PixelCNN, wavenet.WaveNet):
+    for cls in (charrnn.CharRNN, gpt.GPT, pixelcnn.PixelCNN, wavenet.WaveNet):
         for name in ("generate", "generate_naive"):
             original = getattr(cls, name)
 
@@ -74,8 +74,9 @@ async def test_natty_own_models_never_step_on_the_loop(watch: Watch) -> None:
     backend = OwnModelsBackend()
     catalog = load_catalog()
     try:
-        await backend.run(catalog.get("natty-rnn"), Request(task="chat", prompt="The sea", seed=1,
-                                                            params={"max_new_tokens": 16}), RunContext())
+        for name in ("natty-rnn", "natty-gpt"):
+            await backend.run(catalog.get(name), Request(task="chat", prompt="The sea", seed=1,
+                                                         params={"max_new_tokens": 16}), RunContext())
         await backend.run(catalog.get("natty-pixelcnn"), Request(task="text-to-image", prompt="3", seed=1,
                                                                  params={"size": 8}), RunContext())
         await backend.run(catalog.get("natty-wavenet"), Request(task="text-to-audio", prompt="a C note", seed=1,
@@ -83,7 +84,7 @@ async def test_natty_own_models_never_step_on_the_loop(watch: Watch) -> None:
     finally:
         await backend.aclose()
     ran = {what for what, _ in watch.steps}
-    assert {"CharRNN.generate", "PixelCNN.generate", "WaveNet.generate"} <= ran  # the watch saw each model step
+    assert {"CharRNN.generate", "GPT.generate", "PixelCNN.generate", "WaveNet.generate"} <= ran  # each model stepped
     assert watch.on_loop == []
 
 

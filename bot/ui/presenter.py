@@ -384,7 +384,8 @@ class Presenter:
             plan = delivery.plan_text_messages(result.get("text") or t("result.no_text", job.locale),
                                                locale=job.locale)
             chunks = list(plan.chunks) or [t("result.no_text", job.locale)]
-            footer = "\n" + self.footer(job)
+            said = result.get("meta", {}).get("note")  # what made it, e.g. "natty's own offline model continued..."
+            footer = "\n" + (f"-# {discord.utils.escape_markdown(said)}\n" if said else "") + self.footer(job)
             if len(chunks[-1]) + len(footer) <= delivery.MESSAGE_LIMIT:
                 chunks[-1] += footer
             else:

@@ -27,17 +27,21 @@ from models.base import AudioResult, Backend, ImageResult, Progress, Request, Ru
 from models.catalog import ModelEntry
 from models.errors import BackendError, ErrorKind
 from models.own.charrnn import CharRNN, CharRNNConfig
+from models.own.gpt import GPT, GPTConfig
 from models.own.pixelcnn import PixelCNN, PixelCNNConfig
 from models.own.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
 
 CHECKPOINTS = Path(__file__).with_name("checkpoints")
 MODEL_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
     "charrnn": (CharRNN, CharRNNConfig),
+    "gpt": (GPT, GPTConfig),
     "pixelcnn": (PixelCNN, PixelCNNConfig),
     "wavenet": (WaveNet, WaveNetConfig),
 }
-TRAIN_KIND = {"charrnn": "rnn", "pixelcnn": "pixelcnn", "scenes": "scenes", "wavenet": "wavenet"}
+TRAIN_KIND = {"charrnn": "rnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "scenes", "wavenet": "wavenet"}
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TEXT_NOTE = ("natty's own offline model continued your words in the style of Shakespeare's plays; it does not "
+             "answer questions or follow instructions: for that, choose a hosted chat model")
 NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 
@@ -50,7 +54,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, info: dict[str, 
     name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / "model.safetensors"))
-    assert isinstance(model, CharRNN | PixelCNN | WaveNet)  # MODEL_TYPES' classes: `name` found it
+    assert isinstance(model, CharRNN | GPT | PixelCNN | WaveNet)  # MODEL_TYPES' classes: `name` found it
     meta = {"natty_model": name, "config": model.config.to_dict(), **(info or {})}
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -151,7 +155,7 @@ class OwnModelsBackend(Backend):
     def _load(self, entry: ModelEntry, expected: str) -> Any:
         return self._load_with_meta(entry, expected)[0]
 
-    def _load_with_meta(self, entry: ModelEntry, expected: str) -> tuple[Any, dict]:
+    def _load_with_meta(self, entry: ModelEntry, expected: str | tuple[str, ...]) -> tuple[Any, dict]:
         folder = self.folder(entry)
         key = str(folder.resolve())
         with self._lock:
@@ -162,8 +166,9 @@ class OwnModelsBackend(Backend):
                 self._models[key], self._meta[key] = model, meta
             model, meta = self._models[key], self._meta.get(key, {})
         name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
-        if name != expected:
-            raise BackendError(ErrorKind.UNSUPPORTED, f"{entry.name} is a {name}, not a {expected}")
+        allowed = (expected,) if isinstance(expected, str) else expected
+        if name not in allowed:
+            raise BackendError(ErrorKind.UNSUPPORTED, f"{entry.name} is a {name}, not a {' or '.join(allowed)}")
         return model, meta
 
     @staticmethod
@@ -197,27 +202,34 @@ class OwnModelsBackend(Backend):
     # -- tasks --
 
     async def chat(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
+        """The char-RNN or the GPT continues the prompt (or the last user message): the reply starts where the
+        prompt ends and, for a model trained on real writing, ends at a word boundary. meta["note"] says what
+        the model is, since it continues text rather than answering it."""
         params = {**entry.params, **request.params}
         n = max(1, min(int(params.get("max_new_tokens", 400)), 4000))
         temperature = float(params.get("temperature", 0.8))
         top_k = int(params["top_k"]) if params.get("top_k") else None
         prime = _prompt_text(request)[-entry.max_prompt_chars :]
         seed = request.seed if request.seed is not None else random.randrange(2**31)
+        model, meta = await asyncio.to_thread(self._load_with_meta, entry, ("charrnn", "gpt"))
+        whole_words = meta.get("data") == "shakespeare"
 
         def work() -> str:
-            model: CharRNN = self._load(entry, "charrnn")
-
             def on_char(text: str) -> bool:
                 if len(text) % 8 == 0 or len(text) == n:
-                    ctx.report(Progress(fraction=len(text) / n, step=len(text), total=n, text=text))
+                    ctx.report(Progress(fraction=min(1.0, len(text) / n), step=len(text), total=n, text=text))
                 return ctx.cancel.cancelled
 
-            text = model.generate(prime, n, temperature=temperature, top_k=top_k, seed=seed, callback=on_char)
+            text = model.generate(prime, n, temperature=temperature, top_k=top_k, seed=seed, callback=on_char,
+                                  whole_words=whole_words)
             ctx.cancel.raise_if_cancelled()
             return text
 
         text = await asyncio.to_thread(work)
-        return TextResult(text=text, meta={"seed": seed, "temperature": temperature, "top_k": top_k})
+        result_meta: dict[str, Any] = {"seed": seed, "temperature": temperature, "top_k": top_k}
+        if whole_words:
+            result_meta["note"] = TEXT_NOTE
+        return TextResult(text=text, meta=result_meta)
 
     async def text_to_image(self, entry: ModelEntry, request: Request, ctx: RunContext) -> ImageResult:
         """A digit PixelCNN draws the digit the prompt names; a scene PixelCNN (a checkpoint trained on

@@ -1,4 +1,4 @@
-"""`natty train rnn|pixelcnn|scenes|wavenet` and `natty eval`: training loops and held-out quality for natty's own
+"""`natty train rnn|gpt|pixelcnn|scenes|wavenet` and `natty eval`: training loops and held-out quality for natty's own
 models.
 
 Training is resumable (the optimizer, step, random states and loss history live in `train_state.pt` next to the
@@ -24,11 +24,14 @@ import torch
 
 from models.own import CHECKPOINTS, MODEL_TYPES, load_checkpoint, save_checkpoint, scenes
 from models.own import data as datasets
-from models.own.charrnn import CharRNN
+from models.own.charrnn import CharLM
+from models.own.gpt import GPT
 from models.own.pixelcnn import PixelCNN
-from models.own.wavenet import WaveNet, mu_law_encode
+from models.own.wavenet import mu_law_encode
 
-KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "pixelcnn": "pixelcnn", "scenes": "pixelcnn", "wavenet": "wavenet"}
+KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "pixelcnn",
+         "wavenet": "wavenet"}
+SHAKESPEARE = "shakespeare"
 
 
 class Task:
@@ -46,6 +49,9 @@ class Task:
         cfg = cls(**self.defaults)
         return _apply(cfg, overrides)
 
+    def adopt(self, model: Any) -> None:
+        """Take what the batches depend on from a model loaded from a checkpoint (its config was not made here)."""
+
     def batch(self, split: str, size: int, rng: np.random.Generator, device: torch.device) -> tuple:
         raise NotImplementedError
 
@@ -58,17 +64,29 @@ class Task:
         raise NotImplementedError
 
 
-class RNNTask(Task):
+def load_text_split(data: str | None) -> tuple[dict[str, str], str]:
+    """({"train", "val"[, "test"]} texts, the vocabulary): `shakespeare` (the default) is the works split by work
+    (models.own.texts) in its fixed 77-character vocabulary; a text file is split by its last tenth."""
+    if data in (None, SHAKESPEARE):
+        from models.own import texts
+
+        return texts.load_split(), texts.VOCAB
+    train, val = datasets.load_text(data)
+    return {"train": train, "val": val}, "".join(sorted(set(train + val)))
+
+
+class TextTask(Task):
+    """The character models (char-RNN, GPT) on real text: random windows of seq_len characters to train, and the
+    held-out work scored character by character (bits per character)."""
+
     natty_model = "charrnn"
     seq_len: int  # 128 unless given
 
     def __init__(self, data: str | None, seq_len: int | None) -> None:
-        super().__init__(data, seq_len or 128)
-        self.train_text, self.val_text = datasets.load_text(data or datasets.CORPUS)
-        self.chars = "".join(sorted(set(self.train_text + self.val_text)))
+        super().__init__(SHAKESPEARE if data in (None, SHAKESPEARE) else data, seq_len or 128)
+        parts, self.chars = load_text_split(data)
         stoi = {c: i for i, c in enumerate(self.chars)}
-        self.ids = {s: np.array([stoi[c] for c in t], np.int64) for s, t in (("train", self.train_text),
-                                                                            ("val", self.val_text))}
+        self.ids = {s: np.array([stoi[c] for c in t], np.int64) for s, t in parts.items() if s != "test"}
 
     def make_config(self, overrides: dict[str, str]) -> Any:
         cfg = super().make_config(overrides)
@@ -88,14 +106,48 @@ class RNNTask(Task):
     @torch.no_grad()
     def evaluate(self, model, device):
         model.eval()
-        ids = torch.as_tensor(self.ids["val"], device=device)
-        # One pass over the whole held-out text in order, carrying the state: every character is scored once.
-        n = (len(ids) - 1) // self.seq_len * self.seq_len
-        x, y = ids[:n].view(1, -1), ids[1 : n + 1].view(1, -1)
-        logits, _, _ = model(x)
-        nll = torch.nn.functional.cross_entropy(logits[0], y[0]).item()
+        nll = text_nll(model, self.ids["val"], device)
         model.train()
         return {"val_loss": nll, "bits_per_char": nll / math.log(2)}
+
+
+class GPTTask(TextTask):
+    natty_model = "gpt"
+    defaults = {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
+
+    def make_config(self, overrides: dict[str, str]) -> Any:
+        cfg = super().make_config(overrides)
+        self.seq_len = min(self.seq_len, cfg.block_size)
+        return cfg
+
+    def adopt(self, model: Any) -> None:
+        self.seq_len = min(self.seq_len, model.config.block_size)
+
+
+@torch.no_grad()
+def text_nll(model: torch.nn.Module, ids: np.ndarray, device: torch.device) -> float:
+    """Mean cross-entropy (nats) of every character of `ids` after the first, each given the text before it: the
+    LSTM in one pass carrying its state; the GPT in windows of block_size that overlap by half, each scoring
+    only its second half (so every character sees at least block_size / 2 characters before it)."""
+    x = torch.as_tensor(ids, device=device)
+    if not isinstance(model, GPT):
+        logits = model(x[:-1].view(1, -1))[0][0]
+        return torch.nn.functional.cross_entropy(logits, x[1:]).item()
+    block = model.config.block_size
+    half = block // 2
+    total, count = 0.0, 0
+    first = model(x[: min(block, len(x) - 1)].view(1, -1))[0][0]  # the opening window scores all it holds
+    total += torch.nn.functional.cross_entropy(first, x[1 : len(first) + 1], reduction="sum").item()
+    count += len(first)
+    start = half
+    while start + half < len(x) - 1:
+        window = x[start : min(start + block, len(x) - 1)]
+        logits = model(window.view(1, -1))[0][0][half:]
+        targets = x[start + half + 1 : start + len(window) + 1]
+        total += torch.nn.functional.cross_entropy(logits[: len(targets)], targets, reduction="sum").item()
+        count += len(targets)
+        start += half
+    return total / count
 
 
 class PixelTask(Task):
@@ -189,6 +241,9 @@ class WaveTask(Task):
         self.rf = cfg.receptive_field
         return cfg
 
+    def adopt(self, model):
+        self.rf = model.config.receptive_field
+
     def batch(self, split, size, rng, device):
         clips, kinds = self.sets[split]
         window = self.rf + self.seq_len
@@ -215,7 +270,7 @@ class WaveTask(Task):
         return {"val_loss": nll, "nll_nats": nll, "nll_bits": nll / math.log(2), "uniform_nats": math.log(256)}
 
 
-TASKS = {"charrnn": RNNTask, "pixelcnn": PixelTask, "wavenet": WaveTask}
+TASKS: dict[str, type[Task]] = {"charrnn": TextTask, "gpt": GPTTask, "pixelcnn": PixelTask, "wavenet": WaveTask}
 
 
 def task_for(kind_or_model: str, data: str | None) -> Task:
@@ -282,7 +337,8 @@ def plot_losses(history: dict[str, list], path: Path) -> None:
 def train_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="natty train", description="Train one of natty's own models.")
     p.add_argument("model", choices=sorted(KINDS))
-    p.add_argument("--data", help="rnn: a UTF-8 text file (default models/own/data/corpus.txt); pixelcnn: digits; "
+    p.add_argument("--data", help="rnn, gpt: shakespeare (the default: the works, split by work) or a UTF-8 "
+                                  "text file; pixelcnn: digits; "
                                   "scenes: scenes; "
                                   "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds train_state.pt)")
@@ -313,9 +369,7 @@ def train_main(argv: list[str]) -> int:
     rng = np.random.default_rng(args.seed)
     if resume:
         model, meta = load_checkpoint(out, device=device)
-        if natty_model == "wavenet":
-            assert isinstance(task, WaveTask) and isinstance(model, WaveNet)
-            task.rf = model.config.receptive_field
+        task.adopt(model)
     else:
         model = MODEL_TYPES[natty_model][0](task.make_config(overrides)).to(device)
         meta = {}
@@ -378,7 +432,7 @@ def train_main(argv: list[str]) -> int:
 
 def eval_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="natty eval", description="Held-out quality of one of natty's own models.")
-    p.add_argument("model", help="rnn, pixelcnn, scenes or wavenet (the bundled checkpoint), or a checkpoint "
+    p.add_argument("model", help="rnn, gpt, pixelcnn, scenes or wavenet (the bundled checkpoint), or a checkpoint "
                                  "folder")
     p.add_argument("--data", help="as for natty train (default: the data the bundled model was trained on)")
     p.add_argument("--device", default="auto")
@@ -390,17 +444,15 @@ def eval_main(argv: list[str]) -> int:
     natty_model = meta["natty_model"]
     data = args.data or meta.get("data")
     task = task_for(natty_model, data)
-    if natty_model == "wavenet":
-        assert isinstance(task, WaveTask) and isinstance(model, WaveNet)
-        task.rf = model.config.receptive_field
+    task.adopt(model)
     metrics = task.evaluate(model, device)
     if natty_model == "pixelcnn":
         assert isinstance(model, PixelCNN)
         print(f"pixelcnn {path}: {metrics['bits_per_dim']:.3f} bits/dim on held-out {data} "
               f"(uniform over {model.config.n_levels} levels: {metrics['uniform_bits_per_dim']:.3f})")
-    elif natty_model == "charrnn":
-        assert isinstance(model, CharRNN)
-        print(f"charrnn {path}: {metrics['bits_per_char']:.3f} bits/char on held-out text "
+    elif natty_model in ("charrnn", "gpt"):
+        assert isinstance(model, CharLM)
+        print(f"{natty_model} {path}: {metrics['bits_per_char']:.3f} bits/char on held-out text "
               f"(uniform over {model.config.vocab_size} characters: {math.log2(model.config.vocab_size):.3f})")
     else:
         print(f"wavenet {path}: NLL {metrics['nll_nats']:.3f} nats ({metrics['nll_bits']:.3f} bits) per sample "
