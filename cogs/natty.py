@@ -446,8 +446,14 @@ class NattyGame(commands.GroupCog, group_name="natty", group_description="Natty 
             real_row = await g.RealPool(self.storage).pick(game.guild_id, "image", rng)
         elif rnd.kind == "text":
             row = await g.RealPool(self.storage).pick(game.guild_id, "text", rng)
-            real_text = (g.excerpt(row["text"]), t("game.source_pool_text", loc)) if row \
-                else (g.excerpt(rng.choice(g.hand_written_passages())), t("game.source_corpus_text", loc))
+            if row:
+                real_text = (g.excerpt(row["text"]), t("game.source_pool_text", loc))
+            else:  # the person's side to match the model that writes the other (see _generate_text)
+                try:
+                    chat = g.pick_model(self.bot, "chat", await self.bot.guild_settings(game.guild_id), locale=loc)
+                except g.GenerationFailed:
+                    chat = None  # the round fails on the generated side, with its message
+                real_text = g.offline_real_text(chat, rng, loc)
         for n, truth in enumerate(truths):
             path = folder / f"r{rnd.index}_{n}.png"
             if rnd.kind == "digits":

@@ -245,3 +245,27 @@ def test_the_collab_panel_fits_one_message_whatever_the_ideas():
     assert len(text) <= c.PANEL_CHARS and "**1.**" in text and "more" in text.splitlines()[-1]
     s.ideas[-1].voters = [1, 2, 3]  # the most voted idea leads the panel
     assert f"**1.** {c.MAX_IDEAS - 1} very long idea" in c.panel_text(s)
+
+
+def test_against_the_shakespeare_models_the_persons_side_is_shakespeare_they_never_read():
+    from models.catalog import load_catalog
+    from models.own.texts import TEST_WORKS
+
+    catalog = load_catalog()
+    passages = g.shakespeare_passages()
+    assert len(passages) > 400 and {work for work, _ in passages} == set(TEST_WORKS)  # held-out works only
+    for name in ("natty-gpt", "natty-rnn"):
+        text, source = g.offline_real_text(catalog.get(name), random.Random(1), None)
+        assert source.startswith("Shakespeare, ") and any(title in source for title in g.WORK_TITLES.values())
+        assert "\n" not in text and 100 < len(text) <= 280
+        assert any(" ".join(p.split()).startswith(text[:60]) for _, p in passages)
+    text, source = g.offline_real_text(catalog.get("llama-3.3-70b"), random.Random(1), "pt-BR")
+    assert "corpus" in source and text[:40] in " ".join(" ".join(p.split()) for p in g.hand_written_passages())
+    assert g.offline_real_text(None, random.Random(1), None)[1] == g.t("game.source_corpus_text", None)
+
+
+def test_a_continuation_that_starts_with_punctuation_keeps_it_against_the_opening():
+    joined = g.clean_generated_text(", my lord, and so farewell.", "Good night")
+    assert joined == "Good night, my lord, and so farewell."
+    assert g.clean_generated_text(" sweet prince.", "Good night") == "Good night sweet prince."
+    assert g.clean_generated_text("Good night, sweet prince.", "Good night") == "Good night, sweet prince."

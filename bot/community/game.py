@@ -330,6 +330,33 @@ def hand_written_passages() -> list[str]:
     return [" ".join(p.split()) for p in _PASSAGES + _POEMS]
 
 
+SHAKESPEARE_MODELS = frozenset({"natty:gpt", "natty:charrnn"})  # natty's own text models, trained on his works
+WORK_TITLES = {"hamlet": "Hamlet", "macbeth": "Macbeth", "tempest": "The Tempest", "sonnets": "the Sonnets"}
+
+
+@functools.cache
+def shakespeare_passages() -> list[tuple[str, str]]:
+    """(work, passage): speeches and quatrains from the works natty's text models never trained on (the test
+    split of models.own.texts), bundled in models/own/data/shakespeare_passages.jsonl."""
+    from pathlib import Path
+
+    import models
+
+    path = Path(models.__file__).parent / "own" / "data" / "shakespeare_passages.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(row["work"], row["text"]) for row in rows]
+
+
+def offline_real_text(chat_model: ModelEntry | None, rng: random.Random, locale: str | None) -> tuple[str, str]:
+    """(text, its source for the reveal): the person's side of a text round when the server's pool has none. Against
+    natty's own Shakespeare models it is Shakespeare, from works they never saw, so that a round is not told apart
+    by style alone; otherwise the passages people wrote for natty."""
+    if chat_model is not None and chat_model.backend == "local" and chat_model.model in SHAKESPEARE_MODELS:
+        work, passage = rng.choice(shakespeare_passages())
+        return excerpt(passage), t("game.source_shakespeare", locale, work=WORK_TITLES.get(work, work))
+    return excerpt(rng.choice(hand_written_passages())), t("game.source_corpus_text", locale)
+
+
 def excerpt(text: str, limit: int = 280) -> str:
     """The first sentences of `text` that fit in `limit` characters (at least one cut)."""
     text = " ".join(text.split())
@@ -347,8 +374,8 @@ def opening(text: str, words: int = 8) -> str:
 def clean_generated_text(text: str, start: str, limit: int = 280) -> str:
     """A model's passage as an item: starting with `start` (the char-RNN returns only the continuation)."""
     text = " ".join((text or "").split()).strip("\"' ")
-    if not text.lower().startswith(start.lower()[:20]):
-        text = f"{start} {text}".strip()
+    if not text.lower().startswith(start.lower()[:20]):  # a continuation: after the start, a comma kept close
+        text = f"{start}{'' if text[:1] in ',.;:!?' else ' '}{text}".strip()
     return excerpt(text, limit)
 
 

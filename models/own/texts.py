@@ -137,3 +137,37 @@ def join(works: list[Work]) -> str:
 def load_split(sdist: str | Path | None = None) -> dict[str, str]:
     """{"train", "val", "test"}: each part of the split as one text."""
     return {k: join(v) for k, v in split_works(load_works(sdist)).items()}
+
+
+PASSAGES = Path(__file__).with_name("data") / "shakespeare_passages.jsonl"
+
+
+def game_passages(works: list[Work]) -> list[dict[str, str]]:
+    """What the game shows as a person's writing next to the text models' (bot.community.game): from the test
+    works only, each speech of 140-420 characters without stage directions, and each sonnet's first quatrain."""
+    out = []
+    for work in works:
+        if work.name not in TEST_WORKS:
+            continue
+        for block in work.text.split("\n\n"):
+            lines = [line for line in block.split("\n") if line.strip()]
+            if work.name == "sonnets":
+                if len(lines) >= 12:
+                    out.append({"work": work.name, "text": "\n".join(lines[:4])})
+                continue
+            if len(lines) < 3 or not re.fullmatch(r"[A-Z][A-Za-z .']{0,24}\.", lines[0].strip()):
+                continue  # a speech starts with its speaker's name ("HAMLET.", "Hor.")
+            speech = "\n".join(lines[1:])
+            if 140 <= len(speech) <= 420 and "[" not in speech and "]" not in speech:
+                out.append({"work": work.name, "text": speech})
+    return out
+
+
+if __name__ == "__main__":  # python -m models.own.texts passages: rewrite the game's bundled passages
+    import json
+
+    if sys.argv[1:] != ["passages"]:
+        raise SystemExit("usage: python -m models.own.texts passages")
+    rows = game_passages(load_works())
+    PASSAGES.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"{len(rows)} passages -> {PASSAGES}")
