@@ -1,5 +1,6 @@
-"""`python -m models.evaluate scenes|text`: does the scene PixelCNN draw what it is asked, and how well do the
-char-RNN and the GPT know held-out Shakespeare (`text`, see evaluate_text)?
+"""`python -m models.evaluate scenes|text|tunes`: does the scene PixelCNN draw what it is asked, how well do the
+char-RNN and the GPT know held-out Shakespeare (`text`, see evaluate_text), and does natty-tunes beat a 3-gram
+and play in the asked key (`tunes`, see evaluate_tunes)?
 
 A small CNN is trained on the procedural scenes (models.own.scenes) to read, for each of the five slots, the
 shape and colour there (or that it is empty). It is scored on real held-out scenes, then on the model's samples
@@ -307,7 +308,133 @@ def evaluate_text(argv: list[str]) -> int:
     return 0
 
 
-EVALUATIONS = {"scenes": evaluate_scenes, "text": evaluate_text}
+def stack_rolls(melodies: list, path: Path, scale: int = 5) -> None:
+    """Piano rolls of `melodies`, one under another, into one PNG."""
+    import tempfile
+
+    from PIL import Image
+
+    from models.own import tunes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rolls = []
+        for i, bars in enumerate(melodies):
+            tunes.piano_roll_png(bars, Path(tmp) / f"{i}.png", scale=scale)
+            rolls.append(Image.open(Path(tmp) / f"{i}.png").convert("RGB"))
+        sheet = Image.new("RGB", (max(r.width for r in rolls), sum(r.height + 8 for r in rolls)), (240, 240, 240))
+        y = 0
+        for r in rolls:
+            sheet.paste(r, (0, y))
+            y += r.height + 8
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path)
+
+
+def evaluate_tunes(argv: list[str]) -> int:
+    from models.own import tunes
+    from models.own.train import plot_losses
+
+    p = argparse.ArgumentParser(prog="python -m models.evaluate tunes",
+                                description="natty-tunes: held-out bits per note against a 3-gram, whether "
+                                            "generated tunes are in the asked key, and whether the rendered audio "
+                                            "sounds the written notes.")
+    p.add_argument("--checkpoint", default=str(CHECKPOINTS / "tunes"))
+    p.add_argument("--generated", type=int, default=100, help="tunes to generate for random asked keys and modes")
+    p.add_argument("--pitch-tunes", type=int, default=10, help="of those, how many to render and pitch-track")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--run", help="the training folder (its train_state.pt holds the loss history to plot)")
+    p.add_argument("--samples-png", default="docs/img/tunes-samples.png")
+    p.add_argument("--loss-png", default="docs/img/tunes-loss.png")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    model, meta = load_checkpoint(args.checkpoint)
+    assert isinstance(model, tunes.TuneLSTM)
+    ts = tunes.load_tunes(log=log)
+    train, val = ts.indices("train"), ts.indices("val")
+    n_notes = sum(tunes.n_notes(ts.seq(int(i))) for i in val)
+    n_tokens = sum(len(ts.seq(int(i))) - 1 for i in val)
+    log(f"{len(ts)} tunes, {len(train)} train, {len(val)} val ({n_notes:,} notes); fitting the 3-gram")
+    t0 = time.perf_counter()
+    tri = tunes.TrigramModel([ts.seq(int(i)) for i in train])
+    tri_bits = sum(tri.nll_bits(ts.seq(int(i))) for i in val)
+    log(f"3-gram: {tri_bits / n_notes:.3f} bits/note ({time.perf_counter() - t0:.0f} s)")
+    model_bits = tunes.model_nll_bits(model, ts, val)
+    results: dict = {
+        "val_tunes": len(val), "val_notes": n_notes, "val_tokens": n_tokens,
+        "model_bits_per_note": model_bits / n_notes, "trigram_bits_per_note": tri_bits / n_notes,
+        "model_bits_per_token": model_bits / n_tokens, "trigram_bits_per_token": tri_bits / n_tokens,
+        "step": meta.get("step"), "parameters": sum(q.numel() for q in model.parameters()),
+    }
+
+    rng = np.random.default_rng(args.seed)
+    meters = sorted(tunes.BAR_UNITS)
+    asked, got, got_free, samples = [], [], [], []
+    ok_frames = total_frames = 0
+    t0 = time.perf_counter()
+    for i in range(args.generated):
+        req = tunes.TuneRequest(tonic=int(rng.integers(12)), mode=str(rng.choice(tunes.MODES)),
+                                meter=str(rng.choice(meters)), tempo=str(rng.choice(["slow", "moderate", "fast"])),
+                                n_bars=int(rng.choice([8, 16])))
+        req.bpm = tunes.BPM[req.tempo]
+        asked.append((req.tonic, req.mode))
+        # unconstrained sampling, then as the bot plays (kept to the mode's scale)
+        got_free.append(tunes.key_of(tunes.transpose(model.generate(
+            req.mode, req.meter, req.tempo, req.n_bars, seed=args.seed + i, temperature=args.temperature), req.tonic)))
+        bars = tunes.transpose(model.generate(req.mode, req.meter, req.tempo, req.n_bars, seed=args.seed + i,
+                                              temperature=args.temperature, in_key=True), req.tonic)
+        got.append(tunes.key_of(bars))
+        if i < args.pitch_tunes:
+            ok, total = tunes.pitch_match(bars, req.bpm)
+            ok_frames, total_frames = ok_frames + ok, total_frames + total
+        if i < 4:
+            samples.append((req, bars))
+        if (i + 1) % 20 == 0:
+            log(f"generated {i + 1}/{args.generated}")
+    match = [a == g for a, g in zip(asked, got, strict=True)]
+    relative = [g == ((a[0] + 9) % 12, "minor") if a[1] == "major" else g == ((a[0] + 3) % 12, "major")
+                for a, g in zip(asked, got, strict=True)]
+    results.update({
+        "key_match": float(np.mean(match)), "generated": args.generated, "temperature": args.temperature,
+        "key_match_unconstrained": float(np.mean([a == g for a, g in zip(asked, got_free, strict=True)])),
+        "key_match_major": float(np.mean([m for m, a in zip(match, asked, strict=True) if a[1] == "major"])),
+        "key_match_minor": float(np.mean([m for m, a in zip(match, asked, strict=True) if a[1] == "minor"])),
+        "relative_key_instead": float(np.mean(relative)),
+        "pitch_match": ok_frames / max(total_frames, 1), "pitch_frames": total_frames,
+        "pitch_tunes": min(args.pitch_tunes, args.generated), "generate_s": time.perf_counter() - t0,
+    })
+    stack_rolls([bars for _, bars in samples], Path(args.samples_png))
+    if args.run and (Path(args.run) / "train_state.pt").exists():
+        history = torch.load(Path(args.run) / "train_state.pt", map_location="cpu", weights_only=False)["history"]
+        plot_losses(history, Path(args.loss_png))
+
+    def goal(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    r = results
+    print(f"held-out tunes: {r['val_tunes']} ({r['val_notes']:,} notes, {r['val_tokens']:,} tokens), step {r['step']}, "
+          f"{r['parameters'] / 1e6:.2f}M parameters")
+    print(f"  bits per note: model {r['model_bits_per_note']:.3f}, 3-gram {r['trigram_bits_per_note']:.3f} "
+          f"(per token {r['model_bits_per_token']:.3f} vs {r['trigram_bits_per_token']:.3f}); goal model < 3-gram: "
+          f"{goal(r['model_bits_per_note'] < r['trigram_bits_per_note'])}")
+    print(f"  key of {r['generated']} generated tunes (music21's analysis) = the asked key, as played (kept to the "
+          f"mode's scale, temperature {r['temperature']}): {r['key_match']:.0%} (major {r['key_match_major']:.0%}, "
+          f"minor {r['key_match_minor']:.0%}; the relative key instead {r['relative_key_instead']:.0%}); "
+          f"goal >= 90%: {goal(r['key_match'] >= 0.9)}")
+    print(f"  the same tunes sampled without the scale: {r['key_match_unconstrained']:.0%}")
+    print(f"  pyin pitch within a quarter tone of the written note: {r['pitch_match']:.1%} of {r['pitch_frames']:,} "
+          f"note frames ({r['pitch_tunes']} tunes, melody render); goal >= 95%: {goal(r['pitch_match'] >= 0.95)}")
+    print("  samples (docs piano roll, top to bottom): " + "; ".join(q.describe() for q, _ in samples))
+    print(json.dumps(results))
+    return 0
+
+
+EVALUATIONS = {"scenes": evaluate_scenes, "text": evaluate_text, "tunes": evaluate_tunes}
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
-"""natty's own models behind the `local` backend: char-RNN chat, PixelCNN digits and scenes, WaveNet tones, and
-NVIDIA's Tacotron 2 for speech.
+"""natty's own models behind the `local` backend: char-RNN chat, PixelCNN digits and scenes, WaveNet tones, the
+natty-tunes melody LSTM, and NVIDIA's Tacotron 2 for speech.
 
 `model = "natty:NAME"` means the bundled checkpoint in `models/own/checkpoints/NAME/` (config.json naming its
 `natty_model`, plus model.safetensors); any other folder with such a config.json works too. Models load once
@@ -10,6 +10,7 @@ between steps when `ctx.cancel` is set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import random
@@ -29,6 +30,7 @@ from models.errors import BackendError, ErrorKind
 from models.own.charrnn import CharRNN, CharRNNConfig
 from models.own.gpt import GPT, GPTConfig
 from models.own.pixelcnn import PixelCNN, PixelCNNConfig
+from models.own.tunes import TuneLSTM, TuneLSTMConfig
 from models.own.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode
 
 CHECKPOINTS = Path(__file__).with_name("checkpoints")
@@ -37,8 +39,10 @@ MODEL_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
     "gpt": (GPT, GPTConfig),
     "pixelcnn": (PixelCNN, PixelCNNConfig),
     "wavenet": (WaveNet, WaveNetConfig),
+    "tunelstm": (TuneLSTM, TuneLSTMConfig),
 }
-TRAIN_KIND = {"charrnn": "rnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "scenes", "wavenet": "wavenet"}
+TRAIN_KIND = {"charrnn": "rnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "scenes", "wavenet": "wavenet",
+              "tunes": "tunes"}
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEXT_NOTE = ("natty's own offline model continued your words in the style of Shakespeare's plays; it does not "
              "answer questions or follow instructions: for that, choose a hosted chat model")
@@ -54,7 +58,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, info: dict[str, 
     name = next(k for k, (cls, _) in MODEL_TYPES.items() if isinstance(model, cls))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / "model.safetensors"))
-    assert isinstance(model, CharRNN | GPT | PixelCNN | WaveNet)  # MODEL_TYPES' classes: `name` found it
+    assert isinstance(model, CharRNN | GPT | PixelCNN | WaveNet | TuneLSTM)  # MODEL_TYPES' classes: `name` found it
     meta = {"natty_model": name, "config": model.config.to_dict(), **(info or {})}
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -296,10 +300,15 @@ class OwnModelsBackend(Backend):
                                  "ignored": ignored, "note": note})
 
     async def text_to_audio(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
+        """A WaveNet continues a synthesized onset of the tone or chord the prompt names; a tune LSTM
+        (natty-tunes) plays a melody in the key, mode, meter and tempo it names (see _play_tune)."""
         params = {**entry.params, **request.params}
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        loaded, _ = await asyncio.to_thread(self._load_with_meta, entry, ("wavenet", "tunelstm"))
+        if isinstance(loaded, TuneLSTM):
+            return await self._play_tune(request, ctx, loaded, params, seed)
         seconds = max(0.1, min(float(params.get("seconds", 1.0)), 10.0))
         temperature = float(params.get("temperature", 1.0))
-        seed = request.seed if request.seed is not None else random.randrange(2**31)
         prompt = request.prompt or ""
         kind = "chord" if "chord" in prompt.lower() else "tone" if re.search(r"tone|note", prompt, re.I) else None
         m = re.search(r"\b([A-G])([#b]?)(m(?:inor)?)?(?![A-Za-z])", prompt)
@@ -310,7 +319,7 @@ class OwnModelsBackend(Backend):
         def work() -> tuple[np.ndarray, int, str]:
             from models.own import data
 
-            model: WaveNet = self._load(entry, "wavenet")
+            model: WaveNet = loaded
             cfg = model.config
             rng = np.random.default_rng(seed)
             sound = kind or data.SOUND_KINDS[int(rng.integers(0, len(data.SOUND_KINDS)))]
@@ -334,6 +343,41 @@ class OwnModelsBackend(Backend):
         audio, sr, sound = await asyncio.to_thread(work)
         return AudioResult(data=wav_bytes(audio, sr), duration=len(audio) / sr, sample_rate=sr,
                            meta={"seed": seed, "kind": sound, "temperature": temperature})
+
+    async def _play_tune(self, request: Request, ctx: RunContext, model: TuneLSTM, params: dict[str, Any],
+                         seed: int) -> AudioResult:
+        """natty-tunes: the prompt's key, mode, meter, tempo, mood and length, a melody sampled bar by bar, a bass
+        and chords by rule, rendered by a small synthesizer; the score comes along as tune.mid."""
+        from models.own import tunes
+
+        temperature = float(params.get("temperature", 1.0))
+        in_key = str(params.get("in_key", True)).lower() not in ("0", "false", "no", "off")  # keep to the scale
+        req, picked, ignored = tunes.parse_prompt(request.prompt or _prompt_text(request), np.random.default_rng(seed))
+
+        def work() -> tunes.Played:
+            def on_bar(done: int) -> bool:
+                ctx.report(Progress(fraction=done / req.n_bars, step=done, total=req.n_bars,
+                                    message=f"bar {done}/{req.n_bars}"))
+                return ctx.cancel.cancelled
+
+            ctx.report(Progress(fraction=0.0, step=0, total=req.n_bars, message=req.describe()))
+            played = tunes.play(model, req, seed=seed, temperature=temperature, callback=on_bar, in_key=in_key)
+            ctx.cancel.raise_if_cancelled()
+            return played
+
+        played = await asyncio.to_thread(work)
+        note = f"played: {req.describe()}"
+        if picked:
+            note += f"; {'nothing musical asked, so ' if len(picked) >= 5 else ''}picked: {', '.join(picked)}"
+        if ignored:
+            note += f"; ignored: {', '.join(repr(w) for w in ignored[:8])}" + (" …" if len(ignored) > 8 else "")
+        note += f"\nnotes: {tunes.notes_text(played.bars, limit=400)}"
+        return AudioResult(data=wav_bytes(played.audio, played.sample_rate),
+                           duration=len(played.audio) / played.sample_rate, sample_rate=played.sample_rate,
+                           meta={"seed": seed, "temperature": temperature, "in_key": in_key,
+                                 "request": dataclasses.asdict(req),
+                                 "note": note},
+                           extra_files=[("tune.mid", played.midi)])
 
     async def text_to_speech(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:
         if not self._is_tacotron(entry):

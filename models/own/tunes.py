@@ -54,6 +54,7 @@ DURATIONS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # quarter lengths
 DUR_UNITS = tuple(int(d * 4) for d in DURATIONS)
 LOW, HIGH = 48, 84  # melody pitch range after transposing to C; notes outside are folded by octaves
 
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural, plus the leading note
 BOS, BAR, END, REST = 0, 1, 2, 3
 PITCH0 = 4
 N_PITCH = HIGH - LOW + 1
@@ -342,11 +343,17 @@ class TuneLSTM(nn.Module):
     @torch.no_grad()
     def generate(self, mode: str, meter: str, tempo: str, n_bars: int, seed: int | None = None,
                  temperature: float = 1.0, top_k: int | None = None,
-                 callback: Callable[[int], bool | None] | None = None) -> list[list[tuple[int | None, int]]]:
+                 callback: Callable[[int], bool | None] | None = None, in_key: bool = False
+                 ) -> list[list[tuple[int | None, int]]]:
         """A tune of `n_bars` full bars (notes as (midi or None, sixteenths), tonic C). Bar lines and the end are
-        placed by the grammar; only pitches and durations that fit the bar are sampled. `callback(bars_done)`
-        after each bar; returning True stops early."""
+        placed by the grammar; only pitches and durations that fit the bar are sampled, and with `in_key` only
+        pitches of the mode's scale (`SCALES`). `callback(bars_done)` after each bar; returning True stops
+        early."""
         self.eval()
+        pitch_ok = np.zeros(VOCAB, bool)
+        pitch_ok[REST] = True
+        for t in range(PITCH0, DUR0):
+            pitch_ok[t] = not in_key or (t - PITCH0 + LOW) % 12 in SCALES[mode]
         rng = np.random.default_rng(seed)
         bar_units = BAR_UNITS.get(meter, 16)
         cond = torch.tensor([[MODES.index(mode), METERS.index(meter), TEMPOS.index(tempo), length_class(n_bars)]])
@@ -365,7 +372,7 @@ class TuneLSTM(nn.Module):
                 fits = [DUR0 + j for j, u in enumerate(DUR_UNITS) if u <= bar_units - p]
                 allowed[fits] = 0.0
             else:
-                allowed[REST : DUR0] = 0.0
+                allowed[pitch_ok] = 0.0
             tok = int(sample_logits((z + allowed)[None], rng, temperature, top_k)[0])
             if tok < DUR0:
                 pitch = None if tok == REST else tok - PITCH0 + LOW
@@ -640,10 +647,11 @@ class Played:
 
 
 def play(model: TuneLSTM, req: TuneRequest, seed: int, temperature: float = 1.0, sr: int = 22050,
-         callback: Callable[[int], bool | None] | None = None) -> Played:
-    """Sample a tune for `req`, harmonize it, render it and write its score."""
+         callback: Callable[[int], bool | None] | None = None, in_key: bool = True) -> Played:
+    """Sample a tune for `req` (kept to the mode's scale unless `in_key` is False), harmonize it, render it and
+    write its score."""
     bars_c = model.generate(req.mode, req.meter, req.tempo, req.n_bars, seed=seed, temperature=temperature,
-                            callback=callback)
+                            callback=callback, in_key=in_key)
     chords = harmonize(bars_c, req.mode, req.meter)
     bars = transpose(bars_c, req.tonic)
     audio = render(bars, chords, req.tonic, req.bpm, sr)
