@@ -59,6 +59,7 @@ async def test_own_models_draw_continue_and_play_with_progress(tmp_path):
             # the sample is unseeded, so its first line may be short: count the whole answer above the footer
             body = "\n".join(line for line in text.content.split("\n") if not line.startswith("-#"))
             assert len(body.strip()) > 20 and model in text.content
+            assert text.content.startswith("**The lighthouse**")  # the reply reads on from the member's words
             # the reply says what made it: a continuation in Shakespeare's manner, not an assistant's answer
             assert "-# natty's own offline model continued your words in the style of Shakespeare" in text.content
         help_embed = (await (await n.server.slash(n.alice, n.general, "help")).response()).embeds[0]

@@ -381,8 +381,11 @@ class Presenter:
         result = job.result or {}
         kind = result.get("kind")
         if kind == "text":
-            plan = delivery.plan_text_messages(result.get("text") or t("result.no_text", job.locale),
-                                               locale=job.locale)
+            body = result.get("text") or t("result.no_text", job.locale)
+            if result.get("meta", {}).get("continues") and job.prompt:  # a continuation reads after its prompt
+                tail = job.prompt if len(job.prompt) <= 300 else "…" + job.prompt[-299:]
+                body = f"**{discord.utils.escape_markdown(tail)}**{body}"
+            plan = delivery.plan_text_messages(body, locale=job.locale)
             chunks = list(plan.chunks) or [t("result.no_text", job.locale)]
             said = result.get("meta", {}).get("note")  # what made it, e.g. "natty's own offline model continued..."
             footer = "\n" + (f"-# {discord.utils.escape_markdown(said)}\n" if said else "") + self.footer(job)

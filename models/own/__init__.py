@@ -231,8 +231,8 @@ class OwnModelsBackend(Backend):
 
         text = await asyncio.to_thread(work)
         result_meta: dict[str, Any] = {"seed": seed, "temperature": temperature, "top_k": top_k}
-        if whole_words:
-            result_meta["note"] = TEXT_NOTE
+        if whole_words:  # shown under the prompt it continues, with what made it
+            result_meta.update(note=TEXT_NOTE, continues=True)
         return TextResult(text=text, meta=result_meta)
 
     async def text_to_image(self, entry: ModelEntry, request: Request, ctx: RunContext) -> ImageResult:
