@@ -77,6 +77,16 @@ def test_generate_fills_exactly_the_asked_bars(meter):
     assert model.generate("major", meter, "fast", 4, seed=5) == model.generate("major", meter, "fast", 4, seed=5)
 
 
+def test_generate_in_key_keeps_to_the_scale():
+    model = _tiny()
+    for mode in tunes.MODES:
+        free = {m % 12 for bar in model.generate(mode, "4/4", "moderate", 16, seed=2) for m, _ in bar if m is not None}
+        kept = {m % 12 for bar in model.generate(mode, "4/4", "moderate", 16, seed=2, in_key=True) for m, _ in bar
+                if m is not None}
+        assert not free <= set(tunes.SCALES[mode])  # an untrained model wanders off the scale ...
+        assert kept <= set(tunes.SCALES[mode])  # ... unless kept to it
+
+
 def test_generate_reports_each_bar_and_stops_when_told():
     seen: list[int] = []
     bars = _tiny().generate("major", "4/4", "moderate", 8, seed=0, callback=lambda b: seen.append(b) or b >= 3)
@@ -231,3 +241,80 @@ def test_piano_roll_is_drawn(tmp_path):
     tunes.piano_roll_png(FIXED_MELODY, tmp_path / "roll.png", scale=4)
     img = Image.open(tmp_path / "roll.png")
     assert img.width == 64 * 4 + 2 and img.height > 20 * 4
+
+
+# --- the bundled natty-tunes, end to end ---------------------------------------------------------------------
+
+def _backend_ctx(cancel_after: int | None = None):
+    from models.base import RunContext
+
+    reports: list = []
+    ctx = RunContext()
+
+    def report(p) -> None:
+        reports.append(p)
+        if cancel_after is not None and len(reports) >= cancel_after:
+            ctx.cancel.cancel()
+
+    ctx.report = report
+    return ctx, reports
+
+
+async def test_bundled_tunes_plays_the_asked_waltz_with_its_score():
+    import io
+    import wave
+
+    from music21 import converter
+
+    from models.base import AudioResult, Request
+    from models.catalog import load_catalog
+    from models.own import OwnModelsBackend
+
+    entry = load_catalog().get("natty-tunes")
+    assert entry is not None and entry.task == "text-to-audio"
+    ctx, reports = _backend_ctx()
+    result = await OwnModelsBackend().run(entry, Request(task="text-to-audio", prompt="a slow waltz in D minor, 8 bars",
+                                                         seed=5), ctx)
+    assert isinstance(result, AudioResult)
+    # 8 bars of 3/4 at the slow tempo (72 bpm) are 20 s; the last note's release adds half a second
+    assert result.duration == pytest.approx(8 * 3 * 60 / tunes.BPM["slow"] + 0.5, abs=0.05)
+    with wave.open(io.BytesIO(result.data)) as w:
+        assert w.getnchannels() == 1 and w.getframerate() == result.sample_rate
+        assert w.getnframes() / w.getframerate() == pytest.approx(result.duration)
+    note = result.meta["note"]
+    assert note.startswith("played: a slow waltz in D minor, 3/4, 72 bpm, 8 bars") and "ignored" not in note
+    notes_line = note.split("\nnotes: ")[1]
+    assert notes_line.count("|") == 7  # eight bars of notes in the message
+    assert reports[-1].step == 8 and reports[-1].total == 8
+    assert [name for name, _ in result.extra_files] == ["tune.mid"]
+    score = converter.parse(result.extra_files[0][1], format="midi")
+    melody = score.parts[0]
+    assert melody.recurse().getElementsByClass("TimeSignature").first().ratioString == "3/4"
+    written = [tunes.note_name(n.pitch.midi) for n in melody.recurse().notes]
+    assert written == [w for w in notes_line.replace("|", " ").split() if w != "r"]
+    assert result.meta["seed"] == 5
+
+
+async def test_bundled_tunes_plays_a_prompt_with_nothing_musical_and_says_so():
+    from models.base import Request
+    from models.catalog import load_catalog
+    from models.own import OwnModelsBackend
+
+    result = await OwnModelsBackend().run(load_catalog().get("natty-tunes"),
+                                          Request(task="text-to-audio", prompt="hello dragon", seed=1),
+                                          _backend_ctx()[0])
+    note = result.meta["note"]
+    assert "picked: key " in note and "ignored: 'hello', 'dragon'" in note and result.duration > 5
+
+
+async def test_bundled_tunes_stops_when_cancelled():
+    from models.base import Request
+    from models.catalog import load_catalog
+    from models.errors import BackendError, ErrorKind
+    from models.own import OwnModelsBackend
+
+    ctx, reports = _backend_ctx(cancel_after=3)
+    with pytest.raises(BackendError) as err:
+        await OwnModelsBackend().run(load_catalog().get("natty-tunes"),
+                                     Request(task="text-to-audio", prompt="a jig in G, 32 bars", seed=2), ctx)
+    assert err.value.kind == ErrorKind.CANCELLED and len(reports) == 3
