@@ -92,7 +92,8 @@ async def generate_once(settings: Settings, catalog: Catalog, task: str, prompt:
         for i, item in enumerate(result["files"]):
             target = out or Path(f"natty-{job.id}-{item['filename']}")
             if out and len(result["files"]) > 1:
-                target = out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
+                # each file keeps its own kind: a tune's score is tune_2.mid beside tune_1.wav, not tune_2.wav
+                target = out.with_name(f"{out.stem}_{i + 1}{Path(item['filename']).suffix or out.suffix}")
             target.write_bytes(storage.results.get(ref_of(item)))  # the engine has stopped: nothing else waits
             print(target)
     return 0

@@ -318,3 +318,19 @@ async def test_bundled_tunes_stops_when_cancelled():
         await OwnModelsBackend().run(load_catalog().get("natty-tunes"),
                                      Request(task="text-to-audio", prompt="a jig in G, 32 bars", seed=2), ctx)
     assert err.value.kind == ErrorKind.CANCELLED and len(reports) == 3
+
+
+async def test_natty_generate_writes_the_tune_and_its_score(tmp_path):
+    import soundfile
+    from music21 import converter
+
+    from tests.test_cli import natty
+
+    env = {"NATTY_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": f"sqlite:///{tmp_path}/natty.db"}
+    code, out, err = await natty("generate", "text-to-audio", "a march in G, 4 bars", "--model", "natty-tunes",
+                                 "--seed", "1", "--out", str(tmp_path / "march.wav"), cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert out.split() == [str(tmp_path / "march_1.wav"), str(tmp_path / "march_2.mid")]
+    assert soundfile.info(str(tmp_path / "march_1.wav")).duration == pytest.approx(4 * 2 * 60 / 104 + 0.5, abs=0.05)
+    score = converter.parse(str(tmp_path / "march_2.mid"))
+    assert score.parts[0].recurse().getElementsByClass("TimeSignature").first().ratioString == "2/4"
