@@ -154,6 +154,28 @@ def test_tune_set_round_trips(tmp_path):
     assert s[0] == tunes.BOS and s[-1] == tunes.END and (s == tunes.BAR).sum() == 6 and tunes.n_notes(s) == 17
 
 
+def test_training_batches_are_whole_tunes_padded_with_ignored_targets(monkeypatch):
+    from models.own import train
+
+    waltz = tunes.parse_tune(WALTZ_IN_G, "oneills1850")
+    assert waltz is not None
+    small = tunes.TuneSet.from_tunes([waltz, _arpeggio("major"), _arpeggio("minor", "3/4")])
+    small.val[:] = [False, False, True]
+    monkeypatch.setattr(tunes, "load_tunes", lambda **_: small)
+    task = train.task_for("tunes", None)
+    assert isinstance(task, train.TuneTask) and task.natty_model == "tunelstm"
+    x, cond, pos, rem, y = task.batch("train", 2, np.random.default_rng(0), torch.device("cpu"))
+    lengths = sorted(len(small.seq(i)) - 1 for i in (0, 1))
+    assert x.shape == y.shape == pos.shape == rem.shape == (2, lengths[-1]) and cond.shape == (2, 4)
+    assert sorted(int((row >= 0).sum()) for row in y) == lengths  # each tune whole, the shorter one padded with -1
+    assert all(int(row[(row >= 0)][-1]) == tunes.END for row in y)
+    model = _tiny()
+    assert math.isfinite(task.loss(model, (x, cond, pos, rem, y)).item())
+    metrics = task.evaluate(model, torch.device("cpu"))
+    assert metrics["bits_per_note"] == pytest.approx(
+        tunes.model_nll_bits(model, small, np.array([2])) / tunes.n_notes(small.seq(2)))
+
+
 # --- accompaniment, audio, score -------------------------------------------------------------------------------
 
 def test_harmony_covers_every_bar_and_ends_on_the_tonic():
