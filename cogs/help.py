@@ -46,13 +46,14 @@ class Help(commands.Cog):
                               colour=discord.Colour.blurple())
         embed.add_field(name=t("help.models", loc), value="\n".join(models)[:1024], inline=False)
         if offline:  # what natty's own models can and cannot do, so nobody expects an assistant from them
-            hint = t("help.offline_hint", loc)
-            kept: list[str] = []
-            for line in offline:  # whole lines, as many as fit an embed field next to the hint
-                if len("\n".join([*kept, line, hint])) <= 1024:
-                    kept.append(line)
-            value = "\n".join([*kept, hint])
-            embed.add_field(name=t("help.offline", loc), value=value, inline=False)
+            fields: list[list[str]] = [[]]
+            for line in [*offline, t("help.offline_hint", loc)]:  # whole lines, in as many fields as they need
+                if fields[-1] and len("\n".join([*fields[-1], line])) > 1024:
+                    fields.append([])
+                fields[-1].append(line[:1024])
+            for i, lines in enumerate(fields):
+                embed.add_field(name=t("help.offline", loc) if i == 0 else "\u200b", value="\n".join(lines),
+                                inline=False)
         embed.set_footer(text=t("help.footer", loc))
         await interaction.response.send_message(embed=delivery.clamp_embed(embed),
                                                 ephemeral=True)

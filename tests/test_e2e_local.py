@@ -63,9 +63,14 @@ async def test_own_models_draw_continue_and_play_with_progress(tmp_path):
             # the reply says what made it: a continuation in Shakespeare's manner, not an assistant's answer
             assert "-# natty's own offline model continued your words in the style of Shakespeare" in text.content
         help_embed = (await (await n.server.slash(n.alice, n.general, "help")).response()).embeds[0]
-        offline = next(f["value"] for f in help_embed["fields"] if f["name"] == "natty's own offline models")
+        names = [f["name"] for f in help_embed["fields"]]
+        start = names.index("natty's own offline models")  # then continuation fields, as many as the lines need
+        fields = [f["value"] for f in help_embed["fields"][start:]]
+        offline = "\n".join(fields)
         assert "**natty-gpt**: natty's own small GPT" in offline and "hosted models" in offline
-        assert "**natty-scenes**" in offline and len(offline) <= 1024
+        for name in ("natty-rnn", "natty-pixelcnn", "natty-scenes", "natty-wavenet", "natty-tunes"):
+            assert f"**{name}**: natty's own" in offline  # every offline model, with what it can do
+        assert all(len(v) <= 1024 for v in fields)
         no_digit = await n.final(await n.server.slash(n.alice, n.general, "imagine", prompt="a cat",
                                                       model="natty-pixelcnn"))
         assert "prompt a digit" in no_digit.content.lower() or "digit" in no_digit.content
