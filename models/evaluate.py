@@ -136,6 +136,20 @@ def write_grid(model: PixelCNN, path: Path, per_prompt: int = 6, seed: int = 0) 
     path.write_bytes(png)
 
 
+def log(msg: str) -> None:
+    """Progress on stderr, so that stdout holds only the figures."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_with_common(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Every evaluation's arguments plus --threads (torch's, set here) and --seed."""
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def evaluate_scenes(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m models.evaluate scenes", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(CHECKPOINTS / "scenes"))
@@ -148,14 +162,7 @@ def evaluate_scenes(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timing repeats at batch 1 (medians)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--grid", default=None, help="PNG of samples (default: samples.png in the checkpoint)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    args = parse_with_common(p, argv)
     model, meta = load_checkpoint(args.checkpoint)
     assert isinstance(model, PixelCNN) and meta.get("data") == "scenes", f"{args.checkpoint} is not a scene model"
     t0 = time.perf_counter()
@@ -259,14 +266,7 @@ def evaluate_text(argv: list[str]) -> int:
     p.add_argument("--checkpoints", nargs="+", default=[str(CHECKPOINTS / "charrnn"), str(CHECKPOINTS / "gpt")])
     p.add_argument("--pairs", type=int, default=300, help="held-out (prompt, continuation) pairs")
     p.add_argument("--samples", type=int, default=120, help="characters sampled per sample prompt")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    args = parse_with_common(p, argv)
     split = texts.load_split()
     test = split["test"]
     log(f"test: {len(test):,} characters of {', '.join(texts.TEST_WORKS)}; training on {len(split['train']):,}")
@@ -345,14 +345,7 @@ def evaluate_tunes(argv: list[str]) -> int:
     p.add_argument("--run", help="the training folder (its train_state.pt holds the loss history to plot)")
     p.add_argument("--samples-png", default="docs/img/tunes-samples.png")
     p.add_argument("--loss-png", default="docs/img/tunes-loss.png")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    args = parse_with_common(p, argv)
     model, meta = load_checkpoint(args.checkpoint)
     assert isinstance(model, tunes.TuneLSTM)
     ts = tunes.load_tunes(log=log)
