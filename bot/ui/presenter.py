@@ -317,11 +317,17 @@ class Presenter:
 
     # --- rendering ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _bold_prompt(prompt: str, end: bool = False) -> str:
+        """The prompt in bold, escaped, at most 300 characters: its start, or with `end` its end."""
+        if len(prompt) > 300:
+            prompt = "…" + prompt[-299:] if end else prompt[:299] + "…"
+        return f"**{discord.utils.escape_markdown(prompt)}**"
+
     def _with_prompt(self, job: Job, line: str) -> str:
         if not job.prompt or job.task == "chat":
             return line
-        prompt = job.prompt if len(job.prompt) <= 300 else job.prompt[:299] + "…"
-        return f"**{discord.utils.escape_markdown(prompt)}**\n{line}"
+        return f"{self._bold_prompt(job.prompt)}\n{line}"
 
     def view(self, job: Job, running: bool = False, extra: Sequence[tuple[str, str | None, str]] | None = None
              ) -> discord.ui.View:
@@ -379,15 +385,14 @@ class Presenter:
         if job.task in self.result_renderers:
             return self.result_renderers[job.task](job), None
         result = job.result or {}
-        kind = result.get("kind")
+        kind, meta = result.get("kind"), result.get("meta", {})
         if kind == "text":
             body = result.get("text") or t("result.no_text", job.locale)
-            if result.get("meta", {}).get("continues") and job.prompt:  # a continuation reads after its prompt
-                tail = job.prompt if len(job.prompt) <= 300 else "…" + job.prompt[-299:]
-                body = f"**{discord.utils.escape_markdown(tail)}**{body}"
+            if meta.get("continues") and job.prompt:  # a continuation reads after its prompt
+                body = self._bold_prompt(job.prompt, end=True) + body
             plan = delivery.plan_text_messages(body, locale=job.locale)
             chunks = list(plan.chunks) or [t("result.no_text", job.locale)]
-            said = result.get("meta", {}).get("note")  # what made it, e.g. "natty's own offline model continued..."
+            said = meta.get("note")  # what made it, e.g. "natty's own offline model continued..."
             footer = "\n" + (f"-# {discord.utils.escape_markdown(said)}\n" if said else "") + self.footer(job)
             if len(chunks[-1]) + len(footer) <= delivery.MESSAGE_LIMIT:
                 chunks[-1] += footer
@@ -404,7 +409,7 @@ class Presenter:
             text = "\n".join(lines) or t("result.no_labels", job.locale)
             return [Render(self._with_prompt(job, f"{text}\n{self.footer(job)}"), final=True)], None
         files, notes = self.result_files(job, limit)
-        said = result.get("meta", {}).get("note")  # what the model understood, e.g. natty-scenes' "drew: ..."
+        said = meta.get("note")  # what the model understood, e.g. natty-scenes' "drew: ..."
         lines = [discord.utils.escape_markdown(said)] if said else []
         text = "\n".join([*lines, *(f"-# {n}" for n in notes), self.footer(job)])
         return [Render(self._with_prompt(job, text), files=files, view=self.view(job) if files else None,

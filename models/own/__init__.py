@@ -156,9 +156,6 @@ class OwnModelsBackend(Backend):
             return CHECKPOINTS / entry.model.removeprefix("natty:")
         return Path(entry.model)
 
-    def _load(self, entry: ModelEntry, expected: str) -> Any:
-        return self._load_with_meta(entry, expected)[0]
-
     def _load_with_meta(self, entry: ModelEntry, expected: str | tuple[str, ...]) -> tuple[Any, dict]:
         folder = self.folder(entry)
         key = str(folder.resolve())
