@@ -38,22 +38,50 @@ def test_changing_sample_t_never_changes_earlier_logits_and_respects_the_recepti
             assert not torch.equal(out[:, t + rf - 1], base[:, t + rf - 1]) if t + rf - 1 < T else True
 
 
+def _local(n: int, n_local: int, seed: int = 5) -> np.ndarray | None:
+    """Made-up per-sample features (a slow square wave and noise), or None for an unconditioned model."""
+    if not n_local:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.where((np.arange(n) // 17) % 2 == 0, 1.0, -1.0)[:, None] * rng.normal(size=(1, n_local))
+
+
 @pytest.mark.parametrize("engine", ["numba", "numpy"])
-@pytest.mark.parametrize("n_global", [0, 3])
-def test_fast_generation_equals_naive_generation(n_global, engine):
-    model = tiny(n_global=n_global).double()
+@pytest.mark.parametrize(("n_global", "n_local"), [(0, 0), (3, 0), (0, 4), (3, 4)])
+def test_fast_generation_equals_naive_generation(n_global, n_local, engine):
+    model = tiny(n_global=n_global, n_local=n_local).double()
     g = 2 if n_global else None
     prime = np.array([[16, 20, 25, 20, 16, 11, 7]])
+    local = _local(prime.shape[1] + 120, n_local)
     for seed in (0, 1):
         logits: list[np.ndarray] = []
-        fast = model.generate(120, g=g, seed=seed, prime=prime, logits_out=logits, engine=engine)
-        naive = model.generate_naive(120, g=g, seed=seed, prime=prime)
+        fast = model.generate(120, g=g, seed=seed, prime=prime, logits_out=logits, engine=engine, local=local)
+        naive = model.generate_naive(120, g=g, seed=seed, prime=prime, local=local)
         assert np.array_equal(fast, naive)
     # the fast path's logits are the network's, run over the whole sequence at once
     seq = torch.as_tensor(np.concatenate([prime, fast], axis=1))
+    lt = None if local is None else torch.as_tensor(local[None, 1:])
     with torch.no_grad():
-        ref = model(seq, g=None if g is None else torch.tensor([g]))[0][0, prime.shape[1] - 1 : -1].numpy()
-    np.testing.assert_allclose(np.stack(logits)[:, 0], ref, rtol=0, atol=1e-9)
+        ref = model(seq[:, :-1], g=None if g is None else torch.tensor([g]), local=lt)[0][0, prime.shape[1] - 1 :]
+    np.testing.assert_allclose(np.stack(logits)[:, 0], ref.numpy(), rtol=0, atol=1e-9)
+
+
+def test_local_conditioning_reaches_the_output_causally():
+    """Changing the features of sample t changes the output that predicts it and later ones, never earlier ones;
+    an unconditioned model of the same size ignores them."""
+    model = tiny(4, n_local=3).double()
+    x = torch.randint(0, 32, (1, 40))
+    local = torch.as_tensor(_local(40, 3))[None]
+    with torch.no_grad():
+        base = model(x, local=local)[0]
+        changed = local.clone()
+        changed[0, 20] += 1.0
+        out = model(x, local=changed)[0]
+        assert torch.equal(out[:, :20], base[:, :20]) and not torch.equal(out[:, 20], base[:, 20])
+        plain = tiny(4)
+        assert torch.equal(plain.double()(x, local=changed)[0], plain(x)[0])
+    with pytest.raises(ValueError, match="local"):
+        model.generate(5)
 
 
 def test_fast_generation_in_float32_batch_and_callback():
@@ -66,28 +94,29 @@ def test_fast_generation_in_float32_batch_and_callback():
     assert stopped.shape == (1, 20)
 
 
+@pytest.mark.parametrize("n_local", [0, 3])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_numba_step_draws_the_naive_samples_in_float32(batch):
+def test_numba_step_draws_the_naive_samples_in_float32(batch, n_local):
     """The compiled step (all layers, head and sampling in one loop) against the per-sample forward pass."""
     pytest.importorskip("numba")  # the `local` extra installs it; without it generate runs the NumPy step
-    model = tiny(3, n_global=2)
+    model = tiny(3, n_global=2, n_local=n_local)
     g = [i % 2 for i in range(batch)]
     prime = np.array([[16, 20, 25, 20, 16, 11, 7]])
+    local = _local(prime.shape[1] + 80, n_local)
+    if local is not None and batch > 1:  # each stream its own features
+        local = np.stack([local * (1 + b) for b in range(batch)])
+    kw = {"batch": batch, "g": g, "prime": prime, "local": local}
     for seed, temperature in ((0, 1.0), (1, 0.7), (2, 0.0)):
-        naive = model.generate_naive(80, batch=batch, g=g, seed=seed, temperature=temperature, prime=prime)
-        jit = model.generate(80, batch=batch, g=g, seed=seed, temperature=temperature, prime=prime, engine="numba")
+        naive = model.generate_naive(80, seed=seed, temperature=temperature, **kw)
+        jit = model.generate(80, seed=seed, temperature=temperature, engine="numba", **kw)
         assert np.array_equal(jit, naive), (seed, temperature)
-        numpy = model.generate(80, batch=batch, g=g, seed=seed, temperature=temperature, prime=prime,
-                               engine="numpy")
+        numpy = model.generate(80, seed=seed, temperature=temperature, engine="numpy", **kw)
         assert np.array_equal(numpy, naive), (seed, temperature)
-    # chunks between callbacks continue the same queues and the same generator
+    # chunks between callbacks continue the same queues, the same features and the same generator
     ticks: list[int] = []
-    chunked = model.generate(80, batch=batch, g=g, seed=0, prime=prime, engine="numba", every=30,
-                             callback=lambda n, s: ticks.append(n))
-    assert ticks == [30, 60] and np.array_equal(chunked, model.generate_naive(80, batch=batch, g=g, seed=0,
-                                                                            prime=prime))
-    stopped = model.generate(80, batch=batch, g=g, seed=0, prime=prime, engine="numba", every=10,
-                             callback=lambda n, s: n >= 20)
+    chunked = model.generate(80, seed=0, engine="numba", every=30, callback=lambda n, s: ticks.append(n), **kw)
+    assert ticks == [30, 60] and np.array_equal(chunked, model.generate_naive(80, seed=0, **kw))
+    stopped = model.generate(80, seed=0, engine="numba", every=10, callback=lambda n, s: n >= 20, **kw)
     assert np.array_equal(stopped, chunked[:, :20])
 
 

@@ -4,8 +4,9 @@
 `_FastStep` otherwise; it is imported only there, so the bot starts without numba. One call runs a whole chunk of
 samples for a batch of streams: per sample and per layer, the gate (both taps of the dilated convolution) and the
 residual + skip 1x1 convolutions are plain loops over preallocated buffers, with each layer's queue of inputs from
-`dilation` steps ago in one ring buffer. The streams of a batch share each step, so a layer's weights are read once
-per step for all of them.
+`dilation` steps ago in one ring buffer. A locally conditioned model's per-layer gate biases for the chunk come
+precomputed (`_FastStep.local_bias`, one matrix product per layer) and are added row by row. The streams of a batch
+share each step, so a layer's weights are read once per step for all of them.
 
 The arithmetic stays in the model's dtype (float32 for the bundled checkpoint) and without fastmath, and the
 sampling repeats `sample_logits` (charrnn.py) exactly: float64 logits over the temperature, softmax weights, their
@@ -34,11 +35,14 @@ def _compile(fn: Callable[..., Any]) -> Any:
         return njit(cache=False, nogil=True, fastmath=False)(fn)
 
 
-def _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t, h, a, z, rs, skips):  # pragma: no cover (jit)
-    """One sample through every residual layer for each stream: inputs x (B,), skip sum into skips (B, S)."""
+def _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t, h, a, z, rs, skips, lbias, li
+            ):  # pragma: no cover (jit)
+    """One sample through every residual layer for each stream: inputs x (B,), skip sum into skips (B, S);
+    lbias (n, L, B, 2D) the local-conditioning biases (row li is this step's), or empty."""
     B, R = h.shape
     L, D, S = Wg.shape[0], z.shape[1], skips.shape[1]
     G, RS = 2 * D, R + S
+    local = lbias.shape[0] > 0
     for b in range(B):
         for r in range(R):
             h[b, r] = embed[x[b], r]
@@ -60,6 +64,9 @@ def _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t, h, a, z, rs, s
                     a[b, j] += c * Wg[layer, R + i, j]
             for j in range(G):
                 a[b, j] += bg[layer, b, j]
+            if local:
+                for j in range(G):
+                    a[b, j] += lbias[li, layer, b, j]
             for k in range(D):
                 z[b, k] = np.tanh(a[b, k]) * (one / (one + np.exp(-a[b, D + k])))
             for j in range(RS):
@@ -77,11 +84,12 @@ def _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t, h, a, z, rs, s
 
 
 def _run(xs, u, temperature, out, logits_out, one, embed, Wg, bg, Wrs, brs, dil, qoff, W1, b1, W2, b2,
-         queue, t0, h, a, z, rs, skips, hid, logits, cdf):  # pragma: no cover (jit)
+         queue, t0, h, a, z, rs, skips, hid, logits, cdf, lbias):  # pragma: no cover (jit)
     """Feed the levels xs (B, m) through the layers, then draw out (B, n) with the uniforms u (n, B).
 
     The first m - 1 columns of xs only fill the queues (no head); the last one is the input of the first draw.
-    logits_out (n, B, V) receives each draw's logits unless it is empty. Returns the next step's t.
+    logits_out (n, B, V) receives each draw's logits unless it is empty. lbias (m - 1 + n, L, B, 2D): the
+    local-conditioning biases of these steps, or empty. Returns the next step's t.
     """
     B, n = out.shape
     m = xs.shape[1]
@@ -92,12 +100,13 @@ def _run(xs, u, temperature, out, logits_out, one, embed, Wg, bg, Wrs, brs, dil,
     for i in range(m - 1):
         for b in range(B):
             x[b] = xs[b, i]
-        _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t0 + i, h, a, z, rs, skips)
+        _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t0 + i, h, a, z, rs, skips, lbias, i)
     t0 += m - 1
     for b in range(B):
         x[b] = xs[b, m - 1]
     for step in range(n):
-        _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t0 + step, h, a, z, rs, skips)
+        _layers(x, one, embed, Wg, bg, Wrs, brs, dil, qoff, queue, t0 + step, h, a, z, rs, skips, lbias,
+                m - 1 + step)
         for b in range(B):
             for s in range(S):  # the head: ReLU, 1x1, ReLU, 1x1
                 hid[b, s] = 0
@@ -172,19 +181,26 @@ class JitStep:
         self.hid, self.logits = np.zeros((batch, S), dt), np.zeros((batch, V), dt)
         self.cdf = np.zeros(V, np.float64)
         self.no_logits = np.zeros((0, batch, V), np.float64)
+        self.no_local = np.zeros((0, len(layers), batch, 2 * D), dt)
         self.batch, self.V, self.t = batch, V, 0
 
-    def run(self, xs: np.ndarray, u: np.ndarray, temperature: float, keep_logits: bool = False
-            ) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, xs: np.ndarray, u: np.ndarray, temperature: float, keep_logits: bool = False,
+            local_bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Samples (B, n) for the uniforms u (n, B), after feeding the levels xs (B, m >= 1); and their logits.
 
         Like `_FastStep`: xs[:, :-1] only fill the queues, xs[:, -1] is the input of the first sample.
+        `local_bias` (m - 1 + n, L, B, 2D): a locally conditioned model's gate biases for these steps.
         """
         n = u.shape[0]
+        if local_bias is None:
+            lbias = self.no_local
+        else:
+            assert local_bias.shape[0] == xs.shape[1] - 1 + n, (local_bias.shape, xs.shape, n)
+            lbias = np.ascontiguousarray(local_bias, self.no_local.dtype)
         out = np.zeros((self.batch, n), np.int64)
         logits_out = np.zeros((n, self.batch, self.V), np.float64) if keep_logits else self.no_logits
         self.t = _run(np.ascontiguousarray(xs, np.int64), np.ascontiguousarray(u, np.float64), float(temperature),
                       out, logits_out, self.one, self.embed, self.Wg, self.bg, self.Wrs, self.brs, self.dil,
                       self.qoff, self.W1, self.b1, self.W2, self.b2, self.queue, self.t, self.h, self.a, self.z,
-                      self.rs, self.skips, self.hid, self.logits, self.cdf)
+                      self.rs, self.skips, self.hid, self.logits, self.cdf, lbias)
         return out, (logits_out if keep_logits else None)
