@@ -1,6 +1,7 @@
-"""`python -m models.evaluate scenes|text|tunes`: does the scene PixelCNN draw what it is asked, how well do the
-char-RNN and the GPT know held-out Shakespeare (`text`, see evaluate_text), and does natty-tunes beat a 3-gram
-and play in the asked key (`tunes`, see evaluate_tunes)?
+"""`python -m models.evaluate scenes|text|tunes|instrument`: does the scene PixelCNN draw what it is asked, how well
+do the char-RNN and the GPT know held-out Shakespeare (`text`, see evaluate_text), does natty-tunes beat a 3-gram
+and play in the asked key (`tunes`, see evaluate_tunes), and does its WaveNet instrument beat a linear predictor on
+held-out notes and play the asked pitches (`instrument`, see evaluate_instrument)?
 
 A small CNN is trained on the procedural scenes (models.own.scenes) to read, for each of the five slots, the
 shape and colour there (or that it is empty). It is scored on real held-out scenes, then on the model's samples
@@ -427,7 +428,103 @@ def evaluate_tunes(argv: list[str]) -> int:
     return 0
 
 
-EVALUATIONS = {"scenes": evaluate_scenes, "text": evaluate_text, "tunes": evaluate_tunes}
+def wavenet_nll(model: torch.nn.Module, levels: np.ndarray, local: np.ndarray, start: int) -> np.ndarray:
+    """Nats of samples start.. of one clip (mu-law levels, local features per sample) under a locally
+    conditioned WaveNet, run over the whole clip at once (each sample sees every sample before it)."""
+    x = torch.as_tensor(levels[None, :-1].astype(np.int64))
+    logits = model(x, local=torch.as_tensor(local[None, 1:]))[0][0, start - 1 :]
+    return F.cross_entropy(logits, torch.as_tensor(levels[start:].astype(np.int64)), reduction="none").numpy()
+
+
+@torch.no_grad()
+def evaluate_instrument(argv: list[str]) -> int:
+    """natty-tunes' WaveNet instrument: held-out nats per sample against a 64-tap linear predictor over the same
+    256 mu-law classes, how often the pitch of tunes it plays is the written note (pyin), and how fast it plays."""
+    from models.own import instrument, tunes
+    from models.own.wavenet import WaveNet
+
+    p = argparse.ArgumentParser(prog="python -m models.evaluate instrument",
+                                description=evaluate_instrument.__doc__)
+    p.add_argument("--checkpoint", default=str(CHECKPOINTS / "instrument"))
+    p.add_argument("--tunes", default=str(CHECKPOINTS / "tunes"), help="the melody model whose tunes it plays")
+    p.add_argument("--taps", type=int, default=64, help="the linear predictor's order")
+    p.add_argument("--pitch-tunes", type=int, default=5, help="tunes to play and pitch-track")
+    p.add_argument("--bars", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=1.0, help="the WaveNet's sampling temperature")
+    args = parse_with_common(p, argv)
+    model, meta = load_checkpoint(args.checkpoint)
+    assert isinstance(model, WaveNet) and model.config.n_local == instrument.N_FEATURES
+    start = max(model.config.receptive_field, args.taps)  # both score samples start.. of every held-out clip
+    clips = instrument.split()
+    log(f"{len(clips['train'])} training clips, {len(clips['val'])} held out; fitting the {args.taps}-tap predictor")
+    t0 = time.perf_counter()
+    lp = instrument.LinearPredictor(args.taps, start=start).fit([c.levels for c in clips["train"]])
+    log(f"fitted in {time.perf_counter() - t0:.0f} s; scoring")
+    wn, base, sounding = [], [], []
+    for c in clips["val"]:
+        wn.append(wavenet_nll(model, c.levels, c.features(), start))
+        base.append(lp.nll(c.levels))
+        sounding.append(c.active[start:] >= 0)
+    w, b, on = np.concatenate(wn), np.concatenate(base), np.concatenate(sounding)
+    r: dict = {"val_clips": len(clips["val"]), "scored_samples": len(w), "wavenet_nats": float(w.mean()),
+               "lp_nats": float(b.mean()), "wavenet_nats_notes": float(w[on].mean()),
+               "lp_nats_notes": float(b[on].mean()), "wavenet_nats_silence": float(w[~on].mean()),
+               "lp_nats_silence": float(b[~on].mean()), "taps": args.taps, "step": meta.get("step"),
+               "parameters": sum(q.numel() for q in model.parameters()), "receptive_field": start,
+               "lp_bins": [list(x) for x in lp.params]}
+
+    melody_model, _ = load_checkpoint(args.tunes)
+    assert isinstance(melody_model, tunes.TuneLSTM)
+    rng = np.random.default_rng(args.seed)
+    ok = total = ok_synth = total_synth = folded = n_notes = 0
+    play_s = audio_s = 0.0
+    for i in range(args.pitch_tunes):
+        req = tunes.TuneRequest(tonic=int(rng.integers(12)), mode=str(rng.choice(tunes.MODES)),
+                                meter=str(rng.choice(sorted(tunes.BAR_UNITS))),
+                                tempo=str(rng.choice(["slow", "moderate", "fast"])), n_bars=args.bars)
+        req.bpm = tunes.BPM[req.tempo]
+        bars = tunes.transpose(melody_model.generate(req.mode, req.meter, req.tempo, req.n_bars, seed=args.seed + i,
+                                                     in_key=True), req.tonic)
+        notes = instrument.notes_from_bars(bars, req.bpm)
+        written = [m for bar in bars for m, _ in bar if m is not None]
+        folded += sum(instrument.fold(m) != m for m in written)
+        n_notes += len(written)
+        t0 = time.perf_counter()
+        line = instrument.play(model, notes, seed=args.seed + i, temperature=args.temperature)
+        play_s += time.perf_counter() - t0
+        audio_s += len(line) / model.config.sample_rate
+        k, n = tunes.pitch_match(bars, req.bpm, sr=model.config.sample_rate, audio=line)
+        ok, total = ok + k, total + n
+        k, n = tunes.pitch_match(bars, req.bpm, sr=model.config.sample_rate,
+                                 audio=instrument.synthesize(notes).astype(np.float32))
+        ok_synth, total_synth = ok_synth + k, total_synth + n
+        log(f"tune {i + 1}/{args.pitch_tunes}: {req.describe()}, played in {play_s:.0f} s so far")
+    r.update({"pitch_match": ok / max(total, 1), "pitch_frames": total, "pitch_tunes": args.pitch_tunes,
+              "pitch_match_synth": ok_synth / max(total_synth, 1), "notes_folded": folded, "notes": n_notes,
+              "realtime_factor": audio_s / max(play_s, 1e-9), "audio_s": audio_s, "play_s": play_s,
+              "temperature": args.temperature})
+
+    def goal(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    print(f"natty-tunes' WaveNet instrument, step {r['step']}, {r['parameters'] / 1e6:.2f}M parameters; held out: "
+          f"{r['val_clips']} clips, {r['scored_samples']:,} samples scored (each from sample {start})")
+    print(f"  nats per sample over the 256 mu-law classes: WaveNet {r['wavenet_nats']:.3f}, {args.taps}-tap linear "
+          f"predictor {r['lp_nats']:.3f} (on notes {r['wavenet_nats_notes']:.3f} vs {r['lp_nats_notes']:.3f}, in "
+          f"silence {r['wavenet_nats_silence']:.3f} vs {r['lp_nats_silence']:.3f}); goal WaveNet < predictor: "
+          f"{goal(r['wavenet_nats'] < r['lp_nats'])}")
+    print(f"  pyin pitch within a quarter tone of the written note, {r['pitch_tunes']} tunes of {args.bars} bars "
+          f"played by the WaveNet (temperature {args.temperature}): {r['pitch_match']:.1%} of {r['pitch_frames']:,} "
+          f"note frames (the synthesizer it learnt from: {r['pitch_match_synth']:.1%}; {folded} of {n_notes} notes "
+          f"moved by an octave into its range); goal >= 95%: {goal(r['pitch_match'] >= 0.95)}")
+    print(f"  playing speed (numba step, one thread): {r['realtime_factor']:.2f}x real time ({r['audio_s']:.0f} s of "
+          f"audio in {r['play_s']:.0f} s); goal >= 1x: {goal(r['realtime_factor'] >= 1)}")
+    print(json.dumps(r))
+    return 0
+
+
+EVALUATIONS = {"scenes": evaluate_scenes, "text": evaluate_text, "tunes": evaluate_tunes,
+               "instrument": evaluate_instrument}
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
-"""`natty train rnn|gpt|pixelcnn|scenes|wavenet|tunes` and `natty eval`: training loops and held-out quality for
-natty's own models.
+"""`natty train rnn|gpt|pixelcnn|scenes|wavenet|tunes|instrument` and `natty eval`: training loops and held-out
+quality for natty's own models.
 
 Training is resumable (the optimizer, step, random states and loss history live in `train_state.pt` next to the
 checkpoint and are picked up unless --fresh), seeded, shows a progress line on stderr, evaluates on held-out data
@@ -30,7 +30,7 @@ from models.own.pixelcnn import PixelCNN
 from models.own.wavenet import mu_law_encode
 
 KINDS = {"rnn": "charrnn", "charrnn": "charrnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "pixelcnn",
-         "wavenet": "wavenet", "tunes": "tunelstm"}
+         "wavenet": "wavenet", "tunes": "tunelstm", "instrument": "wavenet"}
 SHAKESPEARE = "shakespeare"
 
 
@@ -273,6 +273,43 @@ class WaveTask(Task):
         return {"val_loss": nll, "nll_nats": nll, "nll_bits": nll / math.log(2), "uniform_nats": math.log(256)}
 
 
+class InstrumentTask(WaveTask):
+    """natty-tunes' WaveNet instrument (models.own.instrument): random melodies played by the tunes synthesizer's
+    melody timbre at 16 kHz, the WaveNet locally conditioned on the notes (pitch one-hot, phase, envelope clocks per
+    sample); 240 training sequences of 4 s, 24 held out (other seeds). The loss scores the outputs that see a full
+    receptive field, as for the tones WaveNet."""
+
+    defaults = {"n_global": 0, "n_residual": 32, "n_dilation": 32, "n_skip": 64, "n_blocks": 2, "n_layers": 7}
+    sizes: tuple[int, int] | None = None  # (train, held-out) clips; None: instrument.TRAIN_CLIPS, VAL_CLIPS
+
+    def __init__(self, data: str | None, seq_len: int | None) -> None:
+        from models.own import instrument
+
+        if data not in (None, "instrument"):
+            raise SystemExit("instrument trains on --data instrument (melodies synthesized on the fly)")
+        Task.__init__(self, "instrument", seq_len or 1024)
+        self.defaults = {**self.defaults, "n_local": instrument.N_FEATURES}
+        self.clips = instrument.split(*(self.sizes or ()))
+
+    def batch(self, split, size, rng, device):
+        clips = self.clips[split]
+        window = self.rf + self.seq_len
+        rows, feats = [], []
+        for c in rng.integers(0, len(clips), size):
+            clip = clips[int(c)]
+            start = int(rng.integers(0, len(clip.levels) - window))
+            rows.append(clip.levels[start : start + window].astype(np.int64))
+            feats.append(clip.features(start + 1, start + window))  # per output: the sample it predicts
+        return (torch.as_tensor(np.stack(rows), device=device),
+                torch.as_tensor(np.stack(feats), device=device))
+
+    def loss(self, model, batch):
+        x, local = batch
+        logits, _ = model(x[:, :-1], local=local)
+        logits = logits[:, self.rf - 1 :]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, self.rf :].reshape(-1))
+
+
 class TuneTask(Task):
     """natty-tunes' melody LSTM on music21's folk tunes (models.own.tunes): batches of whole tunes of similar
     length (cut at seq_len tokens), padded with targets -1, which the loss ignores; held out, the validation
@@ -332,10 +369,19 @@ TASKS: dict[str, type[Task]] = {"charrnn": TextTask, "gpt": GPTTask, "pixelcnn":
                                 "tunelstm": TuneTask}
 
 
+def make_task(kind: str, data: str | None, seq_len: int | None = None) -> Task:
+    """The task for `natty train KIND` (or a checkpoint's natty_model) and its data."""
+    if kind == "scenes" or data == "scenes":
+        return SceneTask(data, None)
+    if kind == "instrument" or data == "instrument":
+        return InstrumentTask(data, seq_len)
+    return TASKS[KINDS.get(kind, kind)](data, seq_len)
+
+
 def task_for(kind_or_model: str, data: str | None) -> Task:
     """The task for `natty train KIND` or for a checkpoint's natty_model and data."""
-    if kind_or_model == "scenes" or data == "scenes":
-        return SceneTask(data, None)
+    if kind_or_model in ("scenes", "instrument") or data in ("scenes", "instrument"):
+        return make_task(kind_or_model, data)
     return TASKS[KINDS.get(kind_or_model, kind_or_model)](data, None)
 
 
@@ -400,7 +446,8 @@ def train_main(argv: list[str]) -> int:
                                   "text file; pixelcnn: digits; "
                                   "scenes: scenes; "
                                   "wavenet: 'tones' (synthesized, default) or a folder of 16 kHz WAVs; "
-                                  "tunes: tunes (music21's folk-song collections)")
+                                  "tunes: tunes (music21's folk-song collections); "
+                                  "instrument: instrument (melodies synthesized for natty-tunes' WaveNet)")
     p.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds train_state.pt)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -418,7 +465,7 @@ def train_main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     device = _device(args.device)
     natty_model = KINDS[args.model]
-    task = SceneTask(args.data, None) if args.model == "scenes" else TASKS[natty_model](args.data, args.seq_len)
+    task = make_task(args.model, args.data, args.seq_len)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -497,7 +544,7 @@ def eval_main(argv: list[str]) -> int:
     p.add_argument("--data", help="as for natty train (default: the data the bundled model was trained on)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    bundled = args.model if args.model in ("scenes", "tunes") else KINDS.get(args.model)  # the folder
+    bundled = args.model if args.model in ("scenes", "tunes", "instrument") else KINDS.get(args.model)  # the folder
     path = CHECKPOINTS / bundled if bundled else Path(args.model)
     device = _device(args.device)
     model, meta = load_checkpoint(path, device=device)
