@@ -42,7 +42,11 @@ MODEL_TYPES: dict[str, tuple[type[torch.nn.Module], type]] = {
     "tunelstm": (TuneLSTM, TuneLSTMConfig),
 }
 TRAIN_KIND = {"charrnn": "rnn", "gpt": "gpt", "pixelcnn": "pixelcnn", "scenes": "scenes", "wavenet": "wavenet",
-              "tunes": "tunes"}
+              "tunes": "tunes", "instrument": "instrument"}
+INSTRUMENTS = ("synthesizer", "wavenet")  # what natty-tunes' `instrument` param may name
+INSTRUMENT_NOTES = {"synthesizer": "the melody played by natty-tunes' simple synthesizer",
+                    "wavenet": "the melody played by natty's own WaveNet instrument (trained on the synthesizer's "
+                               "notes; bass and chords synthesized)"}
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEXT_NOTE = ("natty's own offline model continued your words in the style of Shakespeare's plays; it does not "
              "answer questions or follow instructions: for that, choose a hosted chat model")
@@ -193,6 +197,11 @@ class OwnModelsBackend(Backend):
             return False, self._missing(entry, folder)
         if meta.get("natty_model") not in MODEL_TYPES or not (folder / "model.safetensors").is_file():
             return False, self._missing(entry, folder)
+        if str(entry.params.get("instrument", "")).lower() == "wavenet":  # natty-tunes-wavenet needs its instrument too
+            which = dataclasses.replace(entry, model=str(entry.params.get("instrument_model", "natty:instrument")))
+            folder = self.folder(which)
+            if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+                return False, self._missing(which, folder)
         return True, "ok"
 
     async def aclose(self) -> None:
@@ -303,7 +312,7 @@ class OwnModelsBackend(Backend):
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         loaded, _ = await asyncio.to_thread(self._load_with_meta, entry, ("wavenet", "tunelstm"))
         if isinstance(loaded, TuneLSTM):
-            return await self._play_tune(request, ctx, loaded, params, seed)
+            return await self._play_tune(entry, request, ctx, loaded, params, seed)
         seconds = max(0.1, min(float(params.get("seconds", 1.0)), 10.0))
         temperature = float(params.get("temperature", 1.0))
         prompt = request.prompt or ""
@@ -341,14 +350,28 @@ class OwnModelsBackend(Backend):
         return AudioResult(data=wav_bytes(audio, sr), duration=len(audio) / sr, sample_rate=sr,
                            meta={"seed": seed, "kind": sound, "temperature": temperature})
 
-    async def _play_tune(self, request: Request, ctx: RunContext, model: TuneLSTM, params: dict[str, Any],
-                         seed: int) -> AudioResult:
+    async def _play_tune(self, entry: ModelEntry, request: Request, ctx: RunContext, model: TuneLSTM,
+                         params: dict[str, Any], seed: int) -> AudioResult:
         """natty-tunes: the prompt's key, mode, meter, tempo, mood and length, a melody sampled bar by bar, a bass
-        and chords by rule, rendered by a small synthesizer; the score comes along as tune.mid."""
+        and chords by rule, rendered by a small synthesizer, or, with params instrument = "wavenet", the melody
+        played by the WaveNet instrument (the checkpoint params instrument_model names, natty:instrument unless
+        given); the score comes along as tune.mid."""
         from models.own import tunes
 
         temperature = float(params.get("temperature", 1.0))
         in_key = str(params.get("in_key", True)).lower() not in ("0", "false", "no", "off")  # keep to the scale
+        instrument = str(params.get("instrument", "synthesizer")).lower()
+        if instrument not in INSTRUMENTS:
+            raise BackendError(ErrorKind.BAD_REQUEST, f"{entry.name}: instrument must be one of "
+                                                      f"{', '.join(INSTRUMENTS)}, not {instrument!r}")
+        wavenet = None
+        if instrument == "wavenet":
+            which = dataclasses.replace(entry, model=str(params.get("instrument_model", "natty:instrument")))
+            wavenet, _ = await asyncio.to_thread(self._load_with_meta, which, "wavenet")
+            if not wavenet.config.n_local:
+                raise BackendError(ErrorKind.NOT_CONFIGURED, f"{which.model} is a WaveNet without local "
+                                                             "conditioning, not an instrument")
+        wave_temperature = float(params.get("instrument_temperature", 1.0))
         req, picked, ignored = tunes.parse_prompt(request.prompt or _prompt_text(request), np.random.default_rng(seed))
 
         def work() -> tunes.Played:
@@ -357,13 +380,23 @@ class OwnModelsBackend(Backend):
                                     message=f"bar {done}/{req.n_bars}"))
                 return ctx.cancel.cancelled
 
+            def on_audio(done: int, total: int) -> bool:
+                sr = wavenet.config.sample_rate if wavenet is not None else 1
+                ctx.report(Progress(fraction=done / total, step=done, total=total,
+                                    message=f"wavenet playing {done / sr:.1f}/{total / sr:.1f} s"))
+                return ctx.cancel.cancelled
+
             ctx.report(Progress(fraction=0.0, step=0, total=req.n_bars, message=req.describe()))
-            played = tunes.play(model, req, seed=seed, temperature=temperature, callback=on_bar, in_key=in_key)
+            played = tunes.play(model, req, seed=seed, temperature=temperature, callback=on_bar, in_key=in_key,
+                                instrument=wavenet, instrument_callback=on_audio,
+                                instrument_temperature=wave_temperature)
             ctx.cancel.raise_if_cancelled()
+            if played.melody is not None:
+                on_audio(len(played.melody), len(played.melody))
             return played
 
         played = await asyncio.to_thread(work)
-        note = f"played: {req.describe()}"
+        note = f"played: {req.describe()}; {INSTRUMENT_NOTES[played.instrument]}"
         if picked:
             note += f"; {'nothing musical asked, so ' if len(picked) >= 5 else ''}picked: {', '.join(picked)}"
         if ignored:
@@ -372,7 +405,7 @@ class OwnModelsBackend(Backend):
         return AudioResult(data=wav_bytes(played.audio, played.sample_rate),
                            duration=len(played.audio) / played.sample_rate, sample_rate=played.sample_rate,
                            meta={"seed": seed, "temperature": temperature, "in_key": in_key,
-                                 "request": dataclasses.asdict(req),
+                                 "instrument": played.instrument, "request": dataclasses.asdict(req),
                                  "note": note},
                            extra_files=[("tune.mid", played.midi)])
 

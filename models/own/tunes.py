@@ -571,14 +571,18 @@ def tone(midi: float, seconds: float, sr: int, gain: float, bright: float = 1.0)
 
 
 def render(bars: list[list[tuple[int | None, int]]], chords: list[list[tuple[tuple[int, ...], int]]] | None, tonic: int,
-           bpm: int, sr: int = 22050) -> np.ndarray:
+           bpm: int, sr: int = 22050, melody: np.ndarray | None = None) -> np.ndarray:
     """Melody (already in its key) plus, when `chords` are given (triads relative to the tonic, from `harmonize`), a
-    bass on the root and a soft triad; mono float audio in [-1, 1]."""
+    bass on the root and a soft triad; mono float audio in [-1, 1]. `melody`: the melody line already rendered at
+    `sr` (by the WaveNet instrument, models.own.instrument), mixed in instead of the synthesized one."""
     sixteenth = 60.0 / bpm / 4
     total = sum(u for bar in bars for _, u in bar)
     audio = np.zeros(int((total * sixteenth + 0.5) * sr))
+    if melody is not None:
+        n = min(len(audio), len(melody))
+        audio[:n] += melody[:n]
     t = 0
-    for bar in bars:
+    for bar in bars if melody is None else ():
         for midi, units in bar:
             if midi is not None:
                 x = tone(midi, units * sixteenth, sr, 0.5)
@@ -648,18 +652,33 @@ class Played:
     audio: np.ndarray
     sample_rate: int
     midi: bytes
+    instrument: str = "synthesizer"  # what played the melody: "synthesizer" or "wavenet"
+    melody: np.ndarray | None = None  # the WaveNet's melody line alone, when it played
 
 
 def play(model: TuneLSTM, req: TuneRequest, seed: int, temperature: float = 1.0, sr: int = 22050,
-         callback: Callable[[int], bool | None] | None = None, in_key: bool = True) -> Played:
+         callback: Callable[[int], bool | None] | None = None, in_key: bool = True, instrument: Any = None,
+         instrument_callback: Callable[[int, int], bool | None] | None = None,
+         instrument_temperature: float = 1.0) -> Played:
     """Sample a tune for `req` (kept to the mode's scale unless `in_key` is False), harmonize it, render it and
-    write its score."""
+    write its score. With `instrument` (a locally conditioned WaveNet, models.own.instrument) the melody is played
+    by it, at its sample rate, and mixed with the synthesized bass and chords; `instrument_callback(done, total)`
+    every tenth of a second of audio, returning True to stop (the rest of the melody line stays silent)."""
     bars_c = model.generate(req.mode, req.meter, req.tempo, req.n_bars, seed=seed, temperature=temperature,
                             callback=callback, in_key=in_key)
     chords = harmonize(bars_c, req.mode, req.meter)
     bars = transpose(bars_c, req.tonic)
-    audio = render(bars, chords, req.tonic, req.bpm, sr)
-    return Played(req, bars, chords, audio, sr, midi_bytes(bars, chords, req.tonic, req.mode, req.meter, req.bpm))
+    midi = midi_bytes(bars, chords, req.tonic, req.mode, req.meter, req.bpm)
+    if instrument is None:
+        return Played(req, bars, chords, render(bars, chords, req.tonic, req.bpm, sr), sr, midi)
+    from models.own import instrument as wavenet_instrument
+
+    sr = instrument.config.sample_rate
+    notes = wavenet_instrument.notes_from_bars(bars, req.bpm, sr)
+    line = wavenet_instrument.play(instrument, notes, seed=seed, temperature=instrument_temperature,
+                                   callback=instrument_callback, every=sr // 10)
+    audio = render(bars, chords, req.tonic, req.bpm, sr, melody=line)
+    return Played(req, bars, chords, audio, sr, midi, instrument="wavenet", melody=line)
 
 
 # --- checks and baselines ---------------------------------------------------------------------------------
