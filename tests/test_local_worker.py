@@ -58,3 +58,20 @@ async def test_a_crashed_worker_fails_the_job_clearly_and_the_next_one_runs(loca
     assert err.value.kind is ErrorKind.INTERNAL and "worker stopped" in err.value.detail
     result = await local.run(entry, Request(task="chat", prompt="C", params={"max_new_tokens": 5}), RunContext())
     assert result.text and local._worker.pid != pid
+
+
+@pytest.mark.parametrize(("setting", "lower_by"), [(None, 10), ("0", 0), ("25", 19), ("lots", 10)])
+async def test_the_worker_runs_below_the_bot_s_priority(monkeypatch, setting, lower_by):
+    """Generation takes the CPU the bot's event loop leaves: acknowledgements never queue behind a model."""
+    if setting is None:
+        monkeypatch.delenv("NATTY_WORKER_NICE", raising=False)
+    else:
+        monkeypatch.setenv("NATTY_WORKER_NICE", setting)
+    backend = LocalBackend(in_process=False)
+    try:
+        entry = load_catalog().get("natty-rnn")
+        await backend.run(entry, Request(task="chat", prompt="A", params={"max_new_tokens": 3}), RunContext())
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, backend._worker.pid) == min(19, ours + lower_by)
+    finally:
+        await backend.aclose()

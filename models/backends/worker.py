@@ -18,6 +18,7 @@ import importlib
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import traceback
@@ -40,7 +41,27 @@ def _error_fields(exc: BaseException) -> tuple[str, str, float | None, int | Non
 
 # --- the child ---------------------------------------------------------------------------------------------
 
-def _child_main(conn: Connection, backend_path: str) -> None:
+DEFAULT_NICE = 10  # on Linux, a nice-0 process gets about ten times the CPU of a nice-10 one when they compete
+
+
+def worker_niceness() -> int:
+    """How much lower than the bot's the worker's CPU priority is (`NATTY_WORKER_NICE`, 0 to 19; default 10):
+    generation takes whatever CPU the bot's event loop leaves, so acknowledgements never wait for a model."""
+    raw = os.environ.get("NATTY_WORKER_NICE", "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_NICE
+    except ValueError:
+        log.warning("NATTY_WORKER_NICE=%r is not a whole number; using %d", raw, DEFAULT_NICE)
+        value = DEFAULT_NICE
+    return max(0, min(19, value))
+
+
+def _child_main(conn: Connection, backend_path: str, niceness: int = 0) -> None:
+    if niceness and hasattr(os, "nice"):
+        try:
+            os.nice(niceness)
+        except OSError as exc:  # not allowed here: run at the bot's priority
+            log.warning("could not lower the local model worker's priority: %s", exc)
     asyncio.run(_serve(conn, backend_path))
 
 
@@ -138,7 +159,8 @@ class ProcessWorker:
             self._loop = asyncio.get_running_loop()
             context = multiprocessing.get_context("spawn")  # no fork: the bot's threads and sockets stay behind
             parent, child = context.Pipe()
-            process = context.Process(target=_child_main, args=(child, self.backend_path), name="natty-local-models",
+            process = context.Process(target=_child_main, args=(child, self.backend_path, worker_niceness()),
+                                      name="natty-local-models",
                                       daemon=True)
             await asyncio.to_thread(process.start)
             child.close()
