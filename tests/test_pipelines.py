@@ -290,3 +290,79 @@ async def test_run_on_unreachable_hub_id_is_classified(backend: PipelinesBackend
     with pytest.raises(BackendError) as info:
         await backend.run(entry("chat", "someone/not-cached-model"), greedy("hi"), RunContext())
     assert info.value.kind is ErrorKind.UNREACHABLE
+
+
+# ---- packed linear layers (oneDNN) for CPU decode steps ----
+
+
+def _dense_generate(folder: str, ids: list[int], n: int) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                         pad_token_id=model.generation_config.pad_token_id)
+    return out[0, len(ids):].tolist()
+
+
+async def test_cpu_chat_models_run_packed_and_say_the_same_as_the_dense_model(
+        backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    from models.backends.batching import PackedLinear
+
+    e = entry("chat", folders["chat"])
+    batched = await asyncio.gather(*(backend.run(e, greedy(p, 20), RunContext()) for p in PROMPTS))
+    lm = backend._loaded[backend._key(e, "chat")]
+    packed = [m for m in lm.model.modules() if isinstance(m, PackedLinear)]
+    assert packed and not any(type(m).__name__ == "Conv1D" for m in lm.model.modules())  # every layer swapped
+    for prompt, result in zip(PROMPTS, batched, strict=True):
+        ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)["input_ids"]
+        assert lm.tokenizer.decode(_dense_generate(folders["chat"], ids, 20), skip_special_tokens=True) == result.text
+
+
+async def test_packed_false_keeps_the_dense_layers(backend: PipelinesBackend, folders: dict[str, str]) -> None:
+    from models.backends.batching import PackedLinear
+
+    e = entry("chat", folders["chat"], packed=False)
+    await backend.run(e, greedy("hi", 4), RunContext())
+    lm = backend._loaded[backend._key(e, "chat")]
+    assert not any(isinstance(m, PackedLinear) for m in lm.model.modules())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_packed_linear_computes_what_the_dense_one_does(dtype: str) -> None:
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    from models.backends.batching import PackedLinear
+
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    linear, conv = torch.nn.Linear(48, 80).to(dt), Conv1D(80, 48).to(dt)  # Conv1D(nf=out, nx=in): weight (in, out)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(3, 5, 48, dtype=dt)  # (batch, positions, features), as decoder layers pass it
+    with torch.inference_mode():
+        for dense, packed in ((linear, PackedLinear(linear.weight, linear.bias)),
+                              (conv, PackedLinear(conv.weight.t(), conv.bias))):
+            want, got = dense(x), packed(x)
+            assert got.shape == want.shape == (3, 5, 80) and got.dtype == dt
+            assert torch.allclose(got.float(), want.float(), atol=1e-4 if dtype == "float32" else 0.1)
+
+
+def test_a_model_the_packed_layers_would_change_stays_dense(folders: dict[str, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from models.backends import batching
+
+    model = AutoModelForCausalLM.from_pretrained(folders["chat"], dtype=torch.float32).eval()
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+    monkeypatch.setattr(batching.PackedLinear, "forward", lambda self, x: torch.zeros(
+        *x.shape[:-1], self.out_features))  # a layout that computed nonsense
+    assert batching.pack_linears(model) == 0
+    assert not any(isinstance(m, batching.PackedLinear) for m in model.modules())
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids).logits, before)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.backends.batching import Batcher, GenerationRequest, RequestStopped
+from models.backends.batching import Batcher, GenerationRequest, RequestStopped, pack_linears
 from models.base import (
     AudioResult,
     Backend,
@@ -250,7 +250,7 @@ class PipelinesBackend(Backend):
                 self._run_locks[key] = threading.Lock()
         return self._loaded[key]
 
-    def _build_chat(self, folder: str, dtype: Any, name: str) -> _ChatModel:
+    def _build_chat(self, folder: str, dtype: Any, name: str, packed: Any = True) -> _ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -258,6 +258,9 @@ class PipelinesBackend(Backend):
             self.device).eval()  # type: ignore[arg-type]  # transformers types to() without self
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if self.device == "cpu" and str(packed).lower() not in ("0", "false", "no", "off"):
+            if swapped := pack_linears(model):  # batched decode steps on a CPU: see PackedLinear
+                log.info("%s: %d linear layers laid out for oneDNN", name, swapped)
         return _ChatModel(model, tokenizer, Batcher(model, max_batch=self.max_batch, name=name), max_positions)
 
     def _build_pipeline(self, task: str) -> Callable[[str, Any], Any]:
@@ -304,7 +307,8 @@ class PipelinesBackend(Backend):
         return ids
 
     async def chat(self, entry: ModelEntry, request: Request, ctx: RunContext) -> TextResult:
-        lm: _ChatModel = await self._get(entry, "chat", ctx, lambda f, d: self._build_chat(f, d, entry.name))
+        packed = entry.params.get("packed", True)
+        lm: _ChatModel = await self._get(entry, "chat", ctx, lambda f, d: self._build_chat(f, d, entry.name, packed))
         params = {**entry.params, **request.params}
         gen = lm.model.generation_config
         max_new_tokens = int(params.get("max_new_tokens") or params.get("max_tokens") or 256)
