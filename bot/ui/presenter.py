@@ -21,7 +21,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,7 +107,7 @@ class LiveMessage:
         self.lock = asyncio.Lock()
         self.flusher: asyncio.Task[None] | None = None
         self.closed = False
-        self.position: Render | None = None  # the latest queue position, not yet shown
+        self.position: Callable[[], Render] | None = None  # makes the latest queue position, not yet shown
         self.position_timer: asyncio.TimerHandle | None = None
         self.position_shown = 0.0  # monotonic time the last queue position was handed to update()
 
@@ -118,8 +118,10 @@ class LiveMessage:
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.create_task(self._flush_later())
 
-    def queued(self, render: Render, interval: float, first_delay: float) -> None:
-        """A new queue position: shown when its timer fires, at most once per `interval`; the latest wins."""
+    def queued(self, render: Callable[[], Render], interval: float, first_delay: float) -> None:
+        """A new queue position: shown when its timer fires, at most once per `interval`; the latest wins. It comes
+        as a function that renders it, called only for the one shown: a busy queue changes positions far more often
+        than messages are edited."""
         if self.closed:
             return
         self.position = render
@@ -135,7 +137,7 @@ class LiveMessage:
         if render is None or self.closed or self.job.state is not JobState.QUEUED:
             return  # started or ended meanwhile: that render supersedes the position
         self.position_shown = time.monotonic()
-        self.update(render)
+        self.update(render())
 
     def drop_position(self) -> None:
         """The job started or ended: a position not yet shown never will be."""
@@ -201,6 +203,7 @@ class Presenter:
         # async (job) -> a refusal message or None, run on finished results before anything is posted
         self.output_checks: list[Any] = []
         self._tokens_swept = 0.0  # monotonic time of the last clear_expired_tokens
+        self._running_views: dict[str, discord.ui.View] = {}  # job id -> its Cancel button, while it runs
         self.acks = AckGate()  # the bot feeds it (bot.client): edits wait while acknowledgements are due
         self.position_interval = POSITION_INTERVAL  # tests shorten these
         self.first_position_delay = FIRST_POSITION_DELAY
@@ -224,17 +227,20 @@ class Presenter:
     async def job_queued(self, job: Job, position: int, eta: float | None, exact: bool = True) -> None:
         if job.silent:
             return
-        shown = f"{position:,}" if exact else f"{position - 1:,}+"  # past the forecast's horizon: a bound
-        text = t("progress.queued", job.locale, position=shown, eta=_eta_text(eta, job.locale), id=job.id,
-                 model=job.model)
-        self._live(job).queued(Render(self._with_prompt(job, text), view=self.view(job, running=True)),
-                               self.position_interval, self.first_position_delay)
+
+        def render() -> Render:
+            shown = f"{position:,}" if exact else f"{position - 1:,}+"  # past the forecast's horizon: a bound
+            text = t("progress.queued", job.locale, position=shown, eta=_eta_text(eta, job.locale), id=job.id,
+                     model=job.model)
+            return Render(self._with_prompt(job, text), view=self.running_view(job))
+
+        self._live(job).queued(render, self.position_interval, self.first_position_delay)
 
     async def job_waiting(self, job: Job, text: str) -> None:
         """Where a job stands in the shared queue (bot.jobs.roles), shown at once: a gateway publishes the job only
         after this edit, so it never lands after a worker's."""
         try:
-            await self.edit_job_message(job, Render(self._with_prompt(job, text), view=self.view(job, running=True)))
+            await self.edit_job_message(job, Render(self._with_prompt(job, text), view=self.running_view(job)))
         except SEND_ERRORS as exc:
             log.warning("job %s: queue position edit failed: %s", job.id, exc or type(exc).__name__)
 
@@ -258,9 +264,10 @@ class Presenter:
                 files.append(discord.File(io.BytesIO(progress.preview), "preview.png"))
         live = self._live(job)
         live.drop_position()
-        live.update(Render(body, files=files, view=self.view(job, running=True)))
+        live.update(Render(body, files=files, view=self.running_view(job)))
 
     async def job_finished(self, job: Job) -> None:
+        self._running_views.pop(job.id, None)
         live = self.live.pop(job.id, None)
         if live is not None:
             await live.close()
@@ -335,6 +342,14 @@ class Presenter:
         gives none), then `extra` ones."""
         actions = ("cancel",) if running else self.bot.result_actions.get(job.task) or ("delete",)
         return job_view(job, actions, extra)
+
+    def running_view(self, job: Job) -> discord.ui.View:
+        """A running job's buttons (Cancel), built once per job: every progress and position render shows the same
+        ones, and building a View costs more than the rest of a render."""
+        view = self._running_views.get(job.id)
+        if view is None:
+            view = self._running_views[job.id] = self.view(job, running=True)
+        return view
 
     def footer(self, job: Job) -> str:
         """The line under everything natty makes: the job, the model, the seed and time when known, and the
