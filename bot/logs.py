@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import re
 
 from models.errors import redact_credentials
@@ -32,14 +35,37 @@ def redact(text: str, secrets: list[str]) -> str:
     return redact_credentials(_HF_KEY.sub("hf_[redacted]", text))
 
 
+_listener: logging.handlers.QueueListener | None = None
+
+
+def _stop_listener() -> None:
+    """Write out what is still queued (at exit, or before a new set-up)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(_stop_listener)
+
+
 def setup_logging(level: str, secrets: list[str]) -> None:
-    """Route every logger (ours and discord.py's) through one redacting handler on stderr."""
+    """Route every logger (ours and discord.py's) through one redacting handler on stderr.
+
+    A record is only queued where it is logged; a thread of its own formats it, redacts it and writes it, so the
+    event loop never waits for stderr (a file or a pipe that a busy machine drains late) nor runs the redaction's
+    regular expressions."""
+    global _listener
+    _stop_listener()
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
+    _listener.start()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(logging.handlers.QueueHandler(records))
     root.setLevel(level)
     # discord.py's HTTP debug lines are noisy but redacted; keep them at the chosen level.
     logging.getLogger("discord").setLevel(level)
