@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
-import logging.handlers
-import queue
 import re
+import threading
 
 from models.errors import redact_credentials
 
@@ -35,37 +35,82 @@ def redact(text: str, secrets: list[str]) -> str:
     return redact_credentials(_HF_KEY.sub("hf_[redacted]", text))
 
 
-_listener: logging.handlers.QueueListener | None = None
+class BatchedHandler(logging.Handler):
+    """Hands records to `target` from a thread of its own, a batch every `period` seconds (at once for warnings
+    and errors, and at exit): the thread that logs only stores the record, with its message made final.
+
+    A queue that wakes a writer thread for every record cost the event loop more than writing itself (on a busy
+    two-core machine each wake-up handed the CPU to the writer: 0.66 ms of loop time per record in the ack
+    bench's profile, against 0.22 ms for a direct write); a batch wakes it once."""
+
+    def __init__(self, target: logging.Handler, period: float = 0.1) -> None:
+        super().__init__()
+        self.target, self.period = target, period
+        self._records: collections.deque[logging.LogRecord] = collections.deque()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name="natty-log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg, record.args = record.getMessage(), None  # the arguments may change after this call
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+                record.exc_info = None
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is reported the usual way
+            self.handleError(record)
+            return
+        self._records.append(record)
+        if record.levelno >= logging.WARNING:
+            self._wake.set()
+
+    def _drain(self) -> None:
+        while self._records:
+            self.target.handle(self._records.popleft())
+
+    def _serve(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.period)
+            self._wake.clear()
+            self._drain()
+
+    def close(self) -> None:
+        """Write what is left and stop the thread."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._drain()
+        self.target.flush()
+        super().close()
 
 
-def _stop_listener() -> None:
-    """Write out what is still queued (at exit, or before a new set-up)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+_handler: BatchedHandler | None = None
 
 
-atexit.register(_stop_listener)
+def _close_handler() -> None:
+    global _handler
+    if _handler is not None:
+        _handler.close()
+        _handler = None
+
+
+atexit.register(_close_handler)
 
 
 def setup_logging(level: str, secrets: list[str]) -> None:
-    """Route every logger (ours and discord.py's) through one redacting handler on stderr.
-
-    A record is only queued where it is logged; a thread of its own formats it, redacts it and writes it, so the
-    event loop never waits for stderr (a file or a pipe that a busy machine drains late) nor runs the redaction's
-    regular expressions."""
-    global _listener
-    _stop_listener()
-    handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
-    _listener.start()
+    """Route every logger (ours and discord.py's) through one redacting handler on stderr, written from a thread of
+    its own (`BatchedHandler`), so the event loop never waits on stderr nor runs the redaction."""
+    global _handler
+    _close_handler()
+    stream = logging.StreamHandler()
+    stream.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
+    _handler = BatchedHandler(stream)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(logging.handlers.QueueHandler(records))
+    root.addHandler(_handler)
     root.setLevel(level)
     # discord.py's HTTP debug lines are noisy but redacted; keep them at the chosen level.
     logging.getLogger("discord").setLevel(level)
