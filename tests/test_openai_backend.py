@@ -207,3 +207,65 @@ async def test_check_lists_models(server: HFTestServer, monkeypatch: pytest.Monk
     assert not ok and server.model_name in why
     ok, why = await backend().check(entry(server.openai_url, server.model_name, api_key_env="OA_MISSING"))
     assert not ok and "OA_MISSING" in why
+
+
+async def test_calls_verify_with_one_tls_context_and_never_load_the_certificates_again(
+        server: HFTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new HTTP client would load the certificate bundle again: 15-40 ms on the event loop per call."""
+    import ssl
+
+    b = backend()
+    b_entry = entry(server.openai_url, "dall-e-3", "text-to-image")
+    chat = entry(server.openai_url, "gpt-test")
+    await b.run(b_entry, Request(task="text-to-image", prompt="warm"), RunContext())  # the one context is made
+    await b.run(chat, Request(task="chat", prompt="warm"), RunContext())  # and huggingface_hub's own, once
+    loads: list[object] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(args)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    for _ in range(3):
+        await b.run(b_entry, Request(task="text-to-image", prompt="a boat"), RunContext())
+        await b.run(chat, Request(task="chat", prompt="hi"), RunContext())
+        await b.check(b_entry)
+    assert loads == []
+
+
+async def test_huggingface_hub_s_first_user_agent_lookup_runs_off_the_event_loop(
+        server: HFTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub 2.4 fetches an agent registry from the Hub (a blocking GET, 3 s timeout) the first time it
+    builds a User-Agent; on the loop that would freeze every acknowledgement until the Hub answers."""
+    import asyncio
+
+    from huggingface_hub.utils import _detect_agent
+
+    from models.backends import http
+
+    where: list[bool] = []
+
+    def slow_fetch() -> None:
+        where.append(asyncio._get_running_loop() is not None)  # True: it ran on the event loop
+        time.sleep(0.3)  # a slow Hub
+        return None
+
+    monkeypatch.setattr(_detect_agent, "_registry", None)
+    monkeypatch.setattr(_detect_agent, "_read_cached_registry", lambda path, max_age: None)
+    monkeypatch.setattr(_detect_agent, "_fetch_registry", slow_fetch)
+    monkeypatch.setattr(http, "_AGENT_READY", False)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await backend().run(entry(server.openai_url, "gpt-test"), Request(task="chat", prompt="hi"), RunContext())
+    finally:
+        ticker.cancel()
+    assert where == [False] and ticks >= 10  # fetched once, in a thread, while the loop went on

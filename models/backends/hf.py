@@ -18,6 +18,7 @@ from models.backends.http import (
     audio_result,
     chat_kwargs,
     chat_messages,
+    hub_headers_ready,
     inference_client,
     is_url,
     merged_params,
@@ -109,6 +110,7 @@ class HFBackend(RetryingBackend):
         """Run `fn(client)` with a fresh client per attempt, under retries, the deadline and ctx.cancel."""
 
         async def attempt(left: float) -> T:
+            await hub_headers_ready()
             client = self._client(entry, left)  # raises AUTH before any lookup when a hub id has no key
             async with client:
                 await self._resolve(entry, task)

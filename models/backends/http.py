@@ -310,6 +310,18 @@ def is_url(model: str) -> bool:
 
 
 _TLS_INSTALLED = False
+_TLS_CONTEXT: Any = None
+
+
+def tls_context() -> Any:
+    """The one TLS context every hosted call verifies with (an `ssl.SSLContext`, made once): each new httpx2 client
+    would otherwise load the certificate bundle again, 15-40 ms of the event loop's time."""
+    global _TLS_CONTEXT
+    if _TLS_CONTEXT is None:
+        import httpx2
+
+        _TLS_CONTEXT = httpx2.create_ssl_context()
+    return _TLS_CONTEXT
 
 
 def share_tls_context() -> None:
@@ -327,13 +339,33 @@ def share_tls_context() -> None:
 
     hooks: dict[str, list[Callable[..., Any]]] = {"request": [_http.async_hf_request_event_hook],
                                                   "response": [_http.async_hf_response_event_hook]}
-    context = httpx2.create_ssl_context()
+    context = tls_context()
 
     def factory() -> httpx2.AsyncClient:
         return httpx2.AsyncClient(event_hooks=hooks, follow_redirects=True, timeout=None, verify=context)
 
     set_async_client_factory(factory)
     _TLS_INSTALLED = True
+
+
+_AGENT_READY = False
+
+
+async def hub_headers_ready() -> None:
+    """Let huggingface_hub work out its User-Agent once, in a thread, before any request of ours builds it.
+
+    Its `detect_agent` (huggingface_hub 2.4) fetches a registry from the Hub with a blocking GET the first time it
+    runs in a process (a timeout of 3 s, again after 24 h unless cached on disk), and every request's headers
+    call it: the first hosted call after a start would freeze the event loop, and with it every acknowledgement,
+    for as long as the Hub takes to answer or to fail.
+    """
+    global _AGENT_READY
+    if _AGENT_READY:
+        return
+    from huggingface_hub.utils import detect_agent
+
+    await asyncio.to_thread(detect_agent)
+    _AGENT_READY = True
 
 
 def inference_client(

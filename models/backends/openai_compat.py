@@ -20,9 +20,11 @@ from models.backends.http import (
     chat_kwargs,
     chat_messages,
     data_url,
+    hub_headers_ready,
     inference_client,
     merged_params,
     stream_chat_text,
+    tls_context,
 )
 from models.base import AudioResult, ImageResult, Request, RunContext, TextResult
 from models.errors import BackendError, ErrorKind
@@ -73,7 +75,7 @@ class OpenAIBackend(RetryingBackend):
         url = self._base(entry) + path
 
         async def attempt(left: float) -> httpx2.Response:
-            async with httpx2.AsyncClient(timeout=left, follow_redirects=True) as client:
+            async with httpx2.AsyncClient(timeout=left, follow_redirects=True, verify=tls_context()) as client:
                 response = await client.post(url, json=json, files=files, data=data, headers=self._headers(entry))
                 response.raise_for_status()
                 return response
@@ -90,6 +92,7 @@ class OpenAIBackend(RetryingBackend):
         started = [False]  # once text reached the user, a retry would repeat it: fail instead
 
         async def attempt(left: float) -> str:
+            await hub_headers_ready()
             async with inference_client(base_url=base, api_key=entry.api_key, timeout=left) as client:
                 return await stream_chat_text(client, messages, {"model": entry.model, **kwargs}, ctx, started)
 
@@ -177,7 +180,7 @@ class OpenAIBackend(RetryingBackend):
         except BackendError as exc:
             return False, exc.detail
         try:
-            async with httpx2.AsyncClient(timeout=self.probe_timeout) as client:
+            async with httpx2.AsyncClient(timeout=self.probe_timeout, verify=tls_context()) as client:
                 response = await client.get(f"{base}/models", headers=self._headers(entry))
         except httpx2.HTTPError as exc:
             return False, f"cannot reach {base} ({type(exc).__name__})"
