@@ -477,7 +477,7 @@ def evaluate_instrument(argv: list[str]) -> int:
     assert isinstance(melody_model, tunes.TuneLSTM)
     rng = np.random.default_rng(args.seed)
     ok = total = ok_synth = total_synth = folded = n_notes = 0
-    play_s = audio_s = 0.0
+    play_s = audio_s = err2 = sig2 = 0.0
     for i in range(args.pitch_tunes):
         req = tunes.TuneRequest(tonic=int(rng.integers(12)), mode=str(rng.choice(tunes.MODES)),
                                 meter=str(rng.choice(sorted(tunes.BAR_UNITS))),
@@ -495,13 +495,15 @@ def evaluate_instrument(argv: list[str]) -> int:
         audio_s += len(line) / model.config.sample_rate
         k, n = tunes.pitch_match(bars, req.bpm, sr=model.config.sample_rate, audio=line)
         ok, total = ok + k, total + n
-        k, n = tunes.pitch_match(bars, req.bpm, sr=model.config.sample_rate,
-                                 audio=instrument.synthesize(notes).astype(np.float32))
+        synth = instrument.synthesize(notes)
+        err2, sig2 = err2 + float(((line - synth) ** 2).sum()), sig2 + float((synth**2).sum())
+        k, n = tunes.pitch_match(bars, req.bpm, sr=model.config.sample_rate, audio=synth.astype(np.float32))
         ok_synth, total_synth = ok_synth + k, total_synth + n
         log(f"tune {i + 1}/{args.pitch_tunes}: {req.describe()}, played in {play_s:.0f} s so far")
     r.update({"pitch_match": ok / max(total, 1), "pitch_frames": total, "pitch_tunes": args.pitch_tunes,
               "pitch_match_synth": ok_synth / max(total_synth, 1), "notes_folded": folded, "notes": n_notes,
               "realtime_factor": audio_s / max(play_s, 1e-9), "audio_s": audio_s, "play_s": play_s,
+              "snr_db": 10 * math.log10(sig2 / max(err2, 1e-30)),
               "temperature": args.temperature})
 
     def goal(met: bool) -> str:
@@ -517,6 +519,8 @@ def evaluate_instrument(argv: list[str]) -> int:
           f"played by the WaveNet (temperature {args.temperature}): {r['pitch_match']:.1%} of {r['pitch_frames']:,} "
           f"note frames (the synthesizer it learnt from: {r['pitch_match_synth']:.1%}; {folded} of {n_notes} notes "
           f"moved by an octave into its range); goal >= 95%: {goal(r['pitch_match'] >= 0.95)}")
+    print(f"  the WaveNet's melody against the synthesizer's rendering of the same notes: {r['snr_db']:.1f} dB "
+          "signal to difference (no goal: how closely it learnt the timbre)")
     print(f"  playing speed (numba step, one thread): {r['realtime_factor']:.2f}x real time ({r['audio_s']:.0f} s of "
           f"audio in {r['play_s']:.0f} s); goal >= 1x: {goal(r['realtime_factor'] >= 1)}")
     print(json.dumps(r))
