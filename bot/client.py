@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import importlib.util
 import json
@@ -76,6 +77,26 @@ def safe_filename(name: str) -> str:
 def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=PERMISSIONS,
                                    scopes=("bot", "applications.commands"))
+
+
+GC_THRESHOLDS = (20_000, 20, 20)  # Python's default is (700, 10, 10)
+_GC_SETTLED = False
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cyclic garbage collector's pauses off the event loop's back, once the bot has started.
+
+    Every object alive at start-up (modules, the catalog, discord.py's state) moves to the collector's permanent
+    generation (`gc.freeze`), so no collection walks them again, and the youngest generation is collected after
+    20,000 allocations instead of 700. The collector runs on whichever thread allocates, mostly the loop's, holding
+    the interpreter lock: in bench/ack_latency.py a full collection took up to 230 ms and the young ones up to
+    24 ms, the largest pauses of the bot's loop while jobs ran."""
+    global _GC_SETTLED
+    if not _GC_SETTLED:  # the first start in a process: what start-up left behind goes first (100-200 ms, once)
+        gc.collect()
+        _GC_SETTLED = True
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class NattyTree(app_commands.CommandTree["NattyBot"]):
@@ -166,6 +187,7 @@ class NattyBot(commands.Bot):
             await self.ops.start(self.settings.metrics_host, self.settings.metrics_port)
         await self.engine.start()
         self.models_watch.start()
+        settle_garbage_collector()
         log.info("ready to serve: %d models, %d jobs recovered", len(self.catalog.entries), len(self.engine.active))
 
     async def close(self) -> None:
