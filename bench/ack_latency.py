@@ -119,6 +119,24 @@ async def serve_natty(cfg: dict[str, Any]) -> None:
         signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
         signal.signal(signal.SIGUSR2, lambda *_: prof.disable())
         signal.signal(signal.SIGTERM, dump)
+    if os.environ.get("NATTY_BENCH_SLOW_CALLBACKS"):  # asyncio names each callback that held the loop longer
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(os.environ["NATTY_BENCH_SLOW_CALLBACKS"])
+    if os.environ.get("NATTY_BENCH_GC"):  # each garbage collection's generation and milliseconds, to gc.txt
+        import gc
+
+        gc_log = open(tmp / "gc.txt", "a", buffering=1)  # noqa: SIM115
+        started: list[float] = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                took = (time.perf_counter() - started[0]) * 1000
+                gc_log.write(f"{time.time():.4f} {info['generation']} {took:.2f}\n")
+
+        gc.callbacks.append(on_gc)
     probe = asyncio.create_task(lag_probe(tmp / "lag.txt"))  # noqa: F841 (kept referenced until the end)
     await bot.start(TOKEN)
 
