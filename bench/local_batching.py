@@ -23,6 +23,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
@@ -196,6 +197,39 @@ async def bench(folder: str, dtype: str, tokens: int, sizes: list[int], repeats:
     return got, (theirs if serve else None), serve_error
 
 
+def step_times(folder: str, dtype: str, sizes: list[int], repeats: int) -> dict[str, dict[int, float]]:
+    """Median milliseconds of one decode step (a 40-token cache) at each batch size, with the model's linear layers
+    dense (as loaded) and packed for oneDNN (what the backend serves on a CPU), taking turns in every repeat."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from models.backends.batching import _returned_cache, pack_linears
+
+    models = {"dense": AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval(),
+              "packed": AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()}
+    pack_linears(models["packed"])
+    times: dict[str, dict[int, list[float]]] = {k: {n: [] for n in sizes} for k in models}
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for _ in range(max(5, repeats * 5)):
+            for n in sizes:
+                ids = torch.randint(5, 300, (n, 40), generator=gen)
+                step = torch.randint(5, 300, (n, 1), generator=gen)
+                for kind, model in models.items():
+                    cache = _returned_cache(model(input_ids=ids, use_cache=True))
+                    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+                    started = time.perf_counter()
+                    model(input_ids=step, use_cache=True, **{name: cache})
+                    times[kind][n].append((time.perf_counter() - started) * 1000)
+    return {k: {n: statistics.median(v) for n, v in by.items()} for k, by in times.items()}
+
+
+def report_steps(dtype: str, steps: dict[str, dict[int, float]]) -> None:
+    print(f"one decode step, {dtype}: " + "; ".join(
+        f"batch {n}: dense {steps['dense'][n]:.1f} ms, packed {steps['packed'][n]:.1f} ms "
+        f"({steps['dense'][n] / steps['packed'][n]:.2f}x)" for n in steps["dense"]))
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -251,9 +285,11 @@ def main() -> None:
             if serve_error and log_path.exists():
                 print(f"--- transformers serve log, {dtype} (tail) ---")
                 print("\n".join(log_path.read_text(errors="replace").splitlines()[-25:]))
-            results.append((dtype, ours, serve, serve_error))
-    for dtype, ours, serve, serve_error in results:
+            results.append((dtype, ours, serve, serve_error, step_times(folder, dtype, sizes, args.repeats)))
+    print(f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end")
+    for dtype, ours, serve, serve_error, steps in results:
         report(dtype, sizes, ours, serve, serve_error)
+        report_steps(dtype, steps)
 
 
 if __name__ == "__main__":
