@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import os
 import re
+import signal
 import threading
 
 from models.errors import redact_credentials
@@ -37,13 +39,14 @@ def redact(text: str, secrets: list[str]) -> str:
 
 class BatchedHandler(logging.Handler):
     """Hands records to `target` from a thread of its own, a batch every `period` seconds (at once for warnings
-    and errors, and at exit): the thread that logs only stores the record, with its message made final.
+    and errors, at exit and on SIGTERM; a SIGKILL loses at most the last `period`'s records): the thread that logs
+    only stores the record, with its message made final.
 
     A queue that wakes a writer thread for every record cost the event loop more than writing itself (on a busy
     two-core machine each wake-up handed the CPU to the writer: 0.66 ms of loop time per record in the ack
     bench's profile, against 0.22 ms for a direct write); a batch wakes it once."""
 
-    def __init__(self, target: logging.Handler, period: float = 0.1) -> None:
+    def __init__(self, target: logging.Handler, period: float = 0.05) -> None:
         super().__init__()
         self.target, self.period = target, period
         self._records: collections.deque[logging.LogRecord] = collections.deque()
@@ -99,6 +102,14 @@ def _close_handler() -> None:
 atexit.register(_close_handler)
 
 
+def _write_out_then_stop(signum: int, _frame: object) -> None:
+    """SIGTERM (e.g. `docker stop`) ends the process at once, as it always did, but after the records still waiting
+    for the writer are written: atexit does not run on a signal."""
+    _close_handler()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def setup_logging(level: str, secrets: list[str]) -> None:
     """Route every logger (ours and discord.py's) through one redacting handler on stderr, written from a thread of
     its own (`BatchedHandler`), so the event loop never waits on stderr nor runs the redaction."""
@@ -107,6 +118,8 @@ def setup_logging(level: str, secrets: list[str]) -> None:
     stream = logging.StreamHandler()
     stream.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
     _handler = BatchedHandler(stream)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _write_out_then_stop)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -61,3 +61,21 @@ def test_an_exception_s_traceback_is_kept() -> None:
     h.close()
     text = out.getvalue()
     assert text.startswith("ERROR failed\nTraceback") and "ValueError: bad [redacted]" in text
+
+
+def test_sigterm_still_ends_the_process_at_once_but_after_the_last_records_are_written() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import logging, os, time\n"
+              "from bot.logs import setup_logging\n"
+              "setup_logging('INFO', [])\n"
+              "logging.getLogger('natty.test').info('the last words')\n"
+              "os.kill(os.getpid(), 15)\n"
+              "time.sleep(30)\n"
+              "print('still running')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == -15  # killed by the signal, as before
+    assert "the last words" in done.stderr and "still running" not in done.stdout
