@@ -43,6 +43,11 @@ def in_flight(hf: HFTestServer) -> list[str]:
             if not event.is_set() and "/shared/" in rec.path]
 
 
+def held_prompts(hf: HFTestServer) -> list[str]:
+    """The prompts of every chat request the endpoint has held, let go or not (a dead worker's included)."""
+    return [rec.json["messages"][-1]["content"] for rec, _ in hf.held if "/shared/" in rec.path]
+
+
 async def job_ids(pg_url: str) -> dict[str, str]:
     conn = await asyncpg.connect(pg_url)
     try:
@@ -121,11 +126,14 @@ async def test_gateways_and_workers_share_one_fair_queue_and_lose_nothing(tmp_pa
 
             # the worker running bob's job dies; after its lease the other worker runs it again and posts it once
             ids = await job_ids(pg_url)
-            holder = next(k for k in (0, 1) if f"claimed job {ids['light']}" in wlogs[k].read_text())
+            holder = await server.wait_for(lambda: next((k + 1 for k in (0, 1)  # logs are written in batches
+                                                         if f"claimed job {ids['light']}" in wlogs[k].read_text()),
+                                                        None), timeout=30) - 1
             workers[holder].send_signal(signal.SIGKILL)
             await workers[holder].wait()
             survivor = 1 - holder
-            await server.wait_for(lambda: in_flight(hf).count("light") == 1 and wlogs[survivor].read_text().count(
+            # the dead worker's request stays held at the endpoint: the rerun is the second one light sends
+            await server.wait_for(lambda: held_prompts(hf).count("light") == 2 and wlogs[survivor].read_text().count(
                 f"claimed job {ids['light']}") == 1, timeout=30)
             hf.hold(False)
             hf.release(100)
