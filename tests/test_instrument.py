@@ -14,6 +14,7 @@ pytest.importorskip("music21")
 
 from models.own import instrument, load_checkpoint, save_checkpoint, tunes  # noqa: E402
 from models.own.wavenet import WaveNet, WaveNetConfig, mu_law_decode, mu_law_encode  # noqa: E402
+from tests.tiny_models import recording_ctx  # noqa: E402
 
 Bars = list[list[tuple[int | None, int]]]
 BARS: Bars = [[(60, 4), (67, 4), (64, 4), (72, 4)]]
@@ -209,21 +210,6 @@ def test_natty_train_instrument_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert "wavenet" in capsys.readouterr().out
 
 
-def _ctx(cancel_after: int | None = None):
-    from models.base import RunContext
-
-    reports: list = []
-    ctx = RunContext()
-
-    def report(p) -> None:
-        reports.append(p)
-        if cancel_after is not None and len(reports) >= cancel_after:
-            ctx.cancel.cancel()
-
-    ctx.report = report
-    return ctx, reports
-
-
 def _entry(tmp_path, **params):
     import dataclasses
 
@@ -239,7 +225,7 @@ async def test_natty_tunes_wavenet_plays_the_melody_with_the_instrument_and_says
     from models.base import AudioResult, Request
     from models.own import OwnModelsBackend
 
-    ctx, reports = _ctx()
+    ctx, reports = recording_ctx()
     backend = OwnModelsBackend()
     entry = _entry(tmp_path)
     assert (await backend.check(entry))[0]
@@ -257,7 +243,7 @@ async def test_natty_tunes_wavenet_stops_when_cancelled_and_says_what_is_missing
     from models.errors import BackendError, ErrorKind
     from models.own import OwnModelsBackend
 
-    ctx, reports = _ctx()
+    ctx, reports = recording_ctx()
     entry = _entry(tmp_path)
     n_bars = 4
 
@@ -279,7 +265,7 @@ async def test_natty_tunes_wavenet_stops_when_cancelled_and_says_what_is_missing
     assert not ok and "natty train" in why
     bad = dataclasses.replace(entry, params={**entry.params, "instrument": "kazoo"})
     with pytest.raises(BackendError) as err:
-        await OwnModelsBackend().run(bad, Request(task="text-to-audio", prompt="a reel", seed=2), _ctx()[0])
+        await OwnModelsBackend().run(bad, Request(task="text-to-audio", prompt="a reel", seed=2), recording_ctx()[0])
     assert err.value.kind == ErrorKind.BAD_REQUEST
 
 
@@ -300,5 +286,5 @@ async def test_the_bundled_instrument_plays_the_written_notes():
     entry = load_catalog().get("natty-tunes-wavenet")
     assert entry is not None
     result = await OwnModelsBackend().run(entry, Request(task="text-to-audio", prompt="a fast jig, 2 bars", seed=1),
-                                          _ctx()[0])
+                                          recording_ctx()[0])
     assert result.meta["instrument"] == "wavenet" and result.extra_files[0][0] == "tune.mid"

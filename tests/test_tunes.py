@@ -14,6 +14,7 @@ pytest.importorskip("music21")
 
 from models.own import tunes  # noqa: E402
 from models.own.tunes import BAR_UNITS, Tune, TuneLSTM, TuneLSTMConfig  # noqa: E402
+from tests.tiny_models import recording_ctx  # noqa: E402
 
 TINY = TuneLSTMConfig(n_embd=16, n_hidden=48, n_layer=1, dropout=0.0)
 
@@ -267,21 +268,6 @@ def test_piano_roll_is_drawn(tmp_path):
 
 # --- the bundled natty-tunes, end to end ---------------------------------------------------------------------
 
-def _backend_ctx(cancel_after: int | None = None):
-    from models.base import RunContext
-
-    reports: list = []
-    ctx = RunContext()
-
-    def report(p) -> None:
-        reports.append(p)
-        if cancel_after is not None and len(reports) >= cancel_after:
-            ctx.cancel.cancel()
-
-    ctx.report = report
-    return ctx, reports
-
-
 async def test_bundled_tunes_plays_the_asked_waltz_with_its_score():
     import io
     import wave
@@ -294,7 +280,7 @@ async def test_bundled_tunes_plays_the_asked_waltz_with_its_score():
 
     entry = load_catalog().get("natty-tunes")
     assert entry is not None and entry.task == "text-to-audio"
-    ctx, reports = _backend_ctx()
+    ctx, reports = recording_ctx()
     result = await OwnModelsBackend().run(entry, Request(task="text-to-audio", prompt="a slow waltz in D minor, 8 bars",
                                                          seed=5), ctx)
     assert isinstance(result, AudioResult)
@@ -324,7 +310,7 @@ async def test_bundled_tunes_plays_a_prompt_with_nothing_musical_and_says_so():
 
     result = await OwnModelsBackend().run(load_catalog().get("natty-tunes"),
                                           Request(task="text-to-audio", prompt="hello dragon", seed=1),
-                                          _backend_ctx()[0])
+                                          recording_ctx()[0])
     note = result.meta["note"]
     assert "picked: key " in note and "ignored: 'hello', 'dragon'" in note and result.duration > 5
 
@@ -335,7 +321,7 @@ async def test_bundled_tunes_stops_when_cancelled():
     from models.errors import BackendError, ErrorKind
     from models.own import OwnModelsBackend
 
-    ctx, reports = _backend_ctx(cancel_after=3)
+    ctx, reports = recording_ctx(cancel_after=3)
     with pytest.raises(BackendError) as err:
         await OwnModelsBackend().run(load_catalog().get("natty-tunes"),
                                      Request(task="text-to-audio", prompt="a jig in G, 32 bars", seed=2), ctx)

@@ -107,3 +107,19 @@ def build_tiny_scene_model(path: str | os.PathLike, *, seed: int = 0) -> str:
                          width=scenes.SIZE, n_channels=4, n_layers=2, map_size=4, map_channels=2)
     save_checkpoint(PixelCNN(cfg), Path(path), {"data": "scenes"})
     return str(path)
+
+
+def recording_ctx(cancel_after: int | None = None):  # -> (RunContext, list of the Progress it got)
+    """A RunContext that keeps every progress report, and cancels itself after `cancel_after` of them."""
+    from models.base import RunContext
+
+    reports: list = []
+    ctx = RunContext()
+
+    def report(p) -> None:
+        reports.append(p)
+        if cancel_after is not None and len(reports) >= cancel_after:
+            ctx.cancel.cancel()
+
+    ctx.report = report
+    return ctx, reports
