@@ -58,11 +58,7 @@ class Notes:
 
 def fold(midi: int) -> int:
     """A pitch moved by octaves into the instrument's range."""
-    while midi < LOW:
-        midi += 12
-    while midi > HIGH:
-        midi -= 12
-    return midi
+    return tunes.fold(midi, LOW, HIGH)
 
 
 def notes_from_bars(bars: list[list[tuple[int | None, int]]], bpm: int, sr: int = SAMPLE_RATE) -> Notes:

@@ -113,10 +113,11 @@ def length_class(bars: int) -> int:
     return next((i for i, b in enumerate(LENGTHS) if bars <= b), len(LENGTHS) - 1)
 
 
-def fold(midi: int) -> int:
-    while midi < LOW:
+def fold(midi: int, low: int = LOW, high: int = HIGH) -> int:
+    """A pitch moved by octaves into [low, high] (the tune model's range unless given)."""
+    while midi < low:
         midi += 12
-    while midi > HIGH:
+    while midi > high:
         midi -= 12
     return midi
 
