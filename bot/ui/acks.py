@@ -64,9 +64,14 @@ class AckGate:
         if now >= self.wave_until:  # a new wave: its budget starts full
             self.credit = self.burst
         self.wave_until = now + self.quiet
+        self._arm()
+
+    def _arm(self) -> None:
+        """Look again when the wave would end (once: an armed timer re-arms itself while the wave goes on)."""
         if self._timer is None:
             with contextlib.suppress(RuntimeError):  # no running loop (a unit test): nothing waits anyway
-                self._timer = asyncio.get_running_loop().call_later(self.quiet, self._wave_check)
+                self._timer = asyncio.get_running_loop().call_later(
+                    max(0.0, self.wave_until - time.monotonic()), self._wave_check)
 
     def arrived(self, interaction_id: int) -> None:
         self.due[interaction_id] = time.monotonic() + DUE_FOR
@@ -90,9 +95,8 @@ class AckGate:
 
     def _wave_check(self) -> None:
         self._timer = None
-        left = self.wave_until - time.monotonic()
-        if left > 0 and (self._queue or self.due):
-            self._timer = asyncio.get_running_loop().call_later(left, self._wave_check)
+        if self.in_wave() and (self._queue or self.due):
+            self._arm()
             return
         self._release()
 
@@ -138,9 +142,7 @@ class AckGate:
         self.held += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(future)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(max(0.0, self.wave_until - time.monotonic()),
-                                                                self._wave_check)
+        self._arm()
         try:
             await asyncio.wait_for(asyncio.shield(future), self.hold)
         except TimeoutError:
