@@ -37,6 +37,11 @@ class CatalogError(Exception):
 _key_source: Callable[[str], str | None] = os.environ.get
 
 
+def param_on(value: Any) -> bool:
+    """A catalog or request param read as on/off: TOML gives true/false, a request may give "no" or "0"."""
+    return str(value).lower() not in ("0", "false", "no", "off")
+
+
 def use_key_source(lookup: Callable[[str], str | None] | None) -> None:
     """Read every entry's key through `lookup` (a variable name -> its value); None: the environment again."""
     global _key_source

@@ -33,7 +33,7 @@ from models.base import (
     RunContext,
     TextResult,
 )
-from models.catalog import ModelEntry
+from models.catalog import ModelEntry, param_on
 from models.errors import BackendError, ErrorKind
 
 log = logging.getLogger("natty.models.pipelines")
@@ -258,7 +258,7 @@ class PipelinesBackend(Backend):
             self.device).eval()  # type: ignore[arg-type]  # transformers types to() without self
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        if self.device == "cpu" and str(packed).lower() not in ("0", "false", "no", "off"):
+        if self.device == "cpu" and param_on(packed):
             if swapped := pack_linears(model):  # batched decode steps on a CPU: see PackedLinear
                 log.info("%s: %d linear layers laid out for oneDNN", name, swapped)
         return _ChatModel(model, tokenizer, Batcher(model, max_batch=self.max_batch, name=name), max_positions)

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.base import AudioResult, Backend, ImageResult, Progress, Request, RunContext, TextResult
-from models.catalog import ModelEntry
+from models.catalog import ModelEntry, param_on
 from models.errors import BackendError, ErrorKind
 from models.own.charrnn import CharRNN, CharRNNConfig
 from models.own.gpt import GPT, GPTConfig
@@ -359,7 +359,7 @@ class OwnModelsBackend(Backend):
         from models.own import tunes
 
         temperature = float(params.get("temperature", 1.0))
-        in_key = str(params.get("in_key", True)).lower() not in ("0", "false", "no", "off")  # keep to the scale
+        in_key = param_on(params.get("in_key", True))  # keep to the scale
         instrument = str(params.get("instrument", "synthesizer")).lower()
         if instrument not in INSTRUMENTS:
             raise BackendError(ErrorKind.BAD_REQUEST, f"{entry.name}: instrument must be one of "
