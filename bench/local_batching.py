@@ -208,6 +208,9 @@ def step_times(folder: str, dtype: str, sizes: list[int], repeats: int) -> dict[
     models = {"dense": AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval(),
               "packed": AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()}
     pack_linears(models["packed"])
+    # transformers 5 names the cache argument `cache`; older models still take `past_key_values`
+    kwarg = {k: "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
+             for k, m in models.items()}
     times: dict[str, dict[int, list[float]]] = {k: {n: [] for n in sizes} for k in models}
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
@@ -217,9 +220,8 @@ def step_times(folder: str, dtype: str, sizes: list[int], repeats: int) -> dict[
                 step = torch.randint(5, 300, (n, 1), generator=gen)
                 for kind, model in models.items():
                     cache = _returned_cache(model(input_ids=ids, use_cache=True))
-                    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
                     started = time.perf_counter()
-                    model(input_ids=step, use_cache=True, **{name: cache})
+                    model(input_ids=step, use_cache=True, **{kwarg[kind]: cache})
                     times[kind][n].append((time.perf_counter() - started) * 1000)
     return {k: {n: statistics.median(v) for n, v in by.items()} for k, by in times.items()}
 
