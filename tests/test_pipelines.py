@@ -366,3 +366,47 @@ def test_a_model_the_packed_layers_would_change_stays_dense(folders: dict[str, s
     assert not any(isinstance(m, batching.PackedLinear) for m in model.modules())
     with torch.inference_mode():
         assert torch.equal(model(input_ids=ids).logits, before)
+
+
+def test_newcomers_that_arrive_together_join_once_and_each_ends_exactly_once(folders: dict[str, str]) -> None:
+    """Requests queued before the batcher's thread runs are admitted in one go: one ends at its prefill (a single
+    token), one was aborted while queued, and the rest generate what each would alone; every on_done fires once."""
+    import threading
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from models.backends.batching import Batcher, GenerationRequest, RequestStopped
+
+    model = AutoModelForCausalLM.from_pretrained(folders["chat"], dtype=torch.float32).eval()
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16], [17, 18, 19, 20, 21], [22, 23, 24, 25]]
+    lengths = [6, 9, 1, 6, 5]
+    tokens: list[list[int]] = [[] for _ in prompts]
+    ends: list[list[BaseException | None]] = [[] for _ in prompts]
+    finished = threading.Semaphore(0)
+
+    def request(i: int) -> GenerationRequest:
+        def on_done(error: BaseException | None) -> None:
+            ends[i].append(error)
+            finished.release()
+
+        return GenerationRequest(prompts[i], max_new_tokens=lengths[i], on_token=tokens[i].append, on_done=on_done)
+
+    batcher = Batcher(model, max_batch=8, name="tiny")
+    requests = [request(i) for i in range(len(prompts))]
+    requests[4].abort()  # gone before its prefill
+    with batcher._cond:  # hold the thread off until all five are queued, so they arrive together
+        for r in requests:
+            batcher.submit(r)
+    for _ in prompts:
+        assert finished.acquire(timeout=60)
+    batcher.close()
+    assert [len(e) for e in ends] == [1, 1, 1, 1, 1]
+    assert ends[:4] == [[None]] * 4 and isinstance(ends[4][0], RequestStopped)
+    assert [len(t) for t in tokens] == [6, 9, 1, 6, 0]
+    assert batcher.max_seen_batch == 3  # the one-token request ended at its prefill and never joined
+    with torch.inference_mode():
+        for i in range(4):
+            alone = model.generate(torch.tensor([prompts[i]]), max_new_tokens=lengths[i], do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+            assert tokens[i] == alone[0, len(prompts[i]):].tolist()

@@ -60,6 +60,7 @@ class _Sequence:
         self.generated = 0
         self.cached = 0  # real (unpadded) tokens in the KV cache for this sequence
         self.next_token = -1
+        self.done = False  # on_done was called
         self.generator: torch.Generator | None = None
         if request.temperature > 0:
             self.generator = torch.Generator()
@@ -188,30 +189,49 @@ class PackedLinear(torch.nn.Module):
     """A linear layer whose weight is held in oneDNN's own layout, for decode steps on a CPU.
 
     At the few rows of a decode step (one per sequence in the batch), MKL's dense GEMM re-lays out the weight on
-    every call and a batch of 4 to 8 costs about three times one row; oneDNN's `mkldnn_linear` on a weight laid
-    out once does not (bench/local_batching.py: a batch-8 GPT-2-small step in float32 from 76 to 41 ms on two
-    cores). The results agree with the dense layer's to float rounding (about 1e-6 here).
+    every call and a batch of 4 to 8 costs about three times one row; oneDNN on a weight laid out once, for the
+    batch size it will mostly see, does not. The layer calls oneDNN's prepacked linear (`_linear_pointwise`, the
+    op torch.compile's CPU freezing pass emits) on dense activations, so no step pays to convert rows in and out
+    of oneDNN's tensor type; a GPT-2-small 3072x768 layer at 8 rows: dense 556 us, the older `mkldnn_linear` with
+    its conversions 491 us, this 274 us. Where that op is missing, the conversion path serves. The results agree
+    with the dense layer's to float rounding (about 1e-4 here).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, batch_size: int = 8) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
+        weight = weight.detach().contiguous()
+        bias = torch.zeros(self.out_features, dtype=weight.dtype) if bias is None else bias.detach().contiguous()
+        self.prepacked = _prepack(weight, batch_size)
         # `weight` keeps its name, dtype and shape for code that looks at them (it is not a dense tensor any more)
-        self.register_buffer("weight", weight.detach().contiguous().to_mkldnn(), persistent=False)
-        zero = torch.zeros(self.out_features, dtype=weight.dtype)
-        self.register_buffer("bias", (zero if bias is None else bias.detach()).contiguous().to_mkldnn(),
+        self.register_buffer("weight", weight.to_mkldnn() if self.prepacked is None else self.prepacked,
                              persistent=False)
+        self.register_buffer("bias", bias if self.prepacked is not None else bias.to_mkldnn(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        rows = x.reshape(-1, self.in_features).contiguous().to_mkldnn()
+        rows = x.reshape(-1, self.in_features).contiguous()
         weight, bias = self.weight, self.bias
         assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)  # buffers (torch types them loosely)
-        out = torch._C._nn.mkldnn_linear(rows, weight, bias).to_dense()
+        if self.prepacked is not None:
+            out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
+        else:
+            out = torch._C._nn.mkldnn_linear(rows.to_mkldnn(), weight, bias).to_dense()
         return out.reshape(*shape[:-1], self.out_features)
 
 
-def pack_linears(model: torch.nn.Module) -> int:
+def _prepack(weight: torch.Tensor, batch_size: int) -> torch.Tensor | None:
+    """The weight reordered for oneDNN's prepacked linear, or None where this torch lacks that op."""
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size)
+        probe = torch.zeros(1, weight.shape[1], dtype=weight.dtype)
+        torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "")
+    except (AttributeError, RuntimeError):
+        return None
+    return packed
+
+
+def pack_linears(model: torch.nn.Module, batch_size: int = 8) -> int:
     """Swap the model's float32/bfloat16 linear layers (`nn.Linear`, and transformers' `Conv1D` that GPT-2 uses) on
     the CPU for `PackedLinear`s, once, after a probe shows the packed model computes the same logits; the number
     swapped (0: not on a CPU with oneDNN, nothing to swap, or the probe disagreed and the model is as it was)."""
@@ -239,7 +259,7 @@ def pack_linears(model: torch.nn.Module) -> int:
             for parent, name, child, weight in swaps:
                 bias = getattr(child, "bias", None)
                 setattr(parent, name, PackedLinear(weight.t() if isinstance(child, Conv1D) else weight,
-                                                   bias if isinstance(bias, torch.Tensor) else None))
+                                                   bias if isinstance(bias, torch.Tensor) else None, batch_size))
             after = model(input_ids=probe).logits.float()
         tolerance = 1e-3 if swaps[0][3].dtype == torch.float32 else 5e-2
         if not torch.allclose(before, after, rtol=tolerance, atol=tolerance * float(before.abs().max())):
@@ -311,8 +331,7 @@ class Batcher:
                     room = self.max_batch - len(self._active) if self._joinable else int(not self._active)
                     newcomers, self._pending = self._pending[:room], self._pending[room:]
                 try:
-                    for seq in newcomers:
-                        self._admit(seq)
+                    self._admit_all(newcomers)
                     if self._active:
                         self._step()
                 except Exception as exc:  # a failed forward pass fails everyone in it, not the thread
@@ -325,6 +344,9 @@ class Batcher:
             self._finish(seq, RequestStopped("the model was unloaded"))
 
     def _finish(self, seq: _Sequence, error: BaseException | None) -> None:
+        if seq.done:  # a newcomer that finished at its prefill, then a later newcomer's pass failed
+            return
+        seq.done = True
         try:
             seq.request.on_done(error)
         except Exception:
@@ -342,32 +364,40 @@ class Batcher:
                 log.exception("on_token callback failed")
         return done
 
-    def _admit(self, seq: _Sequence) -> None:
-        if seq.stopped():
-            self._finish(seq, RequestStopped("cancelled"))
+    def _admit_all(self, newcomers: list[_Sequence]) -> None:
+        """Prefill each newcomer alone, then join all of them to the running batch in one concatenation (one per
+        newcomer copied the whole batch's cache again each time)."""
+        prefilled: list[tuple[_Sequence, Any, torch.Tensor]] = []
+        for seq in newcomers:
+            if seq.stopped():
+                self._finish(seq, RequestStopped("cancelled"))
+                continue
+            ids = torch.tensor([seq.request.input_ids], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=ids, use_cache=True)
+            seq.cached = ids.shape[1]
+            if self._emit(seq, seq.pick(out.logits[0, -1])):
+                self._finish(seq, None)
+                continue
+            prefilled.append((seq, _returned_cache(out), torch.ones(1, ids.shape[1], dtype=torch.long,
+                                                                    device=self.device)))
+        if not prefilled:
             return
-        ids = torch.tensor([seq.request.input_ids], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=ids, use_cache=True)
-        seq.cached = ids.shape[1]
-        if self._emit(seq, seq.pick(out.logits[0, -1])):
-            self._finish(seq, None)
-            return
-        cache = _returned_cache(out)
-        mask = torch.ones(1, ids.shape[1], dtype=torch.long, device=self.device)
         if not self._active:
-            self._cache, self._mask = cache, mask
-            self._joinable = self._joinable and _cache_layers(cache, convert=True) is not None
-        else:
-            self._join(cache, mask)
-        self._active.append(seq)
+            seq, self._cache, self._mask = prefilled.pop(0)
+            self._joinable = self._joinable and _cache_layers(self._cache, convert=True) is not None
+            self._active.append(seq)
+        if prefilled:
+            self._join([cache for _, cache, _ in prefilled], [mask for _, _, mask in prefilled])
+            self._active.extend(seq for seq, _, _ in prefilled)
         self.max_seen_batch = max(self.max_seen_batch, len(self._active))
 
-    def _join(self, cache: Any, mask: torch.Tensor) -> None:
-        """Append one prefilled sequence's cache to the running batch, left-padding whichever is shorter."""
+    def _join(self, caches: list[Any], masks: list[torch.Tensor]) -> None:
+        """Append prefilled sequences' caches to the running batch, left-padding each to the longest."""
         assert self._mask is not None
-        ours, theirs = _cache_layers(self._cache), _cache_layers(cache, convert=True)
-        assert ours is not None and theirs is not None
-        length = max(self._mask.shape[1], mask.shape[1])
+        ours = _cache_layers(self._cache)
+        theirs = [_cache_layers(cache) for cache in caches]  # copied into ours below, so left as they are
+        assert ours is not None and all(layers is not None for layers in theirs)
+        length = max(m.shape[1] for m in [self._mask, *masks])
 
         def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
             missing = length - t.shape[dim]
@@ -377,10 +407,11 @@ class Batcher:
             shape[dim] = missing
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-        for a, b in zip(ours, theirs, strict=True):
-            a.keys = torch.cat([pad(a.keys, -2), pad(b.keys, -2)], dim=0)
-            a.values = torch.cat([pad(a.values, -2), pad(b.values, -2)], dim=0)
-        self._mask = torch.cat([pad(self._mask, 1), pad(mask, 1)], dim=0)
+        for i, a in enumerate(ours):
+            others = [layers[i] for layers in theirs if layers is not None]
+            a.keys = torch.cat([pad(a.keys, -2), *(pad(b.keys, -2) for b in others)], dim=0)
+            a.values = torch.cat([pad(a.values, -2), *(pad(b.values, -2) for b in others)], dim=0)
+        self._mask = torch.cat([pad(self._mask, 1), *(pad(m, 1) for m in masks)], dim=0)
 
     def _step(self) -> None:
         assert self._mask is not None

@@ -259,7 +259,7 @@ class PipelinesBackend(Backend):
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         if self.device == "cpu" and param_on(packed):
-            if swapped := pack_linears(model):  # batched decode steps on a CPU: see PackedLinear
+            if swapped := pack_linears(model, self.max_batch):  # batched decode steps on a CPU: see PackedLinear
                 log.info("%s: %d linear layers laid out for oneDNN", name, swapped)
         return _ChatModel(model, tokenizer, Batcher(model, max_batch=self.max_batch, name=name), max_positions)
 
