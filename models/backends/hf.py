@@ -86,8 +86,11 @@ class HFBackend(RetryingBackend):
         The client does it with a blocking HTTP call inside the task method (cached per model afterwards);
         doing it first in a thread keeps the bot responsive and lets its failures be classified like any other.
         """
-        if is_url(entry.model) or (task == "chat" and (entry.provider or "auto") == "auto"):
-            return  # URLs need no mapping; auto-routed chat is resolved server-side
+        if is_url(entry.model) or (task == "chat" and ((entry.provider or "auto") == "auto"
+                                                       or (entry.api_key or "").startswith("hf_"))):
+            # URLs need no mapping; chat with an HF token goes to the router as `model:provider` and is resolved
+            # there (huggingface_hub 2.5), so a lookup would only add a Hub round trip that can fail
+            return
         from huggingface_hub.inference._providers import get_provider_helper
 
         def resolve() -> None:
