@@ -80,6 +80,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     json: Any = None  # the parsed body when it was JSON
+    peer: Any = None  # the client's (host, port): the same for requests that shared a kept-alive connection
 
     @property
     def authorization(self) -> str | None:
@@ -269,6 +270,7 @@ class HFTestServer:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             json=parsed,
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         self.requests.append(rec)
         return rec

@@ -559,27 +559,49 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now=now) == 0.0
 
 
-async def test_hub_id_chat_through_a_provider_route(
+async def test_hub_id_chat_with_an_hf_token_goes_to_the_router_as_model_colon_provider(
     server: HFTestServer, backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import constants
-    from huggingface_hub.hf_api import InferenceProviderMapping
+    """With an HF token the router resolves `model:provider` itself: no Hub lookup of the provider mapping (which
+    would fail here: the Hub is unreachable), and the request names the model as the catalog entry does."""
     from huggingface_hub.inference._providers import _common
 
-    monkeypatch.setattr(constants, "INFERENCE_PROXY_TEMPLATE", server.router_template)
-    mapping = InferenceProviderMapping(
-        provider="together", hf_model_id="acme/chat-7b", providerId="acme-ai/Chat-7B", status="live",
-        task="conversational",
-    )
-    monkeypatch.setitem(_common.HARDCODED_MODEL_INFERENCE_MAPPING, "together", {"acme/chat-7b": mapping})
+    monkeypatch.setattr(_common.AutoRouterConversationalTask, "_prepare_base_url", lambda self, api_key: server.url)
+
+    def no_lookup(model: str) -> None:
+        raise AssertionError(f"looked up the provider mapping of {model}")
+
+    monkeypatch.setattr(_common, "_fetch_inference_provider_mapping", no_lookup)
     monkeypatch.setenv("TEST_HF_KEY", "hf_testkeyforchat1234")
     entry = ModelEntry(name="c", task="chat", backend="hf", model="acme/chat-7b", provider="together",
                        api_key_env="TEST_HF_KEY")
     result = await backend.run(entry, Request(task="chat", prompt="yo"), RunContext())
     assert result.text == "You said: yo"
-    assert server.last.path == "/together/v1/chat/completions"
-    assert server.last.json["model"] == "acme-ai/Chat-7B"
+    assert server.last.path == "/v1/chat/completions"
+    assert server.last.json["model"] == "acme/chat-7b:together"
     assert server.last.authorization == "Bearer hf_testkeyforchat1234"
+
+
+async def test_hub_id_chat_with_a_providers_own_key_goes_to_the_provider_by_its_id(
+    server: HFTestServer, backend: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub.hf_api import InferenceProviderMapping
+    from huggingface_hub.inference._providers import PROVIDERS, _common
+
+    monkeypatch.setattr(PROVIDERS["together"]["conversational"], "base_url", server.url)
+    mapping = InferenceProviderMapping(
+        provider="together", hf_model_id="acme/chat-7b", providerId="acme-ai/Chat-7B", status="live",
+        task="conversational",
+    )
+    monkeypatch.setitem(_common.HARDCODED_MODEL_INFERENCE_MAPPING, "together", {"acme/chat-7b": mapping})
+    monkeypatch.setenv("TEST_TOGETHER_KEY", "tgp_testkeyforchat1234")
+    entry = ModelEntry(name="c", task="chat", backend="hf", model="acme/chat-7b", provider="together",
+                       api_key_env="TEST_TOGETHER_KEY")
+    result = await backend.run(entry, Request(task="chat", prompt="yo"), RunContext())
+    assert result.text == "You said: yo"
+    assert server.last.path == "/v1/chat/completions"
+    assert server.last.json["model"] == "acme-ai/Chat-7B"
+    assert server.last.authorization == "Bearer tgp_testkeyforchat1234"
 
 
 async def test_key_echoed_by_the_server_leaves_no_traceback_behind(
@@ -592,3 +614,53 @@ async def test_key_echoed_by_the_server_leaves_no_traceback_behind(
                           Request(task="image-to-text", image=png()), RunContext())
     assert info.value.__cause__ is None
     assert "endpoint-key-abc" not in "".join(traceback.format_exception(info.value))
+
+
+async def test_hosted_calls_share_kept_alive_connections(server: HFTestServer, backend: HFBackend) -> None:
+    """One job after another reuses the connection the first opened (no new TCP and TLS handshake per job); a
+    closed session is replaced by a new one on the next call."""
+    from models.backends.http import close_kept_session
+
+    entry = make_entry(server, "text-to-image")
+    for prompt in ("a cat", "a dog", "a fox"):
+        await backend.run(entry, Request(task="text-to-image", prompt=prompt), RunContext())
+    await backend.run(make_entry(server, "chat"), Request(task="chat", prompt="yo"), RunContext())
+    peers = [r.peer for r in server.requests]
+    assert len(peers) == 4 and len(set(peers)) == 1, peers
+    await close_kept_session()
+    await backend.run(entry, Request(task="text-to-image", prompt="an owl"), RunContext())
+    assert server.requests[-1].peer != peers[0]
+
+
+async def test_the_kept_session_keeps_no_cookies_between_calls() -> None:
+    """A cookie one server's answer sets (to one guild's key) is never sent with a later call."""
+    from aiohttp import web
+
+    from models.backends.http import close_kept_session, kept_session
+
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "guild-a-secret")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    try:
+        for hooks in (True, False):
+            async with kept_session(hub_hooks=hooks) as client:  # leaving the block keeps it open
+                assert (await client.get(url)).status_code == 200
+            assert not client.is_closed
+            assert (await kept_session(hub_hooks=hooks).get(url)).status_code == 200
+        assert seen == [None, None, None, None]
+    finally:
+        await close_kept_session()
+        await runner.cleanup()
+    assert client.is_closed

@@ -22,6 +22,7 @@ from models.backends.http import (
     data_url,
     hub_headers_ready,
     inference_client,
+    kept_session,
     merged_params,
     stream_chat_text,
     tls_context,
@@ -70,15 +71,14 @@ class OpenAIBackend(RetryingBackend):
         data: Any = None,
     ) -> httpx2.Response:
         """POST to `{url}{path}` under retries; raises for HTTP errors (classified by the retry loop)."""
-        import httpx2
 
         url = self._base(entry) + path
 
         async def attempt(left: float) -> httpx2.Response:
-            async with httpx2.AsyncClient(timeout=left, follow_redirects=True, verify=tls_context()) as client:
-                response = await client.post(url, json=json, files=files, data=data, headers=self._headers(entry))
-                response.raise_for_status()
-                return response
+            response = await kept_session(hub_hooks=False).post(
+                url, json=json, files=files, data=data, headers=self._headers(entry), timeout=left)
+            response.raise_for_status()
+            return response
 
         return await self._retry(entry, ctx, attempt)
 
