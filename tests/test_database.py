@@ -542,3 +542,35 @@ async def test_natty_db_copy_moves_a_sqlite_bot_to_postgres_with_nothing_lost(pg
     assert counts_again["jobs"] == (25, 25) and counts_again["real_items"] == (3, 3)
     with pytest.raises(database.CopyRefused, match="source database itself"):
         await database.copy(sqlite_url, f"sqlite:///{tmp_path}/../{tmp_path.name}/natty.db", force=True)
+
+
+async def test_sqlite_calls_that_queue_up_are_answered_in_one_hand_off(tmp_path, monkeypatch):
+    """While one call runs on the database thread, the calls queued behind it run next and their answers reach
+    the event loop together, in order, each its own result or error: one wake-up of the loop, not one per call."""
+    import threading
+
+    store = Storage(tmp_path / "n.db", tmp_path / "data")
+    await store.open()
+    runner = store.runner
+    assert isinstance(runner, database.ThreadRunner)
+    hand_offs: list[int] = []
+    real = database._settle_all
+    monkeypatch.setattr(database, "_settle_all", lambda done: (hand_offs.append(len(done)), real(done)))
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(runner.run(lambda conn: gate.wait(10)))
+        await asyncio.sleep(0)
+
+        def fails(conn):
+            raise ValueError("no such thing")
+
+        calls = [asyncio.ensure_future(runner.run(fails if i == 7 else (lambda conn, i=i: i))) for i in range(40)]
+        await asyncio.sleep(0.05)  # all 40 are queued behind the first
+        gate.set()
+        assert await first is True
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert [r for i, r in enumerate(results) if i != 7] == [i for i in range(40) if i != 7]
+        assert isinstance(results[7], ValueError)
+        assert sum(hand_offs) == 41 and len(hand_offs) <= 3, hand_offs  # 1 + 32 + 8 at most
+    finally:
+        await store.close()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any, Protocol, TypeVar
 
 from alembic import command
@@ -377,6 +377,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
             future.set_exception(error)
 
 
+def _settle_all(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in done:
+        _settle(future, result, error)
+
+
 class ThreadRunner:
     """SQLite: SQLAlchemy's synchronous engine on a thread of its own, one connection, one call at a time in the
     order they came (as aiosqlite kept them: a queue, and each answer handed back to the loop); every call
@@ -395,16 +400,30 @@ class ThreadRunner:
     def _serve(self) -> None:
         loop = self._loop
         assert loop is not None
-        while (call := self._calls.get()) is not None:
-            future, fn = call
-            try:
-                result, error = fn(), None
-            except BaseException as exc:  # handed to the caller
-                result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop closed without closing the storage
-                pass
+        while True:
+            # Calls that queued up while one ran are run before answering, and all their answers go back in one
+            # hand-off: each hand-off wakes the event loop through its self-pipe and costs it the GIL twice.
+            call = self._calls.get()
+            done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            while call is not None:
+                future, fn = call
+                try:
+                    done.append((future, fn(), None))
+                except BaseException as exc:  # handed to the caller
+                    done.append((future, None, exc))
+                if len(done) >= 32:
+                    break
+                try:
+                    call = self._calls.get_nowait()
+                except Empty:
+                    break
+            if done:
+                try:
+                    loop.call_soon_threadsafe(_settle_all, done)
+                except RuntimeError:  # the loop closed without closing the storage
+                    pass
+            if call is None:
+                return
 
     def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()

@@ -447,13 +447,19 @@ class JobEngine:
 
             ctx = RunContext(report=report, cancel=cancel, deadline=time.monotonic() + entry.timeout)
             await self._notify_progress(job, Progress(fraction=0.0, message=t("progress.starting", job.locale)))
-            # reads the job's input files and inlines a conversation's images: off the loop
-            request = await asyncio.to_thread(self.build_request, job, entry)
+            # reads the job's input files and inlines a conversation's images: off the loop (a job with none is
+            # built here: a thread hop costs the loop more than the few dict copies)
+            reads = bool(job.params.get("image_path") or job.params.get("audio_path")
+                         or any(isinstance(m.get("content"), list) for m in job.params.get("messages") or ()))
+            request = (await asyncio.to_thread(self.build_request, job, entry) if reads
+                       else self.build_request(job, entry))
             result = await asyncio.wait_for(
                 self._generate(entry, request, ctx, int(job.params.get("count", 1)), job.locale),
                 timeout=entry.timeout + 5)
             elapsed = time.monotonic() - started
-            job.result = await asyncio.to_thread(self._save_result, job, result)  # file writes off the loop
+            # file writes off the loop; a text or labels result writes none
+            job.result = (self._save_result(job, result) if isinstance(result, TextResult | LabelsResult)
+                          else await asyncio.to_thread(self._save_result, job, result))
             self._durations[job.model].append(elapsed)
             state = JobState.DONE
             log.info("job %s done in %.2f s", job.id, elapsed)
