@@ -83,3 +83,57 @@ async def test_a_fault_after_the_job_starts_ends_it_and_frees_the_slot(tmp_path,
         finally:
             await engine.stop()
             await engine.storage.close()
+
+
+async def test_a_burst_of_newcomers_shares_one_recount_and_every_place_shown_is_right(tmp_path, monkeypatch):
+    """Jobs that join a busy lane together are told their places after one recount of the lane, not one per
+    newcomer; the first in a quiet moment hears at once; each waiting job's last shown place is its real one."""
+    import bot.jobs.engine as engine_module
+
+    async with HFTestServer() as hf:
+        hf.hold()  # the lane's one slot stays busy, so everything after the first job waits
+        engine = await _engine(tmp_path, hf, Limits(per_user=5, per_guild=500, cooldown=0))
+        shown: dict[str, int] = {}
+
+        class Listener:
+            async def job_queued(self, job, position, eta, exact=True):  # noqa: ANN001
+                shown[job.id] = position
+
+            async def job_progress(self, job, progress):  # noqa: ANN001
+                pass
+
+            async def job_finished(self, job):  # noqa: ANN001
+                pass
+
+        engine.listeners.append(Listener())
+        recounts: list[tuple[str, ...]] = []
+        real = engine._announce_positions
+
+        async def counted(*lanes: str) -> None:
+            recounts.append(lanes)
+            await real(*lanes)
+
+        monkeypatch.setattr(engine, "_announce_positions", counted)
+        try:
+            first = await engine.submit(Job(user_id=1, task="text-to-image", model="img", prompt="first"))
+            assert first.id in shown and len(recounts) == 1  # alone: told at once
+            while not hf.held:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(engine_module.ANNOUNCE_COALESCE * 2)  # a quiet moment
+            recounts.clear()
+            burst = [Job(user_id=2 + i % 30, task="text-to-image", model="img", prompt=f"p{i}", guild_id=9)
+                     for i in range(60)]
+            await asyncio.gather(*(engine.submit(j) for j in burst))
+            assert len(recounts) == 1 and burst[0].id in shown  # the first at once; 59 wait for one recount
+            await asyncio.sleep(engine_module.ANNOUNCE_COALESCE * 3)
+            assert len(recounts) == 2, recounts
+            lane = engine.catalog.get("img").backend_key
+            order = [job_id for job_id, _ in engine.scheduler.forecast(lane, 100)]
+            assert len(order) == 60
+            assert engine_module.ANNOUNCE_LIMIT < 60  # so some heard theirs past the recounted window
+            assert [shown[job_id] for job_id in order] == list(range(1, 61))
+        finally:
+            hf.hold(False)
+            hf.release(100)
+            await engine.stop()
+            await engine.storage.close()

@@ -47,6 +47,7 @@ log = logging.getLogger("natty.jobs")
 MAX_ATTEMPTS = 2  # a job interrupted by a restart runs again once; a second interruption fails it
 POSITION_HORIZON = 200  # positions past this many jobs are shown as "200+": asking stays cheap in a long queue
 ANNOUNCE_LIMIT = 50  # queued jobs told their new place per change, per lane
+ANNOUNCE_COALESCE = 0.2  # seconds: newcomers to a lane within this long share one recount of the places
 RECORD_RETRIES = 5  # a busy database ("database is locked") is retried this often, with growing waits
 
 
@@ -123,6 +124,8 @@ class JobEngine:
         self._redeliver_task: asyncio.Task[None] | None = None
         self._finished_events: dict[str, asyncio.Event] = {}
         self._announced: dict[str, int] = {}  # the queue position each job's message last showed
+        self._recount: dict[str, list[str]] = {}  # lanes whose places changed -> newcomers waiting for theirs
+        self._recount_task: asyncio.Task[None] | None = None
         # called with (model name, exception) when a job fails: bot.jobs.availability re-checks a model that is down
         self.failure_hooks: list[Callable[[str, BaseException], None]] = []
 
@@ -143,6 +146,10 @@ class JobEngine:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self._recount_task:
+            self._recount_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recount_task
         if self._redeliver_task:  # what it did not reach stays undelivered, for the next start
             self._redeliver_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -235,11 +242,33 @@ class JobEngine:
     async def _queue(self, job: Job, entry: ModelEntry) -> None:
         """Hand an admitted, recorded job to the scheduler (bot.jobs.roles: to the shared queue)."""
         self.scheduler.push(entry.backend_key, entry.max_concurrency, job.user_id, job.id)
-        # a newcomer can go ahead of jobs already waiting: tell those whose place changed, and this one
-        await self._announce_positions(entry.backend_key)
-        if job.id not in self._announced:  # further back than the announced window
-            await self._notify_queued(job, self.forecast(job.id) or Forecast(1))
+        # a newcomer can go ahead of jobs already waiting: tell those whose place changed, and this one. The
+        # first newcomer in a while hears at once; those who follow within ANNOUNCE_COALESCE share one recount
+        # (a burst of 200 recounted the lane 200 times, on the loop)
+        key = entry.backend_key
+        if key in self._recount:
+            self._recount[key].append(job.id)
+        else:
+            await self._announce_positions(key)
+            if job.id not in self._announced:  # further back than the announced window
+                await self._notify_queued(job, self.forecast(job.id) or Forecast(1))
+            self._recount[key] = []
+            if self._recount_task is None or self._recount_task.done():
+                self._recount_task = asyncio.create_task(self._recount_soon(), name="natty-positions")
         self._wake.set()
+
+    async def _recount_soon(self) -> None:
+        while self._recount:
+            await asyncio.sleep(ANNOUNCE_COALESCE)
+            lanes, self._recount = self._recount, {}
+            if changed := [key for key, newcomers in lanes.items() if newcomers]:
+                await self._announce_positions(*changed)
+            for newcomers in lanes.values():
+                for job_id in newcomers:
+                    job = self.active.get(job_id)
+                    # further back than the announced window, and still waiting
+                    if job is not None and job.state is JobState.QUEUED and job_id not in self._announced:
+                        await self._notify_queued(job, self.forecast(job_id) or Forecast(1))
 
     def lane_counts(self) -> dict[str, tuple[int, int]]:
         """Queued and running jobs per lane (bot.ops' metrics)."""
