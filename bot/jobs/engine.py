@@ -96,6 +96,14 @@ def inline_files(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def reads_files(job: Job) -> bool:
+    """Whether `JobEngine.build_request` reads files for this job: an input image or audio, or a conversation
+    whose messages have parts (images that `inline_files` may read)."""
+    p = job.params
+    return bool(p.get("image_path") or p.get("audio_path")
+                or any(isinstance(m.get("content"), list) for m in p.get("messages") or ()))
+
+
 def _ext(fmt: str) -> str:
     return {"jpeg": "jpg"}.get(fmt, fmt)
 
@@ -478,9 +486,7 @@ class JobEngine:
             await self._notify_progress(job, Progress(fraction=0.0, message=t("progress.starting", job.locale)))
             # reads the job's input files and inlines a conversation's images: off the loop (a job with none is
             # built here: a thread hop costs the loop more than the few dict copies)
-            reads = bool(job.params.get("image_path") or job.params.get("audio_path")
-                         or any(isinstance(m.get("content"), list) for m in job.params.get("messages") or ()))
-            request = (await asyncio.to_thread(self.build_request, job, entry) if reads
+            request = (await asyncio.to_thread(self.build_request, job, entry) if reads_files(job)
                        else self.build_request(job, entry))
             result = await asyncio.wait_for(
                 self._generate(entry, request, ctx, int(job.params.get("count", 1)), job.locale),

@@ -310,7 +310,7 @@ def is_url(model: str) -> bool:
     return model.startswith(("http://", "https://"))
 
 
-_TLS_INSTALLED = False
+_SESSIONS_INSTALLED = False
 _TLS_CONTEXT: Any = None
 
 
@@ -325,7 +325,7 @@ def tls_context() -> Any:
     return _TLS_CONTEXT
 
 
-def share_tls_context() -> None:
+def install_kept_sessions() -> None:
     """Make every AsyncInferenceClient send through its event loop's kept-alive session (`kept_session`).
 
     The client opens a fresh httpx2.AsyncClient per call, and closes it after: every hosted request paid a new
@@ -333,13 +333,13 @@ def share_tls_context() -> None:
     loop's time). huggingface_hub's documented `set_async_client_factory` lets us hand it the loop's one session
     instead; its requests still carry their own headers and timeout.
     """
-    global _TLS_INSTALLED
-    if _TLS_INSTALLED:
+    global _SESSIONS_INSTALLED
+    if _SESSIONS_INSTALLED:
         return
     from huggingface_hub.utils import set_async_client_factory
 
     set_async_client_factory(kept_session)
-    _TLS_INSTALLED = True
+    _SESSIONS_INSTALLED = True
 
 
 _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, Any]] = weakref.WeakKeyDictionary()
@@ -368,15 +368,26 @@ def kept_session(hub_hooks: bool = True) -> Any:
     return session
 
 
+_KEPT_CLASS: Any = None
+
+
+def _kept_class(httpx2: Any) -> Any:
+    """An httpx2.AsyncClient that an `async with` neither opens nor closes (made once: httpx2 loads lazily)."""
+    global _KEPT_CLASS
+    if _KEPT_CLASS is None:
+        class KeptSession(httpx2.AsyncClient):
+            async def __aenter__(self) -> Any:
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+        _KEPT_CLASS = KeptSession
+    return _KEPT_CLASS
+
+
 def _new_session(httpx2: Any, *, kept: bool, hub_hooks: bool) -> Any:
     from http.cookiejar import CookieJar, DefaultCookiePolicy
-
-    class KeptSession(httpx2.AsyncClient):
-        async def __aenter__(self) -> Any:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
 
     hooks: dict[str, list[Callable[..., Any]]] = {}
     if hub_hooks:
@@ -385,7 +396,7 @@ def _new_session(httpx2: Any, *, kept: bool, hub_hooks: bool) -> Any:
         hooks = {"request": [_http.async_hf_request_event_hook], "response": [_http.async_hf_response_event_hook]}
     # Every job of a busy server may call at once: no cap on open connections beyond what the queue allows.
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=32, keepalive_expiry=5.0)
-    cls = KeptSession if kept else httpx2.AsyncClient
+    cls = _kept_class(httpx2) if kept else httpx2.AsyncClient
     return cls(event_hooks=hooks, follow_redirects=True, timeout=None, verify=tls_context(), limits=limits,
                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
@@ -563,7 +574,7 @@ class RetryingBackend(Backend):
         rng: random.Random | None = None,
         probe_timeout: float = 2.0,
     ) -> None:
-        share_tls_context()
+        install_kept_sessions()
         self.retrying = Retrying(
             base=backoff_base, cap=backoff_cap, loading_cap=loading_cap, max_attempts=max_attempts, sleep=sleep,
             clock=clock, rng=rng or random.Random(),
