@@ -113,26 +113,27 @@ def summary(r: dict[str, np.ndarray]) -> dict[str, float]:
             "glyphs_shape_and_colour": float(r["both"][g].mean()), "objects": int(len(g))}
 
 
-def sampler_speed(model: PixelCNN, repeats: int) -> dict[str, float]:
+def sampler_speed(model: PixelCNN, repeats: int, guidance: float = 1.0) -> dict[str, float]:
     """Seconds per image at batch 1, medians of `repeats` runs, cached and naive (the same seed)."""
     tokens = scenes.Scene((scenes.Obj("star", "red", "top"), scenes.Obj("circle", "blue", "bottom"))).tokens()[None]
     times: dict[str, list[float]] = {"cached": [], "naive": []}
     for r in range(repeats):
         for name, fn in (("cached", model.generate), ("naive", model.generate_naive)):
             t = time.perf_counter()
-            fn(tokens, seed=r)
+            fn(tokens, seed=r, guidance=guidance)
             times[name].append(time.perf_counter() - t)
     cached, naive = statistics.median(times["cached"]), statistics.median(times["naive"])
     return {"cached_s": cached, "naive_s": naive, "ratio": naive / cached, "repeats": repeats}
 
 
-def write_grid(model: PixelCNN, path: Path, per_prompt: int = 6, seed: int = 0) -> None:
+def write_grid(model: PixelCNN, path: Path, per_prompt: int = 6, seed: int = 0, guidance: float = 1.0) -> None:
     """One row per GRID_PROMPTS prompt, `per_prompt` samples each, 4x upscaled."""
     rows = []
     for i, prompt in enumerate(GRID_PROMPTS):
         scene, _, _ = scenes.parse_prompt(prompt, np.random.default_rng(i))
         assert scene is not None
-        rows.append(model.generate(np.repeat(scene.tokens()[None], per_prompt, axis=0), seed=seed + i))
+        rows.append(model.generate(np.repeat(scene.tokens()[None], per_prompt, axis=0), seed=seed + i,
+                                   guidance=guidance))
     png, _, _ = scenes.png_grid(np.concatenate(rows), scale=4, cols=per_prompt)
     path.write_bytes(png)
 
@@ -162,10 +163,13 @@ def evaluate_scenes(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=50, help="images per cached sampling call")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats at batch 1 (medians)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the checkpoint's config.guidance; 1 is none)")
     p.add_argument("--grid", default=None, help="PNG of samples (default: samples.png in the checkpoint)")
     args = parse_with_common(p, argv)
     model, meta = load_checkpoint(args.checkpoint)
     assert isinstance(model, PixelCNN) and meta.get("data") == "scenes", f"{args.checkpoint} is not a scene model"
+    guidance = model.config.guidance if args.guidance is None else args.guidance
     t0 = time.perf_counter()
     if args.classifier and Path(args.classifier).exists():
         clf = SceneClassifier()
@@ -186,13 +190,13 @@ def evaluate_scenes(argv: list[str]) -> int:
     for i in range(0, len(asked), args.batch):
         chunk = asked[i : i + args.batch]
         drawn.append(model.generate(np.stack([s.tokens() for s in chunk]), seed=args.seed + i,
-                                    temperature=args.temperature))
+                                    temperature=args.temperature, guidance=guidance))
         log(f"sampled {i + len(chunk)}/{len(asked)}")
     sample_s = time.perf_counter() - t0
     on_generated = summary(recognised(clf, np.concatenate(drawn), asked))
-    speed = sampler_speed(model, args.repeats)
+    speed = sampler_speed(model, args.repeats, guidance)
     grid = Path(args.grid) if args.grid else Path(args.checkpoint) / "samples.png"
-    write_grid(model, grid)
+    write_grid(model, grid, guidance=guidance)
 
     m = meta.get("metrics", {})
     print(f"scene PixelCNN {args.checkpoint}: step {meta.get('step')}, "
@@ -201,7 +205,8 @@ def evaluate_scenes(argv: list[str]) -> int:
           f"shape and colour {on_real['shape_and_colour']:.1%} of {on_real['objects']} objects "
           f"(shape {on_real['shape']:.1%}, colour {on_real['colour']:.1%}; figures "
           f"{on_real['figures_shape_and_colour']:.1%}, letters and digits {on_real['glyphs_shape_and_colour']:.1%})")
-    print(f"generated ({args.generated} scenes, temperature {args.temperature}, {sample_s:.0f} s): asked shape and "
+    print(f"generated ({args.generated} scenes, temperature {args.temperature}, guidance {guidance}, "
+          f"{sample_s:.0f} s): asked shape and "
           f"colour recognised in {on_generated['shape_and_colour']:.1%} of {on_generated['objects']} objects "
           f"(shape {on_generated['shape']:.1%}, colour {on_generated['colour']:.1%}; figures "
           f"{on_generated['figures_shape_and_colour']:.1%}, letters and digits "
@@ -210,6 +215,7 @@ def evaluate_scenes(argv: list[str]) -> int:
           f"{speed['ratio']:.0f}x (medians of {speed['repeats']})")
     print(f"samples: {grid}")
     print(json.dumps({"real": on_real, "generated": on_generated, "speed": speed, "step": meta.get("step"),
+                      "guidance": guidance,
                       "bits_per_dim": m.get("bits_per_dim")}))
     return 0
 

@@ -158,6 +158,35 @@ def test_cached_scene_sampling_equals_naive_sampling():
     np.testing.assert_allclose(np.stack(logits), ref, rtol=0, atol=1e-9)
 
 
+def test_guided_sampling_is_the_same_in_both_samplers_and_mixes_the_two_passes():
+    model = tiny_scene_model(guidance=2.5).double()
+    y = torch.cat([tokens(0, 5), tokens(2, 3, 8, 11)]).double().numpy()
+    logits: list[np.ndarray] = []
+    fast = model.generate(y, seed=5, logits_out=logits)
+    assert np.array_equal(fast, model.generate_naive(y, seed=5))
+    assert not np.array_equal(fast, model.generate(y, seed=5, guidance=1.0))  # the config's scale was used
+    with torch.no_grad():  # each pixel drawn from u + 2.5 (c - u): the passes with the tokens and with none
+        x = torch.as_tensor(fast)
+        c = model(x, torch.as_tensor(y))[0]
+        u = model(x, torch.zeros_like(torch.as_tensor(y)))[0]
+    ref = (u + 2.5 * (c - u)).permute(2, 3, 0, 1).reshape(-1, len(y), model.config.n_levels).numpy()
+    np.testing.assert_allclose(np.stack(logits), ref, rtol=0, atol=1e-9)
+    digits = PixelCNN(PixelCNNConfig(n_levels=5, n_classes=3, height=3, width=3, n_channels=8, n_layers=2,
+                                     guidance=3.0))
+    assert np.array_equal(digits.generate([0, 2], seed=1), digits.generate([0, 2], seed=1, guidance=1.0))  # ids
+
+
+def test_scene_training_drops_every_token_of_a_fraction_of_images():
+    from models.own.train import SceneTask
+
+    task = SceneTask(None, None)
+    task.make_config({"cond_drop": "0.5"})
+    x, y = task.batch("train", 64, np.random.default_rng(0), torch.device("cpu"))
+    empty = int((y.sum(dim=1) == 0).sum())
+    assert 16 <= empty <= 48 and x.shape[0] == 64  # about half, and the images are still there
+    assert int((task.batch("val", 64, np.random.default_rng(0), torch.device("cpu"))[1].sum(dim=1) == 0).sum()) == 0
+
+
 def test_scene_model_checkpoint_round_trip(tmp_path):
     model = tiny_scene_model(2)
     save_checkpoint(model, tmp_path, {"data": "scenes"})
@@ -190,6 +219,10 @@ async def test_the_scene_entry_draws_and_says_what_it_drew(entry):
     again = await backend.run(entry, Request(task="text-to-image", prompt="a red star above a blue circle",
                                              seed=3, params={"count": 2}), RunContext())
     assert again.data == result.data  # the seed fixes the sample
+    assert result.meta["guidance"] == 1.0  # the checkpoint's own scale (this one was trained without guidance)
+    guided = await backend.run(entry, Request(task="text-to-image", prompt="a red star above a blue circle",
+                                              seed=3, params={"count": 2, "guidance": 3}), RunContext())
+    assert guided.meta["guidance"] == 3.0 and guided.data != result.data  # a request's scale reaches the sampler
 
 
 async def test_a_prompt_with_nothing_drawable_is_answered_with_what_it_can_draw(entry):

@@ -251,7 +251,9 @@ class OwnModelsBackend(Backend):
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         model, meta = await asyncio.to_thread(self._load_with_meta, entry, "pixelcnn")
         if meta.get("data") == "scenes":
-            return await self._draw_scene(entry, request, ctx, model, count, size, temperature, seed)
+            # classifier-free guidance: the checkpoint's own (config.guidance) unless the catalog or request sets it
+            guidance = max(1.0, min(float(params.get("guidance", model.config.guidance)), 8.0))
+            return await self._draw_scene(request, ctx, model, count, size, temperature, guidance, seed)
         digit = parse_digit(request.prompt)
         if digit is None:
             raise BackendError(ErrorKind.BAD_REQUEST,
@@ -276,8 +278,8 @@ class OwnModelsBackend(Backend):
                            meta={"seed": seed, "digit": digit, "count": count, "temperature": temperature,
                                  "note": f"drew: a handwritten {digit}"})
 
-    async def _draw_scene(self, entry: ModelEntry, request: Request, ctx: RunContext, model: PixelCNN, count: int,
-                          size: int, temperature: float, seed: int) -> ImageResult:
+    async def _draw_scene(self, request: Request, ctx: RunContext, model: PixelCNN, count: int, size: int,
+                          temperature: float, guidance: float, seed: int) -> ImageResult:
         from models.own import scenes
 
         scene, understood, ignored = scenes.parse_prompt(request.prompt, np.random.default_rng(seed))
@@ -296,13 +298,14 @@ class OwnModelsBackend(Backend):
                 return ctx.cancel.cancelled
 
             tokens = np.repeat(scene.tokens()[None], count, axis=0)
-            x = model.generate(tokens, seed=seed, temperature=temperature, callback=on_row)
+            x = model.generate(tokens, seed=seed, temperature=temperature, guidance=guidance, callback=on_row)
             ctx.cancel.raise_if_cancelled()
             return scenes.png_grid(x, scale)
 
         png, width, height = await asyncio.to_thread(work)
         return ImageResult(data=png, width=width, height=height,
-                           meta={"seed": seed, "count": count, "temperature": temperature, "drew": understood,
+                           meta={"seed": seed, "count": count, "temperature": temperature, "guidance": guidance,
+                                 "drew": understood,
                                  "ignored": ignored, "note": note})
 
     async def text_to_audio(self, entry: ModelEntry, request: Request, ctx: RunContext) -> AudioResult:

@@ -197,9 +197,23 @@ class SceneTask(PixelTask):
         Task.__init__(self, "scenes", None)
         x, y, _ = scenes.make_batch(256, np.random.default_rng(20261204))
         self.val = (x, y)
+        self.cond_drop = 0.0
+
+    def make_config(self, overrides: dict[str, str]) -> Any:
+        cfg = super().make_config(overrides)
+        self.cond_drop = cfg.cond_drop
+        return cfg
+
+    def adopt(self, model: Any) -> None:
+        self.cond_drop = model.config.cond_drop
 
     def batch(self, split, size, rng, device):
-        x, y = (scenes.make_batch(size, rng)[:2] if split == "train" else self.val)
+        if split == "train":
+            x, y = scenes.make_batch(size, rng)[:2]
+            if self.cond_drop:  # these images train the unconditional model that guidance needs: no tokens
+                y[rng.random(size) < self.cond_drop] = 0
+        else:
+            x, y = self.val
         return torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
 
     @torch.no_grad()
