@@ -158,6 +158,18 @@ def test_natty_train_gpt_trains_resumes_and_scores_a_text_file(tmp_path, capsys)
     meta = json.loads((out / "config.json").read_text())
     assert meta["step"] == 30 and meta["natty_model"] == "gpt" and (out / "loss.png").is_file()
 
+    # --init fine-tunes: the starting checkpoint's config (a --set field changed) and weights, its command kept
+    tuned = tmp_path / "tuned"
+    assert train_main(["gpt", "--data", str(corpus), "--out", str(tuned), "--init", str(out), "--steps", "2",
+                       "--eval-every", "2", "--ckpt-every", "2", "--batch-size", "8", "--threads", "1",
+                       "--lr", "1e-9", "--set", "dropout=0.25"]) == 0
+    start, _ = load_checkpoint(out)
+    model, tuned_meta = load_checkpoint(tuned)
+    assert model.config.n_layer == 1 and model.config.n_embd == 32 and model.config.dropout == 0.25
+    assert tuned_meta["step"] == 2 and tuned_meta["from"] == [meta["command"]]
+    for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)  # a learning rate of 1e-9: still the starting weights
+
 
 # --- the bundled models ------------------------------------------------------------------------------------
 

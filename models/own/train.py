@@ -473,6 +473,8 @@ def train_main(argv: list[str]) -> int:
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--fresh", action="store_true", help="start over even if the folder holds a run")
+    p.add_argument("--init", metavar="DIR", help="start from this checkpoint's weights and config (fine-tuning; "
+                                                  "--set may change its fields) instead of random weights")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a model config field")
     args = p.parse_args(argv)
 
@@ -488,12 +490,16 @@ def train_main(argv: list[str]) -> int:
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    if resume:
-        model, meta = load_checkpoint(out, device=device)
+    if resume or args.init:
+        model, meta = load_checkpoint(out if resume else args.init, device=device)
+        if not resume:  # fine-tuning: the commands that made the starting weights are kept, in order
+            _apply(model.config, overrides)
+            meta = {"from": [*meta.get("from", []), *([meta["command"]] if "command" in meta else [])]}
         task.adopt(model)
     else:
         model = MODEL_TYPES[natty_model][0](task.make_config(overrides)).to(device)
         meta = {}
+    lineage = {"from": meta["from"]} if meta.get("from") else {}
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     history: dict[str, list[Any]]
@@ -517,7 +523,7 @@ def train_main(argv: list[str]) -> int:
 
     def checkpoint(metrics: dict[str, float]) -> None:
         info = {"step": step, "metrics": metrics, "seed": args.seed, "data": task.data,
-                "command": "natty train " + " ".join(argv)}
+                **lineage, "command": "natty train " + " ".join(argv)}
         save_checkpoint(model, out, info)
         torch.save({"optimizer": opt.state_dict(), "step": step, "history": history,
                     "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, state_path)
