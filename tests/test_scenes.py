@@ -219,10 +219,10 @@ async def test_the_scene_entry_draws_and_says_what_it_drew(entry):
     again = await backend.run(entry, Request(task="text-to-image", prompt="a red star above a blue circle",
                                              seed=3, params={"count": 2}), RunContext())
     assert again.data == result.data  # the seed fixes the sample
-    assert result.meta["guidance"] == 1.0  # the checkpoint's own scale (this one was trained without guidance)
+    assert result.meta["guidance_scale"] == 1.0  # the checkpoint's own scale (this one was trained without guidance)
     guided = await backend.run(entry, Request(task="text-to-image", prompt="a red star above a blue circle",
-                                              seed=3, params={"count": 2, "guidance": 3}), RunContext())
-    assert guided.meta["guidance"] == 3.0 and guided.data != result.data  # a request's scale reaches the sampler
+                                              seed=3, params={"count": 2, "guidance_scale": 3}), RunContext())
+    assert guided.meta["guidance_scale"] == 3.0 and guided.data != result.data  # a request's scale reaches the sampler
 
 
 async def test_a_prompt_with_nothing_drawable_is_answered_with_what_it_can_draw(entry):

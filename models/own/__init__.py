@@ -251,8 +251,9 @@ class OwnModelsBackend(Backend):
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         model, meta = await asyncio.to_thread(self._load_with_meta, entry, "pixelcnn")
         if meta.get("data") == "scenes":
-            # classifier-free guidance: the checkpoint's own (config.guidance) unless the catalog or request sets it
-            guidance = max(1.0, min(float(params.get("guidance", model.config.guidance)), 8.0))
+            # classifier-free guidance: the checkpoint's own (config.guidance) unless the catalog or request sets
+            # guidance_scale, the name the hosted image models take for the same u + g (c - u)
+            guidance = max(1.0, min(float(params.get("guidance_scale", model.config.guidance)), 8.0))
             return await self._draw_scene(request, ctx, model, count, size, temperature, guidance, seed)
         digit = parse_digit(request.prompt)
         if digit is None:
@@ -304,7 +305,7 @@ class OwnModelsBackend(Backend):
 
         png, width, height = await asyncio.to_thread(work)
         return ImageResult(data=png, width=width, height=height,
-                           meta={"seed": seed, "count": count, "temperature": temperature, "guidance": guidance,
+                           meta={"seed": seed, "count": count, "temperature": temperature, "guidance_scale": guidance,
                                  "drew": understood,
                                  "ignored": ignored, "note": note})
 
