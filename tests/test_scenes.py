@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 from models.base import Request, RunContext  # noqa: E402
 from models.catalog import ModelEntry, load_catalog  # noqa: E402
 from models.errors import BackendError, ErrorKind  # noqa: E402
-from models.own import OwnModelsBackend, load_checkpoint, save_checkpoint, scenes  # noqa: E402
+from models.own import CHECKPOINTS, OwnModelsBackend, load_checkpoint, save_checkpoint, scenes  # noqa: E402
 from models.own.pixelcnn import PixelCNN, PixelCNNConfig  # noqa: E402
 from models.own.scenes import Obj, Scene, parse_prompt  # noqa: E402
 from tests.tiny_models import build_tiny_scene_model  # noqa: E402
@@ -185,6 +185,14 @@ def test_scene_training_drops_every_token_of_a_fraction_of_images():
     empty = int((y.sum(dim=1) == 0).sum())
     assert 16 <= empty <= 48 and x.shape[0] == 64  # about half, and the images are still there
     assert int((task.batch("val", 64, np.random.default_rng(0), torch.device("cpu"))[1].sum(dim=1) == 0).sum()) == 0
+
+
+def test_a_fine_tune_refuses_a_checkpoint_made_for_other_data(tmp_path):
+    from models.own.train import train_main
+
+    with pytest.raises(SystemExit, match=r"not one for --data digits \(n_levels 8, not 17, n_classes 240, not 10"):
+        train_main(["pixelcnn", "--init", str(CHECKPOINTS / "scenes"), "--out", str(tmp_path), "--steps", "1",
+                    "--threads", "1"])
 
 
 def test_scene_model_checkpoint_round_trip(tmp_path):

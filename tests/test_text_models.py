@@ -169,6 +169,19 @@ def test_natty_train_gpt_trains_resumes_and_scores_a_text_file(tmp_path, capsys)
     assert tuned_meta["step"] == 2 and tuned_meta["from"] == [meta["command"]]
     for a, b in zip(start.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)  # a learning rate of 1e-9: still the starting weights
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(p == 0.25 for p in drops)  # the modules do what the config says, not only config.json
+
+    # what a fine-tune cannot do is refused with a message: a new shape, another model kind, other characters
+    init = ["--out", str(tmp_path / "refused"), "--init", str(out), "--steps", "2", "--threads", "1"]
+    with pytest.raises(SystemExit, match="--set n_embd=64 changes the shape of its weights"):
+        train_main(["gpt", "--data", str(corpus), *init, "--set", "n_embd=64"])
+    with pytest.raises(SystemExit, match="holds a gpt model, not a charrnn one"):
+        train_main(["rnn", "--data", str(corpus), *init])
+    other = tmp_path / "other.txt"
+    other.write_text("0123456789 " * 400, encoding="utf-8")
+    with pytest.raises(SystemExit, match="characters that are not this data's"):
+        train_main(["gpt", "--data", str(other), *init])
 
 
 # --- the bundled models ------------------------------------------------------------------------------------

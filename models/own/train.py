@@ -96,6 +96,11 @@ class TextTask(Task):
         cfg.chars = self.chars
         return cfg
 
+    def adopt(self, model: Any) -> None:
+        if model.config.chars != self.chars:  # the same ids would mean other characters: refuse, do not garble
+            raise SystemExit(f"the checkpoint's model reads {len(model.config.chars)} characters that are not this "
+                             f"data's {len(self.chars)}; continue it on the data it was trained on")
+
     def batch(self, split, size, rng, device):
         ids = self.ids[split]
         starts = rng.integers(0, len(ids) - self.seq_len - 1, size)
@@ -124,6 +129,7 @@ class GPTTask(TextTask):
         return cfg
 
     def adopt(self, model: Any) -> None:
+        super().adopt(model)
         self.seq_len = min(self.seq_len, model.config.block_size)
 
 
@@ -162,6 +168,14 @@ class PixelTask(Task):
         super().__init__("digits", None)
         tx, ty, vx, vy = datasets.load_digits_split()
         self.sets = {"train": (tx, ty), "val": (vx, vy)}
+
+    def adopt(self, model: Any) -> None:
+        fields = ("n_levels", "n_classes", "height", "width")  # what the data fixes
+        want, got = self.make_config({}), model.config
+        if any(getattr(want, f) != getattr(got, f) for f in fields):
+            raise SystemExit(f"the checkpoint's model is not one for --data {self.data} ("
+                             + ", ".join(f"{f} {getattr(got, f)}, not {getattr(want, f)}" for f in fields
+                                         if getattr(want, f) != getattr(got, f)) + ")")
 
     def batch(self, split, size, rng, device):
         x, y = self.sets[split]
@@ -205,6 +219,7 @@ class SceneTask(PixelTask):
         return cfg
 
     def adopt(self, model: Any) -> None:
+        super().adopt(model)
         self.cond_drop = model.config.cond_drop
 
     def batch(self, split, size, rng, device):
@@ -408,6 +423,25 @@ def _apply(cfg: Any, overrides: dict[str, str]) -> Any:
     return cfg
 
 
+def _fine_tune_start(folder: str, natty_model: str, overrides: dict[str, str],
+                     device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The model to fine-tune: built anew from the checkpoint's config with --set applied (so that a changed
+    field such as dropout is what the modules do, not only what config.json says), holding its weights, and the
+    commands that made them, in order, as meta["from"]."""
+    start, meta = load_checkpoint(folder, device=device)
+    model_cls = MODEL_TYPES[natty_model][0]
+    if not isinstance(start, model_cls):
+        raise SystemExit(f"--init {folder} holds a {meta['natty_model']} model, not a {natty_model} one")
+    model = model_cls(_apply(start.config, overrides)).to(device)
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError:
+        changed = " ".join(f"{k}={v}" for k, v in overrides.items())
+        raise SystemExit(f"--init {folder}: --set {changed} changes the shape of its weights; a fine-tune keeps the "
+                         "shape (train from scratch to change it)") from None
+    return model, {"from": [*meta.get("from", []), *([meta["command"]] if "command" in meta else [])]}
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -490,11 +524,11 @@ def train_main(argv: list[str]) -> int:
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    if resume or args.init:
-        model, meta = load_checkpoint(out if resume else args.init, device=device)
-        if not resume:  # fine-tuning: the commands that made the starting weights are kept, in order
-            _apply(model.config, overrides)
-            meta = {"from": [*meta.get("from", []), *([meta["command"]] if "command" in meta else [])]}
+    if resume:
+        model, meta = load_checkpoint(out, device=device)
+        task.adopt(model)
+    elif args.init:
+        model, meta = _fine_tune_start(args.init, natty_model, overrides, device)
         task.adopt(model)
     else:
         model = MODEL_TYPES[natty_model][0](task.make_config(overrides)).to(device)
